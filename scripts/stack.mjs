@@ -1,0 +1,299 @@
+// The local stack: Apache Kafka (single-node KRaft) and Apicurio Registry, both resolved from Maven
+// Central by the poms under infra/, run as background JVMs with data under .stack/ (git-ignored).
+// PostgreSQL and Redis are used as found; this script only checks them and says what to start.
+//
+//   node scripts/stack.mjs up | down | status
+//
+// `up` is idempotent: parts already running are left alone.
+import { spawn, spawnSync, execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync, openSync, rmSync, readdirSync } from 'node:fs';
+import { createConnection } from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const stackDir = process.env.STACK_DIR ?? join(root, '.stack');
+const env = (name, fallback) => process.env[name] ?? fallback;
+
+const cfg = {
+  kafkaPort: Number(env('STACK_KAFKA_PORT', '9092')),
+  controllerPort: Number(env('STACK_KAFKA_CONTROLLER_PORT', '9093')),
+  kafkaHeap: env('STACK_KAFKA_HEAP', '512m'),
+  registryPort: Number(env('STACK_REGISTRY_PORT', '8081')),
+  registryHeap: env('STACK_REGISTRY_HEAP', '384m'),
+  registryDb: env('STACK_REGISTRY_DB', 'apicurio_registry'),
+  pgHost: env('PGHOST', '127.0.0.1'),
+  pgPort: Number(env('PGPORT', '5432')),
+  pgUser: env('PGUSER', 'postgres'),
+  redisPort: Number(env('STACK_REDIS_PORT', '6379')),
+};
+
+const log = (msg) => console.log(`[stack] ${msg}`);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function portOpen(port, host = '127.0.0.1') {
+  return new Promise((resolve) => {
+    const socket = createConnection({ port, host });
+    socket.setTimeout(1000);
+    socket.once('connect', () => { socket.destroy(); resolve(true); });
+    socket.once('timeout', () => { socket.destroy(); resolve(false); });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+async function waitFor(what, check, timeoutMs, logFile, pidFile) {
+  const deadline = Date.now() + timeoutMs;
+  let why = `did not come up within ${timeoutMs / 1000}s`;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    if (pidFile && !pidAlive(pidFile)) { why = 'exited while starting'; break; }
+    await sleep(500);
+  }
+  const tail = logFile && existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n').slice(-30).join('\n') : '';
+  throw new Error(`${what} ${why}.${tail ? `\nLast lines of ${logFile}:\n${tail}` : ''}`);
+}
+
+function versionOf(javaBin) {
+  const r = spawnSync(javaBin, ['-version'], { encoding: 'utf8' });
+  return Number(/version "(\d+)/.exec(`${r.stderr}${r.stdout}`)?.[1] ?? 0);
+}
+
+// Apicurio Registry 3.x is compiled for Java 21. Kafka runs on the default java (17 here); the
+// registry takes REGISTRY_JAVA_HOME, then JAVA_HOME, then any JDK >= 21 under /usr/lib/jvm.
+function registryJava() {
+  const candidates = [process.env.REGISTRY_JAVA_HOME, process.env.JAVA_HOME]
+    .filter(Boolean)
+    .map((home) => join(home, 'bin', 'java'));
+  candidates.push('java');
+  if (existsSync('/usr/lib/jvm')) {
+    for (const d of readdirSync('/usr/lib/jvm').sort().reverse()) candidates.push(join('/usr/lib/jvm', d, 'bin', 'java'));
+  }
+  for (const bin of candidates) {
+    if ((bin === 'java' || existsSync(bin)) && versionOf(bin) >= 21) return bin;
+  }
+  throw new Error('Apicurio Registry 3.x needs Java 21 or newer, and none was found (looked at REGISTRY_JAVA_HOME, JAVA_HOME, java on PATH and /usr/lib/jvm/*). Install one, for example a Temurin 21+ JDK, and set REGISTRY_JAVA_HOME.');
+}
+
+function pidAlive(pidFile) {
+  if (!existsSync(pidFile)) return false;
+  const pid = Number(readFileSync(pidFile, 'utf8'));
+  try { process.kill(pid, 0); return pid; } catch { return false; }
+}
+
+function startDetached(name, cmd, args, extraEnv, cwd) {
+  const dir = join(stackDir, name);
+  const logFile = join(dir, `${name}.log`);
+  const out = openSync(logFile, 'w');
+  const child = spawn(cmd, args, {
+    cwd, detached: true, stdio: ['ignore', out, out], env: { ...process.env, ...extraEnv },
+  });
+  child.unref();
+  writeFileSync(join(dir, `${name}.pid`), String(child.pid));
+  return logFile;
+}
+
+function mvn(args) {
+  try {
+    execFileSync('mvn', ['-B', '-q', ...args], { cwd: root, stdio: 'inherit' });
+  } catch (err) {
+    throw new Error(`Maven failed (mvn ${args.join(' ')}). Maven Central must be reachable. ${err.message}`, { cause: err });
+  }
+}
+
+// ---------------------------------------------------------------------------------------- checks
+
+async function checkExternal() {
+  const problems = [];
+  if (!(await portOpen(cfg.pgPort, cfg.pgHost))) {
+    problems.push(`PostgreSQL is not reachable at ${cfg.pgHost}:${cfg.pgPort}. Start it, for example: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`);
+  }
+  if (!(await portOpen(cfg.redisPort))) {
+    problems.push(`Redis is not reachable at 127.0.0.1:${cfg.redisPort}. Start it, for example: redis-server --daemonize yes --bind 127.0.0.1 --port ${cfg.redisPort} --save "" --appendonly no`);
+  }
+  return problems;
+}
+
+// ----------------------------------------------------------------------------------------- kafka
+
+const kafkaDir = join(stackDir, 'kafka');
+
+function kafkaFiles() {
+  const libs = join(kafkaDir, 'libs');
+  if (!existsSync(libs) || !readdirSync(libs).some((f) => f.startsWith('kafka_2.13-'))) {
+    log('resolving Kafka from Maven Central (infra/kafka/pom.xml) …');
+    mvn(['-f', 'infra/kafka/pom.xml', 'dependency:copy-dependencies', '-DincludeScope=runtime', `-DoutputDirectory=${libs}`]);
+  }
+  const dataDir = join(kafkaDir, 'data');
+  const props = join(kafkaDir, 'server.properties');
+  writeFileSync(props, [
+    'process.roles=broker,controller',
+    'node.id=1',
+    `controller.quorum.voters=1@127.0.0.1:${cfg.controllerPort}`,
+    `listeners=PLAINTEXT://127.0.0.1:${cfg.kafkaPort},CONTROLLER://127.0.0.1:${cfg.controllerPort}`,
+    `advertised.listeners=PLAINTEXT://127.0.0.1:${cfg.kafkaPort}`,
+    'controller.listener.names=CONTROLLER',
+    'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT',
+    'inter.broker.listener.name=PLAINTEXT',
+    `log.dirs=${dataDir}`,
+    // Topics are created explicitly by the services, with partitions from config.
+    'auto.create.topics.enable=false',
+    'num.partitions=1',
+    'offsets.topic.replication.factor=1',
+    'offsets.topic.num.partitions=4',
+    'transaction.state.log.replication.factor=1',
+    'transaction.state.log.min.isr=1',
+    'min.insync.replicas=1',
+    'group.initial.rebalance.delay.ms=0',
+    'num.network.threads=2',
+    'num.io.threads=2',
+    'log.retention.hours=168',
+    '',
+  ].join('\n'));
+  writeFileSync(join(kafkaDir, 'log4j.properties'), [
+    'log4j.rootLogger=WARN, stdout',
+    'log4j.appender.stdout=org.apache.log4j.ConsoleAppender',
+    'log4j.appender.stdout.layout=org.apache.log4j.PatternLayout',
+    'log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n',
+    'log4j.logger.kafka.server.KafkaServer=INFO',
+    'log4j.logger.kafka.server.BrokerServer=INFO',
+    '',
+  ].join('\n'));
+  const javaArgs = [
+    `-Xms${cfg.kafkaHeap}`, `-Xmx${cfg.kafkaHeap}`, '-XX:+UseG1GC', '-XX:ActiveProcessorCount=2',
+    `-Dlog4j.configuration=file:${join(kafkaDir, 'log4j.properties')}`,
+    '-cp', `${libs}/*`,
+  ];
+  if (!existsSync(join(dataDir, 'meta.properties'))) {
+    const clusterId = randomBytes(16).toString('base64url');
+    log(`formatting Kafka storage (cluster ${clusterId}) …`);
+    execFileSync('java', [...javaArgs, 'kafka.tools.StorageTool', 'format', '-t', clusterId, '-c', props], { stdio: 'inherit' });
+  }
+  return { javaArgs, props };
+}
+
+async function kafkaUp() {
+  const pidFile = join(kafkaDir, 'kafka.pid');
+  if (await portOpen(cfg.kafkaPort)) { log(`Kafka already listening on 127.0.0.1:${cfg.kafkaPort}`); return; }
+  mkdirSync(kafkaDir, { recursive: true });
+  if (pidAlive(pidFile)) {
+    log('Kafka process exists but is not listening yet; waiting …');
+  } else {
+    const { javaArgs, props } = kafkaFiles();
+    log(`starting Kafka 3.9 on 127.0.0.1:${cfg.kafkaPort} (heap ${cfg.kafkaHeap}) …`);
+    startDetached('kafka', 'java', [...javaArgs, 'kafka.Kafka', props], {}, kafkaDir);
+  }
+  await waitFor('Kafka', () => portOpen(cfg.kafkaPort), 90_000, join(kafkaDir, 'kafka.log'), pidFile);
+  log('Kafka is up');
+}
+
+// -------------------------------------------------------------------------------------- registry
+
+const registryDir = join(stackDir, 'registry');
+const registryUrl = `http://127.0.0.1:${cfg.registryPort}`;
+
+async function registryHealthy() {
+  try {
+    const res = await fetch(`${registryUrl}/apis/ccompat/v7/subjects`, { signal: AbortSignal.timeout(2000) });
+    return res.ok;
+  } catch { return false; }
+}
+
+async function ensureRegistryDatabase() {
+  const { default: pg } = await import('pg');
+  const client = new pg.Client({ host: cfg.pgHost, port: cfg.pgPort, user: cfg.pgUser, database: 'postgres' });
+  await client.connect();
+  try {
+    const { rowCount } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [cfg.registryDb]);
+    if (rowCount === 0) {
+      log(`creating database ${cfg.registryDb} for the registry`);
+      await client.query(`CREATE DATABASE "${cfg.registryDb}"`);
+    }
+  } finally {
+    await client.end();
+  }
+}
+
+async function registryUp() {
+  const pidFile = join(registryDir, 'registry.pid');
+  if (await registryHealthy()) { log(`Apicurio Registry already answering on ${registryUrl}`); return; }
+  mkdirSync(registryDir, { recursive: true });
+  if (pidAlive(pidFile)) {
+    log('Registry process exists but is not answering yet; waiting …');
+  } else {
+    const dist = join(registryDir, 'dist');
+    if (!existsSync(join(dist, 'quarkus-run.jar'))) {
+      log('resolving Apicurio Registry from Maven Central (infra/registry/pom.xml) …');
+      mvn(['-f', 'infra/registry/pom.xml', 'dependency:unpack', `-Dregistry.dir=${dist}`]);
+    }
+    const java = registryJava();
+    await ensureRegistryDatabase();
+    log(`starting Apicurio Registry 3 on ${registryUrl} (heap ${cfg.registryHeap}, storage: PostgreSQL database ${cfg.registryDb}) …`);
+    startDetached('registry', java, [
+      `-Xms128m`, `-Xmx${cfg.registryHeap}`, '-XX:+UseSerialGC', '-XX:ActiveProcessorCount=2', '-jar', join(dist, 'quarkus-run.jar'),
+    ], {
+      QUARKUS_HTTP_HOST: '127.0.0.1',
+      QUARKUS_HTTP_PORT: String(cfg.registryPort),
+      // The management interface (health, metrics) would otherwise bind 0.0.0.0:9000.
+      QUARKUS_MANAGEMENT_HOST: '127.0.0.1',
+      QUARKUS_MANAGEMENT_PORT: env('STACK_REGISTRY_MANAGEMENT_PORT', '8091'),
+      QUARKUS_PROFILE: 'prod',
+      APICURIO_STORAGE_KIND: 'sql',
+      APICURIO_STORAGE_SQL_KIND: 'postgresql',
+      APICURIO_DATASOURCE_URL: `jdbc:postgresql://${cfg.pgHost}:${cfg.pgPort}/${cfg.registryDb}`,
+      APICURIO_DATASOURCE_USERNAME: cfg.pgUser,
+      APICURIO_DATASOURCE_PASSWORD: env('PGPASSWORD', 'postgres'),
+    }, registryDir);
+  }
+  await waitFor('Apicurio Registry', registryHealthy, 150_000, join(registryDir, 'registry.log'), pidFile);
+  log('Apicurio Registry is up');
+}
+
+// ------------------------------------------------------------------------------------- commands
+
+async function stop(name, dir) {
+  const pidFile = join(dir, `${name}.pid`);
+  const pid = pidAlive(pidFile);
+  if (!pid) { log(`${name}: not running`); rmSync(pidFile, { force: true }); return; }
+  process.kill(pid, 'SIGTERM');
+  for (let i = 0; i < 60 && pidAlive(pidFile); i++) await sleep(500);
+  if (pidAlive(pidFile)) process.kill(pid, 'SIGKILL');
+  rmSync(pidFile, { force: true });
+  log(`${name}: stopped`);
+}
+
+async function status() {
+  const rows = [
+    ['postgres', `${cfg.pgHost}:${cfg.pgPort}`, await portOpen(cfg.pgPort, cfg.pgHost)],
+    ['redis', `127.0.0.1:${cfg.redisPort}`, await portOpen(cfg.redisPort)],
+    ['kafka', `127.0.0.1:${cfg.kafkaPort}`, await portOpen(cfg.kafkaPort)],
+    ['registry', `${registryUrl}/apis/ccompat/v7`, await registryHealthy()],
+  ];
+  for (const [name, where, up] of rows) console.log(`${name.padEnd(9)} ${up ? 'up  ' : 'DOWN'} ${where}`);
+  return rows.every((r) => r[2]);
+}
+
+export async function up() {
+  const problems = await checkExternal();
+  if (problems.length) throw new Error(problems.join('\n'));
+  // Both JVMs start in parallel; each waits for its own readiness.
+  await Promise.all([kafkaUp(), registryUp()]);
+}
+
+export async function down() {
+  await stop('registry', registryDir);
+  await stop('kafka', kafkaDir);
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const cmd = process.argv[2];
+  try {
+    if (cmd === 'up') await up();
+    else if (cmd === 'down') await down();
+    else if (cmd === 'status') process.exitCode = (await status()) ? 0 : 1;
+    else { console.error('usage: node scripts/stack.mjs up|down|status'); process.exitCode = 2; }
+  } catch (err) {
+    console.error(`[stack] ${err.message}`);
+    process.exitCode = 1;
+  }
+}

@@ -1,0 +1,15 @@
+// The API's routes: CouponService, gRPC health and reflection, registered in one place.
+import type { ConnectRouter, ServiceImpl } from '@connectrpc/connect';
+import { CouponService } from '../../gen/coupon/v1/coupon_service_pb.js';
+import { Health } from '../../gen/health/v1/health_pb.js';
+import { healthRoutes, type HealthMonitor } from './health.ts';
+import { reflectionRoutes } from './reflection.ts';
+
+export function routes(coupons: Partial<ServiceImpl<typeof CouponService>>, health: HealthMonitor) {
+  return (router: ConnectRouter) => {
+    // Methods not implemented answer UNIMPLEMENTED, as connect-es does for a partial service.
+    router.service(CouponService, coupons);
+    healthRoutes(router, health);
+    reflectionRoutes(router, [CouponService, Health]);
+  };
+}

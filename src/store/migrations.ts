@@ -1,0 +1,56 @@
+// The ledger of record. Migrations live in code (not files) so they run the same from `npm start`,
+// `npm test` and the packaged service, with no loader configuration.
+import type { Knex } from 'knex';
+
+interface Migration { name: string; up: (db: Knex) => Promise<void>; down: (db: Knex) => Promise<void> }
+
+const migrations: Migration[] = [
+  {
+    name: '001_coupons_and_user_coupons',
+    async up(db) {
+      await db.schema.createTable('coupons', (t) => {
+        t.uuid('id').primary();
+        t.text('name').notNullable();
+        t.bigInteger('total_quantity').notNullable();
+        t.bigInteger('discount_amount').notNullable().defaultTo(0);
+        t.timestamp('opens_at', { useTz: true }).notNullable();
+        t.timestamp('closes_at', { useTz: true }).nullable();
+        t.timestamp('valid_until', { useTz: true }).nullable();
+        t.timestamp('created_at', { useTz: true }).notNullable().defaultTo(db.fn.now());
+        // Maintained by the issuer, one UPDATE per coupon per batch.
+        t.bigInteger('issued_count').notNullable().defaultTo(0);
+        t.timestamp('completed_at', { useTz: true }).nullable();
+      });
+      await db.raw('ALTER TABLE coupons ADD CONSTRAINT coupons_total_quantity_range CHECK (total_quantity BETWEEN 1 AND 10000000)');
+      await db.raw('ALTER TABLE coupons ADD CONSTRAINT coupons_issued_le_total CHECK (issued_count <= total_quantity)');
+
+      await db.schema.createTable('user_coupons', (t) => {
+        t.uuid('coupon_id').notNullable().references('id').inTable('coupons');
+        t.text('user_id').notNullable();
+        t.bigInteger('seq').notNullable();
+        t.timestamp('requested_at', { useTz: true }).notNullable();
+        t.timestamp('issued_at', { useTz: true }).notNullable().defaultTo(db.fn.now());
+        t.text('order_id').nullable();
+        t.timestamp('redeemed_at', { useTz: true }).nullable();
+        // Version of the last redemption change applied (events carry it); older events are ignored.
+        t.bigInteger('redemption_version').notNullable().defaultTo(0);
+        // I2: at most one coupon per (coupon, user).
+        t.primary(['coupon_id', 'user_id']);
+        // I1 backstop: seqs are 1..total and each is held by one user.
+        t.unique(['coupon_id', 'seq']);
+      });
+      await db.raw('ALTER TABLE user_coupons ADD CONSTRAINT user_coupons_seq_positive CHECK (seq >= 1)');
+      await db.raw('CREATE INDEX user_coupons_user_idx ON user_coupons (user_id, issued_at DESC, coupon_id)');
+    },
+    async down(db) {
+      await db.schema.dropTableIfExists('user_coupons');
+      await db.schema.dropTableIfExists('coupons');
+    },
+  },
+];
+
+export const migrationSource: Knex.MigrationSource<Migration> = {
+  getMigrations: () => Promise.resolve(migrations),
+  getMigrationName: (m) => m.name,
+  getMigration: (m) => Promise.resolve({ up: m.up, down: m.down }),
+};

@@ -1,0 +1,18 @@
+// Runs once before the suite: the ledger schema and the project's topics exist, so test files can
+// run in any order and in parallel. The stack itself is brought up by `npm test` (scripts/test.mjs).
+import { loadConfig } from '../../src/config.ts';
+import { createDb, migrate } from '../../src/store/db.ts';
+import { createKafka } from '../../src/events/kafka.ts';
+import { ensureTopics } from '../../src/events/topics.ts';
+import { createLogger } from '../../src/log.ts';
+
+export default async function setup(): Promise<void> {
+  const config = loadConfig();
+  const db = createDb(config.DATABASE_URL);
+  try { await migrate(db); } finally { await db.destroy(); }
+  const admin = createKafka(config.KAFKA_BROKERS, 'test-setup', createLogger('test', 'warn')).admin();
+  await admin.connect();
+  try {
+    await ensureTopics(admin, { partitions: config.KAFKA_TOPIC_PARTITIONS, replicationFactor: config.KAFKA_REPLICATION_FACTOR });
+  } finally { await admin.disconnect(); }
+}
