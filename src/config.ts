@@ -15,6 +15,7 @@ const schema = z.object({
     .transform((s) => s.split(',').map((b) => b.trim()).filter(Boolean))
     .pipe(z.array(z.string().regex(/^[^:\s]+:\d{1,5}$/, 'each broker must be host:port')).min(1)),
   KAFKA_CLIENT_ID: z.string().min(1).default('coupon'),
+  KAFKA_TOPIC_PREFIX: z.string().regex(/^[a-zA-Z0-9._-]{0,100}$/, 'letters, digits, ".", "_" and "-" only').default(''),
   KAFKA_TOPIC_PARTITIONS: int(1, 1024).default(4),
   KAFKA_REPLICATION_FACTOR: int(1, 16).default(1),
   KAFKA_ISSUER_GROUP: z.string().min(1).default('coupon-issuer'),
@@ -33,6 +34,9 @@ const schema = z.object({
   ISSUE_BACKOFF_MS: int(1, 600_000).default(200),
   ISSUE_BACKOFF_MAX_MS: int(1, 3_600_000).default(10_000),
   ALERT_WEBHOOK_URL: url.optional(),
+  METRICS_PORT: int(0, 65535).optional(),
+  /** Testing only: makes a process fail at a chosen point, to prove recovery. */
+  FAILPOINT: z.enum(['crash-after-reserve']).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   LOG_PRETTY: bool.default(false),
 });

@@ -2,7 +2,7 @@
 // ensureTopics (the broker's auto-create is off), with partitions and replication from config.
 import type { Admin } from 'kafkajs';
 
-export const Topics = {
+const BASE = {
   /** Gate → issuer: CouponIssueRequested, keyed by coupon id. */
   issue: 'coupon.v1.issue',
   /** Issue records that failed ISSUE_MAX_ATTEMPTS times or could not be decoded. */
@@ -17,7 +17,19 @@ export const Topics = {
   paymentResultDlt: 'payment.v1.result.dlt',
 } as const;
 
-export type TopicName = (typeof Topics)[keyof typeof Topics];
+export type TopicRole = keyof typeof BASE;
+export type TopicNames = { readonly [R in TopicRole]: string };
+
+/** The default names, for docs and for callers that do not use a prefix. */
+export const Topics: TopicNames = BASE;
+
+/**
+ * The topic names under KAFKA_TOPIC_PREFIX (empty by default), so several environments or test
+ * runs can share one cluster without seeing each other's records.
+ */
+export function topicNames(prefix: string): TopicNames {
+  return Object.fromEntries(Object.entries(BASE).map(([role, name]) => [role, `${prefix}${name}`])) as unknown as TopicNames;
+}
 
 export interface TopicSettings { partitions: number; replicationFactor: number }
 

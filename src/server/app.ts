@@ -4,7 +4,14 @@ import type { Logger } from '../log.ts';
 import { createDb, migrate } from '../store/db.ts';
 import { createRedis } from '../store/redis.ts';
 import { createKafka } from '../events/kafka.ts';
-import { ensureTopics } from '../events/topics.ts';
+import { ensureTopics, topicNames } from '../events/topics.ts';
+import { BatchingPublisher } from '../events/publisher.ts';
+import { EventRegistry } from '../events/registry.ts';
+import { CouponScripts } from '../store/scripts.ts';
+import { Gate } from '../gate/gate.ts';
+import { CouponIssueRequestedSchema } from '../../gen/coupon/events/v1/issue_pb.js';
+import { gateHandlers, readHandlers } from './coupon-service.ts';
+import { errorMapping } from './interceptors.ts';
 import { CouponService } from '../../gen/coupon/v1/coupon_service_pb.js';
 import { HealthMonitor, type Probe } from './health.ts';
 import { listen, type RunningServer } from './http.ts';
@@ -35,7 +42,19 @@ export async function startApi(config: Config, log: Logger): Promise<ApiApp> {
 
   await migrate(db);
   await kafkaAdmin.connect();
-  await ensureTopics(kafkaAdmin, { partitions: config.KAFKA_TOPIC_PARTITIONS, replicationFactor: config.KAFKA_REPLICATION_FACTOR });
+  const topics = topicNames(config.KAFKA_TOPIC_PREFIX);
+  await ensureTopics(kafkaAdmin, { partitions: config.KAFKA_TOPIC_PARTITIONS, replicationFactor: config.KAFKA_REPLICATION_FACTOR }, Object.values(topics));
+
+  // Every producer registers its schema before serving; an incompatible schema stops the start.
+  const registry = new EventRegistry({ url: config.SCHEMA_REGISTRY_URL, compatibility: config.SCHEMA_COMPATIBILITY });
+  const issueCodec = await registry.forTopic(topics.issue, CouponIssueRequestedSchema);
+
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false, retry: { retries: 3, initialRetryTime: 100, maxRetryTime: 1_000 } });
+  await producer.connect();
+  const publisher = new BatchingPublisher(producer, { lingerMs: config.PUBLISH_LINGER_MS, maxBatch: config.PUBLISH_MAX_BATCH, timeoutMs: config.PUBLISH_TIMEOUT_MS }, log);
+  const scripts = new CouponScripts(redis);
+  const gate = new Gate({ db, redis, scripts, publisher, encoder: issueCodec, topic: topics.issue, log, failpoint: config.FAILPOINT });
+  const recovery = every(config.RECOVERY_INTERVAL_MS, () => gate.recoverStale(config.RECOVERY_STALE_MS), log);
 
   const health = new HealthMonitor({
     probes: dependencyProbes(config, { db, redis, kafkaAdmin }),
@@ -48,7 +67,8 @@ export async function startApi(config: Config, log: Logger): Promise<ApiApp> {
     host: config.API_HOST,
     port: config.API_PORT,
     maxMessageBytes: config.API_MAX_MESSAGE_BYTES,
-    routes: routes({}, health),
+    routes: routes({ ...gateHandlers(gate), ...readHandlers(db, redis) }, health),
+    interceptors: [errorMapping(log)],
     log,
   });
   log.info({ url: server.url, port: server.port, health: health.problems() }, 'coupon-api listening');
@@ -57,8 +77,23 @@ export async function startApi(config: Config, log: Logger): Promise<ApiApp> {
     server,
     async close() {
       health.stop();
+      recovery.stop();
       await server.close(config.API_SHUTDOWN_GRACE_MS);
-      await Promise.allSettled([kafkaAdmin.disconnect(), redis.quit(), db.destroy()]);
+      await publisher.flush();
+      await Promise.allSettled([producer.disconnect(), kafkaAdmin.disconnect()]);
+      await Promise.allSettled([redis.quit(), db.destroy()]);
     },
   };
+}
+
+/** Runs `task` every `ms`, never overlapping itself; errors are logged and the loop goes on. */
+function every(ms: number, task: () => Promise<unknown>, log: Logger): { stop(): void } {
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const tick = async () => {
+    try { await task(); } catch (err) { log.warn({ err: (err as Error).message }, 'background task failed; will retry'); }
+    if (!stopped) timer = setTimeout(() => void tick(), ms);
+  };
+  timer = setTimeout(() => void tick(), ms);
+  return { stop() { stopped = true; clearTimeout(timer); } };
 }

@@ -1,0 +1,34 @@
+// `npm run dlt:replay [-- issue|redemption|payment-result]`: puts dead-lettered records back on
+// their source topic, once the cause is fixed. Safe to run again: it resumes where it stopped.
+import { ConfigError, loadConfig } from '../config.ts';
+import { createLogger } from '../log.ts';
+import { createKafka } from '../events/kafka.ts';
+import { replayDeadLetters } from '../events/replay.ts';
+import { topicNames } from '../events/topics.ts';
+
+const which = process.argv[2] ?? 'issue';
+let config;
+try {
+  config = loadConfig();
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err;
+  console.error(`dlt-replay: ${err.message}`);
+  process.exit(2);
+}
+const topics = topicNames(config.KAFKA_TOPIC_PREFIX);
+const pairs: Record<string, [string, string]> = {
+  issue: [topics.issueDlt, topics.issue],
+  redemption: [topics.redemptionDlt, topics.redemption],
+  'payment-result': [topics.paymentResultDlt, topics.paymentResult],
+};
+const pair = pairs[which];
+if (!pair) {
+  console.error(`dlt-replay: unknown topic "${which}"; use one of ${Object.keys(pairs).join(', ')}`);
+  process.exit(2);
+}
+const log = createLogger('dlt-replay', config.LOG_LEVEL, config.LOG_PRETTY);
+const [dltTopic, fallbackTopic] = pair;
+const result = await replayDeadLetters(createKafka(config.KAFKA_BROKERS, `${config.KAFKA_CLIENT_ID}-dlt-replay`, log), {
+  dltTopic, fallbackTopic, groupId: `${config.KAFKA_CLIENT_ID}-dlt-replay-${dltTopic}`, log,
+});
+console.log(JSON.stringify({ dltTopic, ...result }));

@@ -1,0 +1,62 @@
+// Puts dead-lettered records back on their source topic once the cause is fixed. Progress is kept
+// in a consumer group, so a replay never sends a record twice; and since every consumer is
+// idempotent, even a record replayed twice (say, after a crash mid-replay) is issued once.
+import { randomUUID } from 'node:crypto';
+import type { IHeaders, Kafka } from 'kafkajs';
+import type { Logger } from '../log.ts';
+
+export interface ReplayResult { replayed: number; byTopic: Record<string, number> }
+
+export async function replayDeadLetters(kafka: Kafka, opts: { dltTopic: string; fallbackTopic: string; groupId: string; log: Logger }): Promise<ReplayResult> {
+  const admin = kafka.admin();
+  await admin.connect();
+  const ends = await admin.fetchTopicOffsets(opts.dltTopic);
+  const committed = await admin.fetchOffsets({ groupId: opts.groupId, topics: [opts.dltTopic] });
+  await admin.disconnect();
+  const start = new Map(committed[0]?.partitions.map((p) => [p.partition, Number(p.offset)]) ?? []);
+  // Partitions with something left to replay, and where their end is now.
+  const todo = new Map(ends.filter((e) => Number(e.high) > Math.max(Number(e.low), start.get(e.partition) ?? -1)).map((e) => [e.partition, Number(e.high)]));
+  const result: ReplayResult = { replayed: 0, byTopic: {} };
+  if (todo.size === 0) return result;
+
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+  await producer.connect();
+  const consumer = kafka.consumer({ groupId: opts.groupId, maxWaitTimeInMs: 200 });
+  await consumer.connect();
+  await consumer.subscribe({ topic: opts.dltTopic, fromBeginning: true });
+  const runId = randomUUID();
+  await new Promise<void>((resolve, reject) => {
+    consumer.run({
+      eachBatchAutoResolve: false,
+      eachBatch: async ({ batch, resolveOffset, commitOffsetsIfNecessary }) => {
+        const end = todo.get(batch.partition);
+        const messages = batch.messages.filter((m) => end !== undefined && Number(m.offset) < end);
+        if (messages.length > 0) {
+          const byTopic = new Map<string, { key: Buffer | null; value: Buffer | null; headers: IHeaders }[]>();
+          for (const m of messages) {
+            const headers = { ...(m.headers ?? {}) };
+            const target = headers['x-source-topic']?.toString() || opts.fallbackTopic;
+            for (const h of Object.keys(headers)) if (h.startsWith('x-')) delete headers[h];
+            headers['x-replayed-from'] = `${opts.dltTopic}/${batch.partition}/${m.offset}`;
+            headers['x-replay-run'] = runId;
+            const list = byTopic.get(target) ?? [];
+            list.push({ key: m.key, value: m.value, headers });
+            byTopic.set(target, list);
+          }
+          await producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, msgs]) => ({ topic, messages: msgs })) });
+          for (const [topic, msgs] of byTopic) result.byTopic[topic] = (result.byTopic[topic] ?? 0) + msgs.length;
+          result.replayed += messages.length;
+          resolveOffset(messages.at(-1)!.offset);
+          await commitOffsetsIfNecessary();
+        }
+        const last = batch.messages.at(-1);
+        if (end === undefined || (last && Number(last.offset) + 1 >= end)) todo.delete(batch.partition);
+        if (todo.size === 0) resolve();
+      },
+    }).catch(reject);
+  });
+  await consumer.disconnect();
+  await producer.disconnect();
+  opts.log.info(result, 'dead-letter replay finished');
+  return result;
+}

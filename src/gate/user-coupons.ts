@@ -1,0 +1,83 @@
+// Reads of one user's coupon. Redis answers first (it sees PENDING, which the ledger cannot);
+// the ledger answers when Redis has no state for the user (for example after a Redis restart).
+import type { Redis } from 'ioredis';
+import { DomainError } from '../domain-error.ts';
+import type { Db } from '../store/db.ts';
+import { findCoupon, findUserCoupon, type UserCouponRow } from '../store/coupons.ts';
+import { couponKeys } from '../store/keys.ts';
+import { isUuid, type UserCouponStateName } from './gate.ts';
+
+export interface UserCouponView {
+  couponId: string;
+  userId: string;
+  seq: number;
+  state: UserCouponStateName;
+  issuedAt: Date | null;
+  orderId: string;
+  redeemedAt: Date | null;
+}
+
+/** The redemption field format: "<R|C>|<order id>|<version>|<at ms>" (R = redeemed, C = cancelled). */
+export function parseRedeem(value: string | null): { redeemed: boolean; orderId: string; version: number; atMs: number } | undefined {
+  if (!value) return undefined;
+  const [state, orderId, version, at] = value.split('|');
+  return { redeemed: state === 'R', orderId: orderId ?? '', version: Number(version), atMs: Number(at) };
+}
+
+export function fromLedger(row: UserCouponRow): UserCouponView {
+  return {
+    couponId: row.coupon_id, userId: row.user_id, seq: row.seq,
+    state: row.order_id ? 'REDEEMED' : 'ISSUED',
+    issuedAt: row.issued_at, orderId: row.order_id ?? '', redeemedAt: row.redeemed_at,
+  };
+}
+
+export async function getUserCoupon(db: Db, redis: Redis, couponId: string, userId: string): Promise<UserCouponView> {
+  const k = couponKeys(couponId);
+  const [seq, issuedMs, redeem] = await redis.pipeline().hget(k.winners, userId).hget(k.issued, userId).hget(k.redeem, userId).exec()
+    .then((res) => (res ?? []).map(([err, v]) => { if (err) throw err; return v as string | null; }));
+  if (issuedMs) {
+    const r = parseRedeem(redeem ?? null);
+    return {
+      couponId, userId, seq: Number(seq),
+      state: r?.redeemed ? 'REDEEMED' : 'ISSUED',
+      issuedAt: new Date(Number(issuedMs)),
+      orderId: r?.redeemed ? r.orderId : '',
+      redeemedAt: r?.redeemed ? new Date(r.atMs) : null,
+    };
+  }
+  if (isUuid(couponId)) {
+    const row = await findUserCoupon(db, couponId, userId);
+    if (row) return fromLedger(row);
+  }
+  if (seq) return { couponId, userId, seq: Number(seq), state: 'PENDING', issuedAt: null, orderId: '', redeemedAt: null };
+  if (!isUuid(couponId) || !(await findCoupon(db, couponId))) {
+    throw new DomainError('COUPON_NOT_FOUND', `no coupon with id ${couponId}`, { coupon_id: couponId });
+  }
+  return { couponId, userId, seq: 0, state: 'NOT_REQUESTED', issuedAt: null, orderId: '', redeemedAt: null };
+}
+
+export interface Page { items: UserCouponView[]; nextToken: string }
+
+/** Keyset pagination over the ledger, newest issued first. The token is opaque to callers. */
+export async function listUserCoupons(db: Db, userId: string, pageSize: number, pageToken: string): Promise<Page> {
+  let after: { issuedAt: string; couponId: string } | undefined;
+  if (pageToken) {
+    try {
+      const parsed = JSON.parse(Buffer.from(pageToken, 'base64url').toString('utf8')) as { t?: unknown; c?: unknown; u?: unknown };
+      if (typeof parsed.t !== 'string' || typeof parsed.c !== 'string' || parsed.u !== userId || Number.isNaN(Date.parse(parsed.t)) || !isUuid(parsed.c)) throw new Error('bad token');
+      after = { issuedAt: parsed.t, couponId: parsed.c };
+    } catch {
+      throw new DomainError('INVALID_PAGE_TOKEN', 'page_token was not issued by this server for this user');
+    }
+  }
+  const query = db<UserCouponRow>('user_coupons').where({ user_id: userId })
+    .orderBy([{ column: 'issued_at', order: 'desc' }, { column: 'coupon_id', order: 'desc' }])
+    .limit(pageSize + 1);
+  if (after) query.andWhereRaw('(issued_at, coupon_id) < (?::timestamptz, ?::uuid)', [after.issuedAt, after.couponId]);
+  const rows = await query;
+  const items = rows.slice(0, pageSize).map(fromLedger);
+  const last = rows.length > pageSize ? rows[pageSize - 1] : undefined;
+  const nextToken = last ? Buffer.from(JSON.stringify({ t: last.issued_at.toISOString(), c: last.coupon_id, u: userId })).toString('base64url') : '';
+  return { items, nextToken };
+}

@@ -1,0 +1,98 @@
+// coupon.v1.CouponService handlers: validate, call one domain function, map the result.
+import type { ServiceImpl } from '@connectrpc/connect';
+import { create } from '@bufbuild/protobuf';
+import { timestampDate, timestampFromDate, type Timestamp } from '@bufbuild/protobuf/wkt';
+import { CouponService } from '../../gen/coupon/v1/coupon_service_pb.js';
+import { CouponSchema, CouponStatus, UserCouponState } from '../../gen/coupon/v1/coupon_pb.js';
+import type { CouponView, Gate, UserCouponStateName } from '../gate/gate.ts';
+import { getUserCoupon, listUserCoupons, type UserCouponView } from '../gate/user-coupons.ts';
+import type { Db } from '../store/db.ts';
+import type { Redis } from '../store/redis.ts';
+import { UserCouponSchema } from '../../gen/coupon/v1/coupon_pb.js';
+import { invalidField } from './errors.ts';
+import { requireId, requireIntInRange, requireText } from './validate.ts';
+
+export const MAX_TOTAL_QUANTITY = 10_000_000;
+// Timestamps a caller may send: years 1970 to 9999.
+const MAX_SECONDS = 253402300799n;
+
+function requireTime(field: string, ts: Timestamp | undefined): Date | null {
+  if (!ts) return null;
+  if (ts.seconds < 0n || ts.seconds > MAX_SECONDS || ts.nanos < 0 || ts.nanos > 999_999_999) throw invalidField(field, 'must be a timestamp between 1970 and 9999');
+  return timestampDate(ts);
+}
+
+export function couponMessage(v: CouponView) {
+  const r = v.row;
+  return create(CouponSchema, {
+    id: r.id,
+    name: r.name,
+    totalQuantity: BigInt(r.total_quantity),
+    acceptedCount: BigInt(v.accepted),
+    issuedCount: BigInt(v.issued),
+    remaining: BigInt(v.remaining),
+    status: CouponStatus[v.status],
+    opensAt: timestampFromDate(r.opens_at),
+    closesAt: r.closes_at ? timestampFromDate(r.closes_at) : undefined,
+    createdAt: timestampFromDate(r.created_at),
+    discountAmount: BigInt(r.discount_amount),
+    validUntil: r.valid_until ? timestampFromDate(r.valid_until) : undefined,
+  });
+}
+
+export const userCouponState = (s: UserCouponStateName) => UserCouponState[s];
+
+export function userCouponMessage(v: UserCouponView) {
+  return create(UserCouponSchema, {
+    couponId: v.couponId,
+    userId: v.userId,
+    seq: BigInt(v.seq),
+    state: userCouponState(v.state),
+    issuedAt: v.issuedAt ? timestampFromDate(v.issuedAt) : undefined,
+    orderId: v.orderId,
+    redeemedAt: v.redeemedAt ? timestampFromDate(v.redeemedAt) : undefined,
+  });
+}
+
+export function readHandlers(db: Db, redis: Redis): Pick<ServiceImpl<typeof CouponService>, 'getUserCoupon' | 'listUserCoupons'> {
+  return {
+    async getUserCoupon(req) {
+      const view = await getUserCoupon(db, redis, requireId('coupon_id', req.couponId), requireId('user_id', req.userId));
+      return { userCoupon: userCouponMessage(view) };
+    },
+    async listUserCoupons(req) {
+      const userId = requireId('user_id', req.userId);
+      const pageSize = requireIntInRange('page_size', req.pageSize, 0, 1_000) || 50;
+      if (req.pageToken.length > 1_024) throw invalidField('page_token', 'must be at most 1024 characters');
+      const page = await listUserCoupons(db, userId, pageSize, req.pageToken);
+      return { userCoupons: page.items.map(userCouponMessage), nextPageToken: page.nextToken };
+    },
+  };
+}
+
+export function gateHandlers(gate: Gate): Pick<ServiceImpl<typeof CouponService>, 'createCoupon' | 'getCoupon' | 'issueCoupon'> {
+  return {
+    async createCoupon(req) {
+      const name = requireText('name', req.name, 200);
+      const totalQuantity = requireIntInRange('total_quantity', req.totalQuantity, 1, MAX_TOTAL_QUANTITY);
+      const discountAmount = requireIntInRange('discount_amount', req.discountAmount, 0, 1_000_000_000);
+      const opensAt = requireTime('opens_at', req.opensAt) ?? new Date();
+      const closesAt = requireTime('closes_at', req.closesAt);
+      const validUntil = requireTime('valid_until', req.validUntil);
+      if (closesAt && closesAt <= opensAt) throw invalidField('closes_at', 'must be after opens_at');
+      if (validUntil && validUntil <= opensAt) throw invalidField('valid_until', 'must be after opens_at');
+      const view = await gate.createCoupon({ name, totalQuantity, opensAt, closesAt, discountAmount, validUntil });
+      return { coupon: couponMessage(view) };
+    },
+    async getCoupon(req) {
+      const view = await gate.getCoupon(requireId('coupon_id', req.couponId));
+      return { coupon: couponMessage(view) };
+    },
+    async issueCoupon(req) {
+      const couponId = requireId('coupon_id', req.couponId);
+      const userId = requireId('user_id', req.userId);
+      const { seq, state } = await gate.issue(couponId, userId);
+      return { seq: BigInt(seq), state: userCouponState(state) };
+    },
+  };
+}

@@ -1,0 +1,222 @@
+// coupon-issuer against the real stack: every accepted request becomes exactly one ledger row,
+// through crashes, duplicates, poison records and a database outage.
+import http from 'node:http';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { create } from '@bufbuild/protobuf';
+import { timestampNow } from '@bufbuild/protobuf/wkt';
+import { CouponStatus, UserCouponState } from '../../gen/coupon/v1/coupon_pb.js';
+import { CouponIssueRequestedSchema } from '../../gen/coupon/events/v1/issue_pb.js';
+import { EventRegistry } from '../../src/events/registry.ts';
+import { topicNames } from '../../src/events/topics.ts';
+import { couponKeys } from '../../src/store/keys.ts';
+import { startService, run, type ServiceProcess } from '../support/processes.ts';
+import { couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
+import { config, db as newDb, kafka, readTopic, redis as newRedis, uniqueEnv, until, waitForCaughtUp } from '../support/stack.ts';
+import { cuttableProxy } from '../support/proxy.ts';
+
+const env = uniqueEnv('issuer');
+const topics = topicNames(env.KAFKA_TOPIC_PREFIX);
+const db = newDb();
+const r = newRedis();
+const k = kafka();
+let api: ServiceProcess;
+let issuer: ServiceProcess;
+let client: CouponClient;
+
+const rowsOf = async (couponId: string) => Number((await db('user_coupons').where({ coupon_id: couponId }).count<{ count: string }[]>('* as count'))[0]!.count);
+const couponRow = (couponId: string) => db('coupons').where({ id: couponId }).first<{ issued_count: number; completed_at: Date | null }>();
+
+beforeAll(async () => {
+  api = await startService('api', env);
+  issuer = await startService('issuer', env);
+  client = couponClient(api.address);
+});
+afterAll(async () => {
+  client?.close();
+  await Promise.all([api?.stop(), issuer?.stop()]);
+  await db.destroy();
+  r.disconnect();
+});
+
+async function sale(couponId: string, users: number, c: CouponClient = client) {
+  const results = await Promise.all(Array.from({ length: users }, (_, i) =>
+    c.issueCoupon({ couponId, userId: `u${i}` }, { timeoutMs: 60_000 }).then((res) => ({ userId: `u${i}`, seq: Number(res.seq) }), () => undefined)));
+  return results.filter((x) => x !== undefined);
+}
+
+describe('issuing end to end', () => {
+  it('a 1,000-unit sale ends with 1,000 ledger rows, the coupon COMPLETE, and every winner ISSUED', async () => {
+    const coupon = await createCoupon(client, 1_000);
+    const winners = await sale(coupon.id, 1_300);
+    expect(winners).toHaveLength(1_000);
+    await until('1,000 rows', async () => (await rowsOf(coupon.id)) === 1_000);
+    await until('COMPLETE', async () => (await client.getCoupon({ couponId: coupon.id })).coupon!.status === CouponStatus.COMPLETE);
+
+    const row = await couponRow(coupon.id);
+    expect(row.issued_count).toBe(1_000);
+    expect(row.completed_at).not.toBeNull();
+    const ledger = await db('user_coupons').where({ coupon_id: coupon.id }).select<{ user_id: string; seq: number }[]>('user_id', 'seq');
+    expect(new Map(ledger.map((l) => [l.user_id, l.seq]))).toEqual(new Map(winners.map((w) => [w.userId, w.seq])));
+
+    const got = (await client.getCoupon({ couponId: coupon.id })).coupon!;
+    expect(got.issuedCount).toBe(1_000n);
+    expect(got.acceptedCount).toBe(1_000n);
+    await until('Redis marks all issued', async () => (await r.hlen(couponKeys(coupon.id).issued)) === 1_000);
+    const states = await Promise.all(winners.map((w) => client.getUserCoupon({ couponId: coupon.id, userId: w.userId })));
+    for (const [i, s] of states.entries()) {
+      expect(s.userCoupon!.state).toBe(UserCouponState.ISSUED);
+      expect(s.userCoupon!.seq).toBe(BigInt(winners[i]!.seq));
+      expect(s.userCoupon!.issuedAt).toBeDefined();
+    }
+    const loser = await client.getUserCoupon({ couponId: coupon.id, userId: 'u1299-never' });
+    expect(loser.userCoupon!.state).toBe(UserCouponState.NOT_REQUESTED);
+  });
+
+  it('ListUserCoupons pages through the ledger, newest first, and refuses a forged token', async () => {
+    const coupons: { id: string }[] = [];
+    for (let i = 0; i < 5; i++) coupons.push(await createCoupon(client, 2));
+    for (const c of coupons) await client.issueCoupon({ couponId: c.id, userId: 'collector' });
+    await until('5 rows', async () => Number((await db('user_coupons').where({ user_id: 'collector' }).whereIn('coupon_id', coupons.map((c) => c.id)).count<{ count: string }[]>('* as count'))[0]!.count) === 5);
+    const seen: string[] = [];
+    let token = '';
+    let pages = 0;
+    do {
+      const page = await client.listUserCoupons({ userId: 'collector', pageSize: 2, pageToken: token });
+      seen.push(...page.userCoupons.map((u) => u.couponId));
+      for (const u of page.userCoupons) expect(u.state).toBe(UserCouponState.ISSUED);
+      token = page.nextPageToken;
+      pages++;
+    } while (token);
+    expect(seen.filter((id) => coupons.some((c) => c.id === id)).sort()).toEqual(coupons.map((c) => c.id).sort());
+    expect(new Set(seen).size).toBe(seen.length);
+    expect(pages).toBeGreaterThanOrEqual(3);
+    const err = await client.listUserCoupons({ userId: 'collector', pageSize: 2, pageToken: 'forged' }).catch((e: { reason: string }) => e);
+    expect((err as { reason: string }).reason).toBe('INVALID_PAGE_TOKEN');
+  });
+});
+
+describe('duplicates and poison', () => {
+  it('duplicate records of one (coupon, user) give one row; a poison record is dead-lettered and the rest of its batch issued', async () => {
+    const coupon = await createCoupon(client, 10);
+    const registry = new EventRegistry({ url: config.SCHEMA_REGISTRY_URL, compatibility: config.SCHEMA_COMPATIBILITY });
+    const codec = await registry.forTopic(topics.issue, CouponIssueRequestedSchema);
+    const record = (userId: string, seq: number) => ({
+      key: coupon.id,
+      value: codec.encode(create(CouponIssueRequestedSchema, { couponId: coupon.id, userId, seq: BigInt(seq), requestedAt: timestampNow(), totalQuantity: 10n })),
+    });
+    const producer = k.producer();
+    await producer.connect();
+    // One send, one partition (same key): dup, dup, poison, another valid record, dup.
+    await producer.send({ topic: topics.issue, acks: -1, messages: [
+      record('dup-user', 1), record('dup-user', 1),
+      { key: coupon.id, value: Buffer.from('definitely not a framed protobuf') },
+      record('other-user', 2), record('dup-user', 1),
+    ] });
+    await producer.disconnect();
+    await waitForCaughtUp(k, env.KAFKA_ISSUER_GROUP, topics.issue);
+
+    const rows = await db('user_coupons').where({ coupon_id: coupon.id }).orderBy('seq').select<{ user_id: string; seq: number }[]>('user_id', 'seq');
+    expect(rows).toEqual([{ user_id: 'dup-user', seq: 1 }, { user_id: 'other-user', seq: 2 }]);
+    expect((await couponRow(coupon.id)).issued_count).toBe(2);
+
+    const dead = await readTopic(k, topics.issueDlt, (key) => key === coupon.id);
+    expect(dead).toHaveLength(1);
+    expect(dead[0]!.value.toString()).toBe('definitely not a framed protobuf');
+    expect(dead[0]!.headers['x-error-reason']).toBe('BAD_MAGIC');
+    expect(dead[0]!.headers['x-source-topic']).toBe(topics.issue);
+    expect(dead[0]!.headers['x-error']).not.toBe('');
+  });
+});
+
+describe('issuer crash', () => {
+  it('SIGKILL in the middle of a backlog loses nothing and doubles nothing', { timeout: 180_000 }, async () => {
+    await issuer.stop();
+    const coupon = await createCoupon(client, 3_000);
+    const winners = await sale(coupon.id, 3_000);
+    expect(winners).toHaveLength(3_000);
+
+    issuer = await startService('issuer', { ...env, LOG_LEVEL: 'info' });
+    await until('some rows written', async () => (await rowsOf(coupon.id)) > 0, 60_000, 20);
+    await issuer.kill();
+    const atCrash = await rowsOf(coupon.id);
+
+    issuer = await startService('issuer', env);
+    await until('all 3,000 rows', async () => (await rowsOf(coupon.id)) === 3_000);
+    await waitForCaughtUp(k, env.KAFKA_ISSUER_GROUP, topics.issue);
+    const row = await couponRow(coupon.id);
+    expect(row.issued_count).toBe(3_000);
+    expect(row.completed_at).not.toBeNull();
+    const distinctSeqs = await db('user_coupons').where({ coupon_id: coupon.id }).countDistinct<{ n: string }[]>('seq as n');
+    expect(Number(distinctSeqs[0]!.n)).toBe(3_000);
+    expect(atCrash).toBeLessThanOrEqual(3_000);
+  });
+});
+
+describe('PostgreSQL unavailable', () => {
+  it('makes 5 attempts, dead-letters and alerts through the webhook; a replay after recovery issues exactly once', { timeout: 180_000 }, async () => {
+    const alerts: Record<string, unknown>[] = [];
+    const hook = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (d: Buffer) => { body += d.toString(); });
+      req.on('end', () => { alerts.push(JSON.parse(body) as Record<string, unknown>); res.writeHead(204).end(); });
+    });
+    await new Promise<void>((resolve) => hook.listen(0, '127.0.0.1', resolve));
+    const proxy = await cuttableProxy(5432);
+    const outageEnv = { ...uniqueEnv('pg-outage'), ISSUE_BACKOFF_MS: '50', ISSUE_BACKOFF_MAX_MS: '200' };
+    const outageTopics = topicNames(outageEnv.KAFKA_TOPIC_PREFIX);
+    const api2 = await startService('api', outageEnv);
+    const issuer2 = await startService('issuer', {
+      ...outageEnv,
+      DATABASE_URL: `postgres://postgres@127.0.0.1:${proxy.port}/test`,
+      ALERT_WEBHOOK_URL: `http://127.0.0.1:${(hook.address() as { port: number }).port}/alerts`,
+    });
+    const c2 = couponClient(api2.address);
+    try {
+      const coupon = await createCoupon(c2, 10);
+      await proxy.cut();
+      const winners = await sale(coupon.id, 10, c2);
+      expect(winners).toHaveLength(10);
+
+      const alert = await issuer2.waitForLog('coupon.issue.dead_lettered', 60_000);
+      expect(alert.attempts).toBe(5);
+      await until('webhook alert', () => Promise.resolve(alerts.find((a) => a.event === 'coupon.issue.dead_lettered')));
+      const hookAlert = alerts.find((a) => a.event === 'coupon.issue.dead_lettered')!;
+      expect(hookAlert.topic).toBe(outageTopics.issue);
+      expect(hookAlert.attempts).toBe(5);
+      const retries = issuer2.logs.filter((l) => l.msg === 'batch failed; retrying');
+      expect(retries.length).toBeGreaterThanOrEqual(4);
+
+      await until('dead letters', async () => (await readTopic(k, outageTopics.issueDlt)).length >= 10 || undefined);
+      const dead = await readTopic(k, outageTopics.issueDlt);
+      expect(dead.reduce((n, d) => n + (d.key === coupon.id ? 1 : 0), 0)).toBe(10);
+      for (const d of dead) {
+        expect(d.headers['x-attempts']).toBe('5');
+        expect(d.headers['x-error-reason']).toBe('ATTEMPTS_EXHAUSTED');
+        expect(Date.parse(d.headers['x-first-failure-at']!)).not.toBeNaN();
+        expect(d.headers['x-source-partition']).toMatch(/^\d+$/);
+        expect(d.headers['x-source-offset']).toMatch(/^\d+$/);
+      }
+      expect(await rowsOf(coupon.id)).toBe(0);
+
+      await proxy.restore();
+      const replay = await run(process.execPath, ['src/bin/dlt-replay.ts'], outageEnv);
+      expect(replay.code).toBe(0);
+      expect(JSON.parse(replay.stdout.trim().split('\n').at(-1)!)).toMatchObject({ replayed: 10 });
+      await until('10 rows after replay', async () => (await rowsOf(coupon.id)) === 10);
+
+      // Replaying again sends nothing more and issues nothing twice.
+      const again = await run(process.execPath, ['src/bin/dlt-replay.ts'], outageEnv);
+      expect(JSON.parse(again.stdout.trim().split('\n').at(-1)!)).toMatchObject({ replayed: 0 });
+      await waitForCaughtUp(k, outageEnv.KAFKA_ISSUER_GROUP, outageTopics.issue);
+      expect(await rowsOf(coupon.id)).toBe(10);
+      expect((await couponRow(coupon.id)).issued_count).toBe(10);
+      const states = await Promise.all(winners.map((w) => c2.getUserCoupon({ couponId: coupon.id, userId: w.userId })));
+      for (const s of states) expect(s.userCoupon!.state).toBe(UserCouponState.ISSUED);
+    } finally {
+      c2.close();
+      await Promise.all([api2.stop(), issuer2.stop()]);
+      await proxy.close();
+      hook.close();
+    }
+  });
+});

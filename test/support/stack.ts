@@ -1,0 +1,84 @@
+// Direct access to the real stack for assertions on stored state: PostgreSQL, Redis and Kafka.
+import { randomUUID } from 'node:crypto';
+import type { Kafka } from 'kafkajs';
+import { loadConfig } from '../../src/config.ts';
+import { createDb } from '../../src/store/db.ts';
+import { createKafka } from '../../src/events/kafka.ts';
+import { createLogger } from '../../src/log.ts';
+import { Redis } from 'ioredis';
+
+export const config = loadConfig();
+export const testLog = createLogger('test', 'warn');
+export const db = () => createDb(config.DATABASE_URL, 4);
+export const redis = () => new Redis(config.REDIS_URL);
+export const kafka = (brokers = config.KAFKA_BROKERS): Kafka => createKafka(brokers, `test-${randomUUID().slice(0, 8)}`, testLog);
+
+/** Every record on `topic` from the beginning up to the current end, read with a throwaway group. */
+export async function readTopic(k: Kafka, topic: string, filter: (key: string | null) => boolean = () => true): Promise<{ key: string | null; value: Buffer; headers: Record<string, string>; partition: number; offset: string }[]> {
+  const admin = k.admin();
+  await admin.connect();
+  const ends = await admin.fetchTopicOffsets(topic);
+  await admin.disconnect();
+  const remaining = new Map(ends.filter((e) => Number(e.high) > Number(e.low)).map((e) => [e.partition, Number(e.high)]));
+  const out: { key: string | null; value: Buffer; headers: Record<string, string>; partition: number; offset: string }[] = [];
+  if (remaining.size === 0) return out;
+  const consumer = k.consumer({ groupId: `test-reader-${randomUUID()}`, maxWaitTimeInMs: 100 });
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`timed out reading ${topic}`)), 60_000);
+    consumer.run({
+      // eslint-disable-next-line @typescript-eslint/require-await -- kafkajs expects a promise
+      eachBatch: async ({ batch }) => {
+        for (const m of batch.messages) {
+          const key = m.key?.toString() ?? null;
+          if (filter(key)) {
+            const headers = Object.fromEntries(Object.entries(m.headers ?? {}).map(([h, v]) => [h, v?.toString() ?? '']));
+            out.push({ key, value: m.value ?? Buffer.alloc(0), headers, partition: batch.partition, offset: m.offset });
+          }
+        }
+        const last = batch.messages.at(-1);
+        if (last && Number(last.offset) + 1 >= (remaining.get(batch.partition) ?? 0)) remaining.delete(batch.partition);
+        if (remaining.size === 0) { clearTimeout(timer); resolve(); }
+      },
+    }).catch(reject);
+  });
+  await consumer.disconnect();
+  return out;
+}
+
+export async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000, everyMs = 200): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v;
+    } catch (err) { last = err; }
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+}
+
+/** Resolves when `groupId` has committed every record now on `topic` (its lag is zero). */
+export async function waitForCaughtUp(k: Kafka, groupId: string, topic: string, timeoutMs = 60_000): Promise<void> {
+  const admin = k.admin();
+  await admin.connect();
+  try {
+    const ends = await admin.fetchTopicOffsets(topic);
+    await until(`${groupId} to catch up on ${topic}`, async () => {
+      const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
+      return ends.every((e) => {
+        const c = committed?.partitions.find((p) => p.partition === e.partition);
+        return Number(e.high) === Number(e.low) || Number(c?.offset ?? -1) >= Number(e.high);
+      });
+    }, timeoutMs);
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+export const uniqueEnv = (name: string) => {
+  const id = `${name}-${randomUUID().slice(0, 8)}`;
+  return { KAFKA_TOPIC_PREFIX: `${id}.`, KAFKA_ISSUER_GROUP: `issuer-${id}`, KAFKA_REDEMPTION_GROUP: `redemption-${id}`, KAFKA_CLIENT_ID: id };
+};
