@@ -81,8 +81,8 @@ function pidAlive(pidFile) {
   try { process.kill(pid, 0); return pid; } catch { return false; }
 }
 
-function startDetached(name, cmd, args, extraEnv, cwd) {
-  const dir = join(stackDir, name);
+function startDetached(dir, name, cmd, args, extraEnv) {
+  const cwd = dir;
   const logFile = join(dir, `${name}.log`);
   const out = openSync(logFile, 'w');
   const child = spawn(cmd, args, {
@@ -117,21 +117,25 @@ async function checkExternal() {
 // ----------------------------------------------------------------------------------------- kafka
 
 const kafkaDir = join(stackDir, 'kafka');
+const kafkaLibs = join(kafkaDir, 'libs');
 
-function kafkaFiles() {
-  const libs = join(kafkaDir, 'libs');
+/** The default broker; tests start extra ones (own dir and ports) to stop them without disturbing others. */
+export const defaultKafka = { dir: kafkaDir, port: cfg.kafkaPort, controllerPort: cfg.controllerPort, heap: cfg.kafkaHeap };
+
+function kafkaFiles(inst) {
+  const libs = kafkaLibs;
   if (!existsSync(libs) || !readdirSync(libs).some((f) => f.startsWith('kafka_2.13-'))) {
     log('resolving Kafka from Maven Central (infra/kafka/pom.xml) …');
     mvn(['-f', 'infra/kafka/pom.xml', 'dependency:copy-dependencies', '-DincludeScope=runtime', `-DoutputDirectory=${libs}`]);
   }
-  const dataDir = join(kafkaDir, 'data');
-  const props = join(kafkaDir, 'server.properties');
+  const dataDir = join(inst.dir, 'data');
+  const props = join(inst.dir, 'server.properties');
   writeFileSync(props, [
     'process.roles=broker,controller',
     'node.id=1',
-    `controller.quorum.voters=1@127.0.0.1:${cfg.controllerPort}`,
-    `listeners=PLAINTEXT://127.0.0.1:${cfg.kafkaPort},CONTROLLER://127.0.0.1:${cfg.controllerPort}`,
-    `advertised.listeners=PLAINTEXT://127.0.0.1:${cfg.kafkaPort}`,
+    `controller.quorum.voters=1@127.0.0.1:${inst.controllerPort}`,
+    `listeners=PLAINTEXT://127.0.0.1:${inst.port},CONTROLLER://127.0.0.1:${inst.controllerPort}`,
+    `advertised.listeners=PLAINTEXT://127.0.0.1:${inst.port}`,
     'controller.listener.names=CONTROLLER',
     'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT',
     'inter.broker.listener.name=PLAINTEXT',
@@ -150,7 +154,7 @@ function kafkaFiles() {
     'log.retention.hours=168',
     '',
   ].join('\n'));
-  writeFileSync(join(kafkaDir, 'log4j.properties'), [
+  writeFileSync(join(inst.dir, 'log4j.properties'), [
     'log4j.rootLogger=WARN, stdout',
     'log4j.appender.stdout=org.apache.log4j.ConsoleAppender',
     'log4j.appender.stdout.layout=org.apache.log4j.PatternLayout',
@@ -160,8 +164,8 @@ function kafkaFiles() {
     '',
   ].join('\n'));
   const javaArgs = [
-    `-Xms${cfg.kafkaHeap}`, `-Xmx${cfg.kafkaHeap}`, '-XX:+UseG1GC', '-XX:ActiveProcessorCount=2',
-    `-Dlog4j.configuration=file:${join(kafkaDir, 'log4j.properties')}`,
+    `-Xms${inst.heap}`, `-Xmx${inst.heap}`, '-XX:+UseG1GC', '-XX:ActiveProcessorCount=2',
+    `-Dlog4j.configuration=file:${join(inst.dir, 'log4j.properties')}`,
     '-cp', `${libs}/*`,
   ];
   if (!existsSync(join(dataDir, 'meta.properties'))) {
@@ -172,19 +176,23 @@ function kafkaFiles() {
   return { javaArgs, props };
 }
 
-async function kafkaUp() {
-  const pidFile = join(kafkaDir, 'kafka.pid');
-  if (await portOpen(cfg.kafkaPort)) { log(`Kafka already listening on 127.0.0.1:${cfg.kafkaPort}`); return; }
-  mkdirSync(kafkaDir, { recursive: true });
+export async function kafkaUp(inst = defaultKafka) {
+  const pidFile = join(inst.dir, 'kafka.pid');
+  if (await portOpen(inst.port)) { log(`Kafka already listening on 127.0.0.1:${inst.port}`); return; }
+  mkdirSync(inst.dir, { recursive: true });
   if (pidAlive(pidFile)) {
     log('Kafka process exists but is not listening yet; waiting …');
   } else {
-    const { javaArgs, props } = kafkaFiles();
-    log(`starting Kafka 3.9 on 127.0.0.1:${cfg.kafkaPort} (heap ${cfg.kafkaHeap}) …`);
-    startDetached('kafka', 'java', [...javaArgs, 'kafka.Kafka', props], {}, kafkaDir);
+    const { javaArgs, props } = kafkaFiles(inst);
+    log(`starting Kafka 3.9 on 127.0.0.1:${inst.port} (heap ${inst.heap}) …`);
+    startDetached(inst.dir, 'kafka', 'java', [...javaArgs, 'kafka.Kafka', props], {});
   }
-  await waitFor('Kafka', () => portOpen(cfg.kafkaPort), 90_000, join(kafkaDir, 'kafka.log'), pidFile);
+  await waitFor('Kafka', () => portOpen(inst.port), 90_000, join(inst.dir, 'kafka.log'), pidFile);
   log('Kafka is up');
+}
+
+export async function kafkaDown(inst = defaultKafka, signal = 'SIGTERM') {
+  await stop('kafka', inst.dir, signal);
 }
 
 // -------------------------------------------------------------------------------------- registry
@@ -229,7 +237,7 @@ async function registryUp() {
     const java = registryJava();
     await ensureRegistryDatabase();
     log(`starting Apicurio Registry 3 on ${registryUrl} (heap ${cfg.registryHeap}, storage: PostgreSQL database ${cfg.registryDb}) …`);
-    startDetached('registry', java, [
+    startDetached(registryDir, 'registry', java, [
       `-Xms128m`, `-Xmx${cfg.registryHeap}`, '-XX:+UseSerialGC', '-XX:ActiveProcessorCount=2', '-jar', join(dist, 'quarkus-run.jar'),
     ], {
       QUARKUS_HTTP_HOST: '127.0.0.1',
@@ -243,7 +251,7 @@ async function registryUp() {
       APICURIO_DATASOURCE_URL: `jdbc:postgresql://${cfg.pgHost}:${cfg.pgPort}/${cfg.registryDb}`,
       APICURIO_DATASOURCE_USERNAME: cfg.pgUser,
       APICURIO_DATASOURCE_PASSWORD: env('PGPASSWORD', 'postgres'),
-    }, registryDir);
+    });
   }
   await waitFor('Apicurio Registry', registryHealthy, 150_000, join(registryDir, 'registry.log'), pidFile);
   log('Apicurio Registry is up');
@@ -251,11 +259,11 @@ async function registryUp() {
 
 // ------------------------------------------------------------------------------------- commands
 
-async function stop(name, dir) {
+async function stop(name, dir, signal = 'SIGTERM') {
   const pidFile = join(dir, `${name}.pid`);
   const pid = pidAlive(pidFile);
   if (!pid) { log(`${name}: not running`); rmSync(pidFile, { force: true }); return; }
-  process.kill(pid, 'SIGTERM');
+  process.kill(pid, signal);
   for (let i = 0; i < 60 && pidAlive(pidFile); i++) await sleep(500);
   if (pidAlive(pidFile)) process.kill(pid, 'SIGKILL');
   rmSync(pidFile, { force: true });
@@ -277,12 +285,12 @@ export async function up() {
   const problems = await checkExternal();
   if (problems.length) throw new Error(problems.join('\n'));
   // Both JVMs start in parallel; each waits for its own readiness.
-  await Promise.all([kafkaUp(), registryUp()]);
+  await Promise.all([kafkaUp(defaultKafka), registryUp()]);
 }
 
 export async function down() {
   await stop('registry', registryDir);
-  await stop('kafka', kafkaDir);
+  await kafkaDown(defaultKafka);
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
