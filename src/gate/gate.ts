@@ -48,6 +48,11 @@ export interface GateDeps {
   topic: string;
   log: Logger;
   now?: () => number;
+  /**
+   * True when the issuer has consumed every record now on the issue topic. The gate is rebuilt
+   * from the ledger only then: records still in flight would otherwise be missing from it.
+   */
+  issuerCaughtUp: () => Promise<boolean>;
   /** Testing only: "crash-after-reserve" kills the process between reserve and publish. */
   failpoint?: string | undefined;
 }
@@ -70,6 +75,8 @@ const metaOf = (row: CouponRow): GateMeta => ({
 export class Gate {
   private readonly d: GateDeps;
   private readonly now: () => number;
+  /** One rebuild per coupon at a time in this process, however many requests find it missing. */
+  private readonly arming = new Map<string, Promise<boolean>>();
 
   constructor(deps: GateDeps) {
     this.d = deps;
@@ -124,7 +131,7 @@ export class Gate {
     const seq = result.seq;
     if (this.d.failpoint === 'crash-after-reserve') process.kill(process.pid, 'SIGKILL');
     try {
-      await this.publish(couponId, userId, seq, nowMs);
+      await this.publish(couponId, userId, seq, nowMs, result.total);
     } catch (err) {
       const released = await this.d.scripts.gateRelease(couponId, userId, seq);
       // The issuer already took the record: the coupon is coming, so the honest answer is OK.
@@ -151,7 +158,7 @@ export class Gate {
         const reservedAt = Number(stale[i + 1]);
         const seq = await this.d.redis.hget(k.winners, userId);
         if (seq === null) { await this.d.redis.zrem(k.pending, userId); continue; }
-        await this.publish(couponId, userId, Number(seq), reservedAt);
+        await this.publish(couponId, userId, Number(seq), reservedAt, Number(await this.d.redis.hget(k.meta, 'total')));
         await this.d.scripts.gateConfirm(couponId, userId);
         republished++;
       }
@@ -160,8 +167,7 @@ export class Gate {
     return republished;
   }
 
-  private async publish(couponId: string, userId: string, seq: number, requestedAtMs: number): Promise<void> {
-    const total = Number(await this.d.redis.hget(couponKeys(couponId).meta, 'total'));
+  private async publish(couponId: string, userId: string, seq: number, requestedAtMs: number, total: number): Promise<void> {
     const value = this.d.encoder.encode(create(CouponIssueRequestedSchema, {
       couponId, userId, seq: BigInt(seq), requestedAt: timestampFromDate(new Date(requestedAtMs)), totalQuantity: BigInt(total),
     }));
@@ -169,10 +175,22 @@ export class Gate {
   }
 
   /** Arms a coupon that is in the ledger but not in Redis (Redis restarted). False if unknown. */
-  private async arm(couponId: string): Promise<boolean> {
+  private arm(couponId: string): Promise<boolean> {
+    let pending = this.arming.get(couponId);
+    if (!pending) {
+      pending = this.rebuild(couponId).finally(() => this.arming.delete(couponId));
+      this.arming.set(couponId, pending);
+    }
+    return pending;
+  }
+
+  private async rebuild(couponId: string): Promise<boolean> {
     if (!isUuid(couponId)) return false;
     const row = await findCoupon(this.d.db, couponId);
     if (!row) return false;
+    if (!(await this.d.issuerCaughtUp())) {
+      throw new DomainError('BACKEND_UNAVAILABLE', 'the gate for this coupon is being rebuilt after a Redis restart; retry shortly', { coupon_id: couponId });
+    }
     const ledger = await ledgerOf(this.d.db, couponId);
     await this.d.scripts.gateLoad(couponId, metaOf(row), ledger);
     await this.d.redis.sadd(GATE_COUPONS, couponId);

@@ -53,7 +53,15 @@ export async function startApi(config: Config, log: Logger): Promise<ApiApp> {
   await producer.connect();
   const publisher = new BatchingPublisher(producer, { lingerMs: config.PUBLISH_LINGER_MS, maxBatch: config.PUBLISH_MAX_BATCH, timeoutMs: config.PUBLISH_TIMEOUT_MS }, log);
   const scripts = new CouponScripts(redis);
-  const gate = new Gate({ db, redis, scripts, publisher, encoder: issueCodec, topic: topics.issue, log, failpoint: config.FAILPOINT });
+  const issuerCaughtUp = async () => {
+    const ends = await kafkaAdmin.fetchTopicOffsets(topics.issue);
+    const [committed] = await kafkaAdmin.fetchOffsets({ groupId: config.KAFKA_ISSUER_GROUP, topics: [topics.issue] });
+    return ends.every((end) => {
+      const done = committed?.partitions.find((p) => p.partition === end.partition);
+      return Number(end.high) === Number(end.low) || Number(done?.offset ?? -1) >= Number(end.high);
+    });
+  };
+  const gate = new Gate({ db, redis, scripts, publisher, encoder: issueCodec, topic: topics.issue, log, issuerCaughtUp, failpoint: config.FAILPOINT });
   const recovery = every(config.RECOVERY_INTERVAL_MS, () => gate.recoverStale(config.RECOVERY_STALE_MS), log);
 
   const health = new HealthMonitor({

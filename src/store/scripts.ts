@@ -23,7 +23,7 @@ type ScriptName = keyof typeof SCRIPTS;
 type Call = (...args: (string | number)[]) => Promise<unknown>;
 
 export type ReserveResult =
-  | { status: 'RESERVED'; seq: number }
+  | { status: 'RESERVED'; seq: number; total: number }
   | { status: 'EXISTING'; seq: number; state: 'PENDING' | 'ISSUED' | 'REDEEMED' }
   | { status: 'NOT_FOUND' | 'NOT_OPEN' | 'CLOSED' | 'SOLD_OUT' };
 
@@ -60,9 +60,9 @@ export class CouponScripts {
 
   async gateReserve(couponId: string, userId: string, nowMs: number): Promise<ReserveResult> {
     const k = couponKeys(couponId);
-    const [status, seq, state] = (await this.call('gateReserve', [k.meta, k.winners, k.next, k.free, k.pending, k.issued, k.redeem], [userId, nowMs])) as [string, string?, string?];
-    if (status === 'RESERVED') return { status, seq: Number(seq) };
-    if (status === 'EXISTING') return { status, seq: Number(seq), state: state as 'PENDING' | 'ISSUED' | 'REDEEMED' };
+    const [status, seq, third] = (await this.call('gateReserve', [k.meta, k.winners, k.next, k.free, k.pending, k.issued, k.redeem], [userId, nowMs])) as [string, string?, string?];
+    if (status === 'RESERVED') return { status, seq: Number(seq), total: Number(third) };
+    if (status === 'EXISTING') return { status, seq: Number(seq), state: third as 'PENDING' | 'ISSUED' | 'REDEEMED' };
     return { status: status as 'NOT_FOUND' | 'NOT_OPEN' | 'CLOSED' | 'SOLD_OUT' };
   }
 

@@ -208,3 +208,47 @@ describe('a publish that timed out but reached the broker', () => {
     } finally { await t.close(); }
   });
 });
+
+describe('Redis loses a coupon\'s gate state mid-sale', () => {
+  it('refuses with UNAVAILABLE until the issuer has drained the topic, then rebuilds from the ledger and sells exactly the total', { timeout: 120_000 }, async () => {
+    const env = uniqueEnv('redis-loss');
+    const topics = topicNames(env.KAFKA_TOPIC_PREFIX);
+    const api = await startService('api', env);
+    const client = couponClient(api.address);
+    let issuer: Awaited<ReturnType<typeof startService>> | undefined;
+    try {
+      const coupon = await createCoupon(client, 50);
+      // 20 winners while no issuer runs: their records wait on the topic.
+      const first = await ask(client, coupon.id, Array.from({ length: 20 }, (_, i) => `w${i}`));
+      expect(first.every((o) => o.ok)).toBe(true);
+      // Redis restarts: this coupon's keys are gone.
+      const keys = await r.keys(`coupon:{${coupon.id}}:*`);
+      expect(keys.length).toBeGreaterThan(0);
+      await r.del(...keys);
+
+      const refused = await ask(client, coupon.id, ['too-early']);
+      expect(refused[0]).toMatchObject({ ok: false, code: grpc.status.UNAVAILABLE, reason: 'BACKEND_UNAVAILABLE' });
+      expect(await r.exists(couponKeys(coupon.id).meta)).toBe(0);
+
+      issuer = await startService('issuer', env);
+      await waitForCaughtUp(kafka(), env.KAFKA_ISSUER_GROUP, topics.issue);
+      expect(await ledger(coupon.id)).toHaveLength(20);
+
+      // Rebuilt from the ledger: old winners keep their seq, new ones get 21..50, and no more.
+      const again = await ask(client, coupon.id, ['w3']);
+      expect(again[0]).toMatchObject({ ok: true, seq: (first[3] as { seq: number }).seq });
+      const rest = await ask(client, coupon.id, Array.from({ length: 60 }, (_, i) => `n${i}`));
+      const won = rest.filter((o): o is Extract<Outcome, { ok: true }> => o.ok);
+      expect(won).toHaveLength(30);
+      expect(won.map((o) => o.seq).sort((a, b) => a - b)).toEqual(Array.from({ length: 30 }, (_, i) => i + 21));
+      await until('50 rows', async () => (await ledger(coupon.id)).length === 50);
+      expect((await ledger(coupon.id)).map((x) => x.seq)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
+      const got = (await client.getCoupon({ couponId: coupon.id })).coupon!;
+      expect(got.acceptedCount).toBe(50n);
+      await until('COMPLETE', async () => (await client.getCoupon({ couponId: coupon.id })).coupon!.status === CouponStatus.COMPLETE);
+    } finally {
+      client.close();
+      await Promise.all([api.stop(), issuer?.stop()]);
+    }
+  });
+});

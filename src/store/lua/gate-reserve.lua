@@ -2,7 +2,7 @@
 -- KEYS[1] meta  KEYS[2] winners  KEYS[3] next  KEYS[4] free  KEYS[5] pending  KEYS[6] issued  KEYS[7] redeem
 -- ARGV[1] user id  ARGV[2] now (ms)
 -- Returns {status, seq, state}:
---   'RESERVED', seq      a slot was taken for the user and journaled in pending
+--   'RESERVED', seq, total  a slot was taken for the user and journaled in pending
 --   'EXISTING', seq, st  the user already holds seq; st is PENDING, ISSUED or REDEEMED
 --   'NOT_FOUND' | 'NOT_OPEN' | 'CLOSED' | 'SOLD_OUT'
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'NOT_FOUND'} end
@@ -29,4 +29,4 @@ local seq = redis.call('LPOP', KEYS[4])
 if not seq then seq = redis.call('INCR', KEYS[3]) end
 redis.call('HSET', KEYS[2], user, seq)
 redis.call('ZADD', KEYS[5], now, user)
-return {'RESERVED', tostring(seq)}
+return {'RESERVED', tostring(seq), meta[1]}
