@@ -7,6 +7,7 @@
 import type { Consumer, Kafka, KafkaMessage, Producer } from 'kafkajs';
 import type { Logger } from '../log.ts';
 import type { Alerter } from './alert.ts';
+import { EventDecodeError } from './errors.ts';
 import { AttemptsExhausted, withRetries, type RetryPolicy } from './retry-policy.ts';
 
 export interface ConsumedRecord<T> {
@@ -90,6 +91,9 @@ export async function startBatchConsumer<T>(o: BatchConsumerOptions<T>): Promise
           if (!message.value) throw Object.assign(new Error('record has no value'), { reason: 'EMPTY_VALUE' });
           records.push({ value: await o.decoder.decode(message.value), key: message.key?.toString() ?? null, partition: batch.partition, offset: message.offset, message });
         } catch (err) {
+          // Only a value that can never decode is poison. A registry outage (SchemaRegistryError)
+          // propagates: kafkajs re-runs the batch from the last committed offset.
+          if (!(err instanceof EventDecodeError) && (err as { reason?: string }).reason !== 'EMPTY_VALUE') throw err;
           const reason = (err as { reason?: string }).reason ?? 'DECODE_FAILED';
           poison.push({ message, partition: batch.partition, reason, error: (err as Error).message, attempts: 1, firstFailureAt: new Date() });
         }

@@ -34,6 +34,8 @@ export interface EventRegistryOptions {
   compatibility: Compatibility;
   /** Where the .proto sources live; the schema text registered is the file itself. Default: <repo>/proto. */
   protoRoot?: string;
+  /** How long one registry request may take before it fails with SchemaRegistryError. Default: 10 s. */
+  requestTimeoutMs?: number;
 }
 
 /** Reads values of one message type, written with any registered version of its schema. */
@@ -56,6 +58,9 @@ export interface EventCodec<Desc extends DescMessage> extends EventDecoder<Desc>
 }
 
 const DEFAULT_PROTO_ROOT = fileURLToPath(new URL('../../proto/', import.meta.url));
+// The library sets no timeout, so a registry that accepts connections but never answers would hang
+// a producer's start or a consumer's batch forever.
+const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
 const CLIENT_ID = 'coupon-events';
 // Unknown ids are remembered so a stream of poison records costs one lookup per id, not per record;
 // bounded, because the ids in poison records are arbitrary.
@@ -78,8 +83,12 @@ interface RegistryApi {
 }
 // Loaded with require: Node's ESM loader and vitest's disagree on a CommonJS module's default export.
 const { default: createRegistryApi } = createRequire(import.meta.url)('@kafkajs/confluent-schema-registry/dist/api/index.js') as {
-  default: (args: { host: string; clientId?: string }) => RegistryApi;
+  default: (args: { host: string; clientId?: string; middlewares?: unknown[] }) => RegistryApi;
 };
+// A mappersmith middleware, the library's extension point for requests.
+const requestTimeout = (timeout: number) => () => ({
+  request: (request: { enhance(extras: { timeout: number }): unknown }) => request.enhance({ timeout }),
+});
 
 export class EventRegistry {
   readonly #api: RegistryApi;
@@ -89,7 +98,11 @@ export class EventRegistry {
   readonly #unknownIds = new Set<number>();
 
   constructor(opts: EventRegistryOptions) {
-    this.#api = createRegistryApi({ host: opts.url.replace(/\/+$/, ''), clientId: CLIENT_ID });
+    this.#api = createRegistryApi({
+      host: opts.url.replace(/\/+$/, ''),
+      clientId: CLIENT_ID,
+      middlewares: [requestTimeout(opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS)],
+    });
     this.#compatibility = opts.compatibility;
     this.#protoRoot = opts.protoRoot ?? DEFAULT_PROTO_ROOT;
   }

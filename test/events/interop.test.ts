@@ -9,7 +9,14 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { create, createMutableRegistry, equals, fromBinary, toBinary, type DescMessage, type MessageShape } from '@bufbuild/protobuf';
 import { FileDescriptorProtoSchema, FileDescriptorSetSchema, timestampFromDate } from '@bufbuild/protobuf/wkt';
-import { ProtobufDeserializer, ProtobufSerializer, SchemaRegistryClient, SerdeType, type SchemaInfo } from '@confluentinc/schemaregistry';
+import {
+  ProtobufDeserializer,
+  ProtobufSerializer,
+  SchemaRegistryClient,
+  SerdeType,
+  SubjectNameStrategyType,
+  type SchemaInfo,
+} from '@confluentinc/schemaregistry';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CouponIssueRequestedSchema } from '../../gen/coupon/events/v1/issue_pb.js';
 import { PaymentResultSchema, PaymentStatus } from '../../gen/payment/v1/payment_pb.js';
@@ -48,6 +55,12 @@ function compileToBase64Descriptor(text: string, fileName: string): string {
   }
 }
 
+// Confluent's serde defaults to its ASSOCIATED strategy, which first asks the registry's
+// /associations API (Confluent-only; Apicurio answers 404, and now and then never finishes the
+// response) and then falls back to TopicNameStrategy. Ask for TopicNameStrategy directly: it is what
+// the project uses.
+const TOPIC_NAMES = { subjectNameStrategyType: SubjectNameStrategyType.TOPIC };
+
 const subjects: string[] = [];
 const clients: SchemaRegistryClient[] = [];
 const uniqueTopic = (name: string) => {
@@ -56,7 +69,8 @@ const uniqueTopic = (name: string) => {
   return topic;
 };
 const confluentClient = (Client: typeof SchemaRegistryClient = SchemaRegistryClient) => {
-  const client = new Client({ baseURLs: [REGISTRY_URL] });
+  // A timeout, so a stalled registry fails the test with its own error, not vitest's.
+  const client = new Client({ baseURLs: [REGISTRY_URL], createAxiosDefaults: { timeout: 10_000 } });
   clients.push(client);
   return client;
 };
@@ -97,6 +111,7 @@ describe("Confluent's serializer and the project's encoder", () => {
     // Against Apicurio a Confluent producer must use the registered version (useLatestVersion): its
     // lookup by schema sends a base64 descriptor, which Apicurio compares with the stored text.
     const serializer = new ProtobufSerializer(confluentClient(), SerdeType.VALUE, {
+      ...TOPIC_NAMES,
       autoRegisterSchemas: false,
       useLatestVersion: true,
       registry: createMutableRegistry(schema.file),
@@ -114,6 +129,7 @@ describe("Confluent's serializer and the project's encoder", () => {
   it("the project reads values whose schema Confluent's serializer registered itself", async () => {
     const topic = uniqueTopic('auto-registered');
     const serializer = new ProtobufSerializer(confluentClient(), SerdeType.VALUE, {
+      ...TOPIC_NAMES,
       autoRegisterSchemas: true,
       registry: createMutableRegistry(PaymentResultSchema.file),
     });
@@ -134,7 +150,7 @@ describe("Confluent's deserializer", () => {
   it.each(cases)("reads the project's bytes for $name", async ({ schema, make }) => {
     const topic = uniqueTopic('deserialize');
     const codec = await new EventRegistry({ url: REGISTRY_URL, compatibility: 'BACKWARD' }).forTopic(topic, schema);
-    const deserializer = new ProtobufDeserializer(confluentClient(ServesSerializedProtobuf), SerdeType.VALUE, {});
+    const deserializer = new ProtobufDeserializer(confluentClient(ServesSerializedProtobuf), SerdeType.VALUE, TOPIC_NAMES);
     const message = make();
 
     const theirs = (await deserializer.deserialize(topic, codec.encode(message))) as MessageShape<DescMessage>;
@@ -146,7 +162,7 @@ describe("Confluent's deserializer", () => {
   it('cannot fetch a Protobuf schema from Apicurio 3.3.3 on its own (why the client above exists)', async () => {
     const topic = uniqueTopic('apicurio-serialized');
     const codec = await new EventRegistry({ url: REGISTRY_URL, compatibility: 'BACKWARD' }).forTopic(topic, PaymentResultSchema);
-    const deserializer = new ProtobufDeserializer(confluentClient(), SerdeType.VALUE, {});
+    const deserializer = new ProtobufDeserializer(confluentClient(), SerdeType.VALUE, TOPIC_NAMES);
 
     const raw = (await (await fetch(`${REGISTRY_URL}/schemas/ids/${codec.schemaId}?format=serialized`)).json()) as { schema: string };
     expect(raw.schema).toContain('PaymentResult'); // descriptor bytes as text, not base64

@@ -62,16 +62,18 @@ async function decodeReason(decoder: EventDecoder<typeof PaymentResultSchema>, b
   return (err as EventDecodeError).reason;
 }
 
-/** A pass-through proxy in front of the registry that records requests and can play dead. */
-async function registryProxy(): Promise<{ url: string; requests: string[]; down: { value: boolean }; close(): Promise<void> }> {
+/** A pass-through proxy in front of the registry that records requests and can fail or hang. */
+async function registryProxy(): Promise<{ url: string; requests: string[]; down: { value: boolean }; hang: { value: boolean }; close(): Promise<void> }> {
   const upstream = new URL(REGISTRY_URL);
   const requests: string[] = [];
   const down = { value: false };
+  const hang = { value: false };
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       requests.push(`${req.method} ${req.url}`);
+      if (hang.value) return;
       if (down.value) {
         res.writeHead(503, { 'content-type': 'application/json' }).end('{"message":"down for the test","error_code":50301}');
         return;
@@ -91,7 +93,11 @@ async function registryProxy(): Promise<{ url: string; requests: string[]; down:
     url: `http://127.0.0.1:${port}${upstream.pathname}`,
     requests,
     down,
-    close: () => new Promise((resolve) => server.close(() => resolve())),
+    hang,
+    close: () => {
+      server.closeAllConnections();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
   };
 }
 
@@ -135,6 +141,21 @@ describe("registering a producer's schema (forTopic)", () => {
   it('refuses to start with a SchemaRegistryError when the registry is unreachable', async () => {
     const registry = new EventRegistry({ url: 'http://127.0.0.1:1/apis/ccompat/v7', compatibility: 'BACKWARD' });
     await expect(registry.forTopic('test.events.unreachable', PaymentResultSchema)).rejects.toBeInstanceOf(SchemaRegistryError);
+  });
+
+  it('gives up on a registry that accepts the request but never answers', async () => {
+    const proxy = await registryProxy();
+    try {
+      proxy.hang.value = true;
+      const registry = new EventRegistry({ url: proxy.url, compatibility: 'BACKWARD', requestTimeoutMs: 300 });
+      const started = Date.now();
+      const err: unknown = await registry.forTopic(uniqueTopic('hung'), PaymentResultSchema).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(SchemaRegistryError);
+      expect((err as Error).message).toMatch(/Timeout \(300ms\)/);
+      expect(Date.now() - started).toBeLessThan(5_000);
+    } finally {
+      await proxy.close();
+    }
   });
 });
 

@@ -18,7 +18,9 @@ const r = newRedis();
 const k = kafka();
 
 beforeAll(async () => {
-  api = await startService('api');
+  // This file is about the gate's decisions; a generous publish timeout keeps a loaded CI machine
+  // from turning a slow ack into PUBLISH_FAILED (that path has its own tests in faults.test.ts).
+  api = await startService('api', { PUBLISH_TIMEOUT_MS: '30000' });
   client = couponClient(api.address);
 });
 afterAll(async () => {
@@ -33,7 +35,7 @@ async function issuedOnTopic(couponId: string) {
 }
 
 describe('IssueCoupon under contention', () => {
-  it('grants exactly the quantity: 1,000 units, 5,000 users, 20,000 concurrent calls over several connections', async () => {
+  it('grants exactly the quantity: 1,000 units, 5,000 users, 20,000 concurrent calls over several connections', { timeout: 180_000 }, async () => {
     const coupon = await createCoupon(client, 1_000);
     const users = Array.from({ length: 5_000 }, (_, i) => `user-${i}`);
     const clients = Array.from({ length: 4 }, () => couponClient(api.address, true));
@@ -51,8 +53,7 @@ describe('IssueCoupon under contention', () => {
     for (const res of results) {
       if (res.ok) winners.set(res.userId, (winners.get(res.userId) ?? new Set()).add(res.seq));
       else {
-        expect(res.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
-        expect(res.reason).toBe('COUPON_SOLD_OUT');
+        expect({ code: res.code, reason: res.reason }).toEqual({ code: grpc.status.RESOURCE_EXHAUSTED, reason: 'COUPON_SOLD_OUT' });
       }
     }
     expect(winners.size).toBe(1_000);
