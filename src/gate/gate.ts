@@ -53,6 +53,8 @@ export interface GateDeps {
    * from the ledger only then: records still in flight would otherwise be missing from it.
    */
   issuerCaughtUp: () => Promise<boolean>;
+  /** PUBLISH_TIMEOUT_MS: bounds how long a repeat waits for the first request's publish. */
+  publishTimeoutMs: number;
   /** Testing only: "crash-after-reserve" kills the process between reserve and publish. */
   failpoint?: string | undefined;
 }
@@ -75,6 +77,8 @@ const metaOf = (row: CouponRow): GateMeta => ({
 export class Gate {
   private readonly d: GateDeps;
   private readonly now: () => number;
+  /** Publishes in flight in this process, by coupon and user: true once acknowledged. */
+  private readonly inFlight = new Map<string, Promise<boolean>>();
   /** One rebuild per coupon at a time in this process, however many requests find it missing. */
   private readonly arming = new Map<string, Promise<boolean>>();
 
@@ -115,6 +119,19 @@ export class Gate {
 
   /** IssueCoupon: wins one slot for the user or says why not. */
   async issue(couponId: string, userId: string): Promise<{ seq: number; state: UserCouponStateName }> {
+    // A repeat that finds the user's first request still publishing must not answer OK before
+    // that publish is acknowledged: if it fails, the slot is released. Wait for the outcome, and
+    // if the slot was released, try once more like a fresh request.
+    for (let attempt = 0; ; attempt++) {
+      const outcome = await this.issueOnce(couponId, userId);
+      if (outcome !== 'RELEASED_WHILE_WAITING' || attempt >= 1) {
+        if (outcome === 'RELEASED_WHILE_WAITING') throw new DomainError('PUBLISH_FAILED', 'could not record the request; the slot was released, retry', { coupon_id: couponId });
+        return outcome;
+      }
+    }
+  }
+
+  private async issueOnce(couponId: string, userId: string): Promise<{ seq: number; state: UserCouponStateName } | 'RELEASED_WHILE_WAITING'> {
     const nowMs = this.now();
     let result = await this.d.scripts.gateReserve(couponId, userId, nowMs);
     if (result.status === 'NOT_FOUND' && (await this.arm(couponId))) {
@@ -125,22 +142,56 @@ export class Gate {
       case 'NOT_OPEN': throw new DomainError('COUPON_NOT_OPEN', 'the coupon is not open yet', { coupon_id: couponId });
       case 'CLOSED': throw new DomainError('COUPON_CLOSED', 'the coupon is closed', { coupon_id: couponId });
       case 'SOLD_OUT': throw new DomainError('COUPON_SOLD_OUT', 'the coupon is sold out', { coupon_id: couponId });
-      case 'EXISTING': return { seq: result.seq, state: result.state };
+      case 'EXISTING':
+        if (result.unacked && !(await this.acknowledged(couponId, userId, result.seq))) return 'RELEASED_WHILE_WAITING';
+        return { seq: result.seq, state: result.state };
       case 'RESERVED': break;
     }
     const seq = result.seq;
     if (this.d.failpoint === 'crash-after-reserve') process.kill(process.pid, 'SIGKILL');
+    const key = `${couponId}\u0000${userId}`;
+    const settled = this.publishOrRelease(couponId, userId, seq, nowMs, result.total);
+    this.inFlight.set(key, settled.then((r) => r.ok, () => false));
     try {
-      await this.publish(couponId, userId, seq, nowMs, result.total);
+      const r = await settled;
+      if (!r.ok) throw new DomainError('PUBLISH_FAILED', 'could not record the request; the slot was released, retry', { coupon_id: couponId }, r.err);
+      return { seq, state: 'PENDING' };
+    } finally {
+      this.inFlight.delete(key);
+    }
+  }
+
+  private async publishOrRelease(couponId: string, userId: string, seq: number, nowMs: number, total: number): Promise<{ ok: true } | { ok: false; err: unknown }> {
+    try {
+      await this.publish(couponId, userId, seq, nowMs, total);
     } catch (err) {
       const released = await this.d.scripts.gateRelease(couponId, userId, seq);
       // The issuer already took the record: the coupon is coming, so the honest answer is OK.
-      if (released === 'CLAIMED') return { seq, state: 'PENDING' };
+      if (released === 'CLAIMED') return { ok: true };
       this.d.log.warn({ couponId, userId, seq, released, err: (err as Error).message }, 'publish failed; slot released');
-      throw new DomainError('PUBLISH_FAILED', 'could not record the request; the slot was released, retry', { coupon_id: couponId }, err);
+      return { ok: false, err };
     }
     await this.d.scripts.gateConfirm(couponId, userId);
-    return { seq, state: 'PENDING' };
+    return { ok: true };
+  }
+
+  /**
+   * Waits until the publish of (user, seq) is acknowledged (true) or released (false). Requests in
+   * this process share the in-flight promise; others poll Redis. A reservation stuck by a crash
+   * stays pending until recovery, so the wait is bounded and then answers UNAVAILABLE.
+   */
+  private async acknowledged(couponId: string, userId: string, seq: number): Promise<boolean> {
+    const local = this.inFlight.get(`${couponId}\u0000${userId}`);
+    if (local) return local;
+    const k = couponKeys(couponId);
+    const deadline = this.now() + this.d.publishTimeoutMs + 1_000;
+    while (this.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 25));
+      const [[, pending], [, held]] = (await this.d.redis.pipeline().zscore(k.pending, userId).hget(k.winners, userId).exec()) as [[unknown, string | null], [unknown, string | null]];
+      if (held !== String(seq)) return false;
+      if (pending === null) return true;
+    }
+    throw new DomainError('PUBLISH_FAILED', 'your earlier request for this coupon is still being recorded; retry', { coupon_id: couponId });
   }
 
   /**

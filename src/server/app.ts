@@ -61,7 +61,7 @@ export async function startApi(config: Config, log: Logger): Promise<ApiApp> {
       return Number(end.high) === Number(end.low) || Number(done?.offset ?? -1) >= Number(end.high);
     });
   };
-  const gate = new Gate({ db, redis, scripts, publisher, encoder: issueCodec, topic: topics.issue, log, issuerCaughtUp, failpoint: config.FAILPOINT });
+  const gate = new Gate({ db, redis, scripts, publisher, encoder: issueCodec, topic: topics.issue, log, issuerCaughtUp, publishTimeoutMs: config.PUBLISH_TIMEOUT_MS, failpoint: config.FAILPOINT });
   const recovery = every(config.RECOVERY_INTERVAL_MS, () => gate.recoverStale(config.RECOVERY_STALE_MS), log);
 
   const health = new HealthMonitor({

@@ -24,7 +24,7 @@ type Call = (...args: (string | number)[]) => Promise<unknown>;
 
 export type ReserveResult =
   | { status: 'RESERVED'; seq: number; total: number }
-  | { status: 'EXISTING'; seq: number; state: 'PENDING' | 'ISSUED' | 'REDEEMED' }
+  | { status: 'EXISTING'; seq: number; state: 'PENDING' | 'ISSUED' | 'REDEEMED'; unacked: boolean }
   | { status: 'NOT_FOUND' | 'NOT_OPEN' | 'CLOSED' | 'SOLD_OUT' };
 
 export interface GateMeta { total: number; opensMs: number; closesMs: number; validUntilMs: number }
@@ -60,9 +60,9 @@ export class CouponScripts {
 
   async gateReserve(couponId: string, userId: string, nowMs: number): Promise<ReserveResult> {
     const k = couponKeys(couponId);
-    const [status, seq, third] = (await this.call('gateReserve', [k.meta, k.winners, k.next, k.free, k.pending, k.issued, k.redeem], [userId, nowMs])) as [string, string?, string?];
+    const [status, seq, third, fourth] = (await this.call('gateReserve', [k.meta, k.winners, k.next, k.free, k.pending, k.issued, k.redeem], [userId, nowMs])) as [string, string?, string?, string?];
     if (status === 'RESERVED') return { status, seq: Number(seq), total: Number(third) };
-    if (status === 'EXISTING') return { status, seq: Number(seq), state: third as 'PENDING' | 'ISSUED' | 'REDEEMED' };
+    if (status === 'EXISTING') return { status, seq: Number(seq), state: third as 'PENDING' | 'ISSUED' | 'REDEEMED', unacked: fourth === '1' };
     return { status: status as 'NOT_FOUND' | 'NOT_OPEN' | 'CLOSED' | 'SOLD_OUT' };
   }
 

@@ -3,7 +3,8 @@
 -- ARGV[1] user id  ARGV[2] now (ms)
 -- Returns {status, seq, state}:
 --   'RESERVED', seq, total  a slot was taken for the user and journaled in pending
---   'EXISTING', seq, st  the user already holds seq; st is PENDING, ISSUED or REDEEMED
+--   'EXISTING', seq, st, p  the user already holds seq; st is PENDING, ISSUED or REDEEMED; p is '1'
+--                         while that seq's publish is unacknowledged (still in the pending journal)
 --   'NOT_FOUND' | 'NOT_OPEN' | 'CLOSED' | 'SOLD_OUT'
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'NOT_FOUND'} end
 local user = ARGV[1]
@@ -16,7 +17,9 @@ if held then
   local r = redis.call('HGET', KEYS[7], user)
   if r and string.sub(r, 1, 1) == 'R' then state = 'REDEEMED'
   elseif redis.call('HEXISTS', KEYS[6], user) == 1 then state = 'ISSUED' end
-  return {'EXISTING', held, state}
+  local unacked = '0'
+  if redis.call('ZSCORE', KEYS[5], user) then unacked = '1' end
+  return {'EXISTING', held, state, unacked}
 end
 
 local meta = redis.call('HMGET', KEYS[1], 'total', 'opens_ms', 'closes_ms')
