@@ -5,7 +5,7 @@ import { create } from '@bufbuild/protobuf';
 import { ErrorDetailSchema } from '../../gen/coupon/v1/error_pb.js';
 
 export type ErrorReason =
-  | 'INVALID_FIELD' | 'MESSAGE_TOO_LARGE' | 'COUPON_NOT_FOUND' | 'COUPON_NOT_OPEN' | 'COUPON_CLOSED'
+  | 'INVALID_FIELD' | 'COUPON_NOT_FOUND' | 'COUPON_NOT_OPEN' | 'COUPON_CLOSED'
   | 'COUPON_SOLD_OUT' | 'PUBLISH_FAILED' | 'BACKEND_UNAVAILABLE' | 'COUPON_NOT_ISSUED'
   | 'COUPON_ALREADY_REDEEMED' | 'COUPON_EXPIRED' | 'REDEMPTION_CANCELLED' | 'ORDER_MISMATCH'
   | 'INVALID_PAGE_TOKEN';
@@ -22,7 +22,6 @@ export const invalidField = (field: string, problem: string) =>
 export const codeOf: Record<ErrorReason, Code> = {
   INVALID_FIELD: Code.InvalidArgument,
   INVALID_PAGE_TOKEN: Code.InvalidArgument,
-  MESSAGE_TOO_LARGE: Code.ResourceExhausted,
   COUPON_NOT_FOUND: Code.NotFound,
   COUPON_NOT_OPEN: Code.FailedPrecondition,
   COUPON_CLOSED: Code.FailedPrecondition,

@@ -13,6 +13,8 @@ export declare const file_coupon_v1_error: GenFile;
 /**
  * Attached as an error detail to every error the CouponService returns, so callers can branch on a
  * stable reason instead of parsing messages. Shaped like google.rpc.ErrorInfo (AIP-193).
+ * One exception: a request larger than the server's limit (API_MAX_MESSAGE_BYTES) is refused by
+ * the transport before any handler runs, with RESOURCE_EXHAUSTED and no detail.
  *
  * @generated from message coupon.v1.ErrorDetail
  */
@@ -20,7 +22,6 @@ export declare type ErrorDetail = Message<"coupon.v1.ErrorDetail"> & {
   /**
    * Stable, machine-readable reason in UPPER_SNAKE_CASE. One of:
    *   INVALID_FIELD           (INVALID_ARGUMENT) a request field is malformed or out of range; see field
-   *   MESSAGE_TOO_LARGE       (RESOURCE_EXHAUSTED) the request body is over the server's limit
    *   COUPON_NOT_FOUND        (NOT_FOUND) no coupon has this id
    *   COUPON_NOT_OPEN         (FAILED_PRECONDITION) before opens_at
    *   COUPON_CLOSED           (FAILED_PRECONDITION) after closes_at
