@@ -31,6 +31,10 @@ export function createKafka(brokers: string[], clientId: string, log: Logger): K
     logLevel: logLevel.WARN,
     logCreator: () => ({ namespace, level, log: entry }: LogEntry) => {
       const { message, ...rest } = entry;
+      // Retries are bounded on purpose: the publisher bounds every send (PUBLISH_TIMEOUT_MS) and
+      // the gate treats a late landing as a stale record (tombstone), so exactly-once delivery
+      // inside Kafka is not what keeps I1–I3. kafkajs repeats this on every producer start.
+      if (message.startsWith('Limiting retries for the idempotent producer')) return;
       log[toPino(level)]({ kafka: namespace, ...rest }, message);
     },
   });
