@@ -1,20 +1,13 @@
 // `npm run dlt:replay [-- issue|redemption|payment-result]`: puts dead-lettered records back on
 // their source topic, once the cause is fixed. Safe to run again: it resumes where it stopped.
-import { ConfigError, loadConfig } from '../config.ts';
+import { configOrExit } from './lifecycle.ts';
 import { createLogger } from '../log.ts';
 import { createKafka } from '../events/kafka.ts';
 import { replayDeadLetters } from '../events/replay.ts';
 import { topicNames } from '../events/topics.ts';
 
 const which = process.argv[2] ?? 'issue';
-let config;
-try {
-  config = loadConfig();
-} catch (err) {
-  if (!(err instanceof ConfigError)) throw err;
-  console.error(`dlt-replay: ${err.message}`);
-  process.exit(2);
-}
+const config = configOrExit('dlt-replay');
 const topics = topicNames(config.KAFKA_TOPIC_PREFIX);
 const pairs: Record<string, [string, string]> = {
   issue: [topics.issueDlt, topics.issue],

@@ -1,4 +1,5 @@
-// SIGTERM/SIGINT: run `close` once, then exit. A second signal exits at once.
+// Process lifecycle shared by the entry points: validated config at start, graceful stop on signals.
+import { ConfigError, loadConfig, type Config } from '../config.ts';
 import type { Logger } from '../log.ts';
 
 export function onShutdown(log: Logger, close: () => Promise<void>): void {
@@ -14,4 +15,15 @@ export function onShutdown(log: Logger, close: () => Promise<void>): void {
   };
   process.once('SIGTERM', handle);
   process.once('SIGINT', handle);
+}
+
+/** Validated settings, or exit code 2 with every bad variable named on stderr. */
+export function configOrExit(processName: string): Config {
+  try {
+    return loadConfig();
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    console.error(`${processName}: ${err.message}`);
+    process.exit(2);
+  }
 }
