@@ -20,6 +20,14 @@ const SCRIPTS = {
 } as const;
 
 type ScriptName = keyof typeof SCRIPTS;
+
+// Script calls that take many rows are split: a call's arguments are spread on the JS stack, and
+// one long script would block Redis for every other caller while it runs.
+const CHUNK = 1_000;
+function* chunks<T>(items: readonly T[]): Generator<T[]> {
+  for (let i = 0; i < items.length; i += CHUNK) yield items.slice(i, i + CHUNK);
+}
+
 type Call = (...args: (string | number)[]) => Promise<unknown>;
 
 export type ReserveResult =
@@ -49,12 +57,16 @@ export class CouponScripts {
     return fn.call(this.redis, ...keys, ...args);
   }
 
-  /** Arms the gate; `ledger` rebuilds winners and issued state from PostgreSQL rows. */
+  /** Arms the gate; `ledger` rebuilds winners and issued state from PostgreSQL rows, in chunks. */
   async gateLoad(couponId: string, meta: GateMeta, ledger: { userId: string; seq: number; issuedAtMs: number }[] = []): Promise<boolean> {
     const k = couponKeys(couponId);
-    const maxSeq = ledger.reduce((m, r) => Math.max(m, r.seq), 0);
-    const triples = ledger.flatMap((r) => [r.userId, r.seq, r.issuedAtMs]);
-    const armed = await this.call('gateLoad', [k.meta, k.winners, k.next, k.issued], [meta.total, meta.opensMs, meta.closesMs, meta.validUntilMs, maxSeq, ...triples]);
+    const keys = [k.meta, k.winners, k.next, k.issued];
+    let maxSeq = 0;
+    for (const rows of chunks(ledger)) {
+      await this.call('gateLoad', keys, ['rows', ...rows.flatMap((r) => [r.userId, r.seq, r.issuedAtMs])]);
+      for (const r of rows) maxSeq = Math.max(maxSeq, r.seq);
+    }
+    const armed = await this.call('gateLoad', keys, ['arm', meta.total, meta.opensMs, meta.closesMs, meta.validUntilMs, maxSeq]);
     return armed === 1;
   }
 
@@ -78,13 +90,19 @@ export class CouponScripts {
   /** One verdict per record, in order: true to write it, false when it is stale. */
   async issuerClaim(couponId: string, records: { userId: string; seq: number }[]): Promise<boolean[]> {
     const k = couponKeys(couponId);
-    const verdicts = (await this.call('issuerClaim', [k.meta, k.winners, k.released, k.claimed], records.flatMap((r) => [r.userId, r.seq]))) as string[];
-    return verdicts.map((v) => v === 'OK');
+    const verdicts: boolean[] = [];
+    for (const part of chunks(records)) {
+      const reply = (await this.call('issuerClaim', [k.meta, k.winners, k.released, k.claimed], part.flatMap((r) => [r.userId, r.seq]))) as string[];
+      for (const v of reply) verdicts.push(v === 'OK');
+    }
+    return verdicts;
   }
 
   async issuerMarkIssued(couponId: string, rows: { userId: string; seq: number; issuedAtMs: number }[]): Promise<void> {
     const k = couponKeys(couponId);
-    await this.call('issuerMarkIssued', [k.issued, k.winners, k.meta], rows.flatMap((r) => [r.userId, r.seq, r.issuedAtMs]));
+    for (const part of chunks(rows)) {
+      await this.call('issuerMarkIssued', [k.issued, k.winners, k.meta], part.flatMap((r) => [r.userId, r.seq, r.issuedAtMs]));
+    }
   }
 
   /** Raw access for the redemption scripts, which own their own argument shapes. */
