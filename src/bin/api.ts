@@ -5,9 +5,10 @@ import { configOrExit, onShutdown } from './lifecycle.ts';
 
 const config = configOrExit('coupon-api');
 const log = createLogger('coupon-api', config.LOG_LEVEL, config.LOG_PRETTY);
+const started = startApi(config, log);
+onShutdown(log, async () => (await started).close());
 try {
-  const app = await startApi(config, log);
-  onShutdown(log, () => app.close());
+  await started;
 } catch (err) {
   log.fatal({ err }, 'coupon-api failed to start');
   process.exit(1);

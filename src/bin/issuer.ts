@@ -5,9 +5,10 @@ import { configOrExit, onShutdown } from './lifecycle.ts';
 
 const config = configOrExit('coupon-issuer');
 const log = createLogger('coupon-issuer', config.LOG_LEVEL, config.LOG_PRETTY);
+const started = startIssuer(config, log);
+onShutdown(log, async () => (await started).close());
 try {
-  const app = await startIssuer(config, log);
-  onShutdown(log, () => app.close());
+  await started;
 } catch (err) {
   log.fatal({ err }, 'coupon-issuer failed to start');
   process.exit(1);

@@ -2,6 +2,10 @@
 import { ConfigError, loadConfig, type Config } from '../config.ts';
 import type { Logger } from '../log.ts';
 
+/**
+ * Installs the handlers before `started` settles, so a signal that arrives while the process is
+ * still starting waits for the start and then closes cleanly.
+ */
 export function onShutdown(log: Logger, close: () => Promise<void>): void {
   let closing = false;
   const handle = (signal: NodeJS.Signals) => {

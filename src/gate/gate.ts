@@ -12,7 +12,7 @@ import type { Logger } from '../log.ts';
 import type { BatchingPublisher } from '../events/publisher.ts';
 import type { Db } from '../store/db.ts';
 import { deleteCoupon, findCoupon, insertCoupon, ledgerOf, type CouponRow } from '../store/coupons.ts';
-import { couponKeys, GATE_COUPONS } from '../store/keys.ts';
+import { couponKeys } from '../store/keys.ts';
 import type { CouponScripts, GateMeta } from '../store/scripts.ts';
 
 export type CouponStatusName = 'SCHEDULED' | 'OPEN' | 'SOLD_OUT' | 'CLOSED' | 'COMPLETE';
@@ -46,6 +46,8 @@ export interface GateDeps {
   encoder: IssueEncoder;
   /** The issue topic (coupon.v1.issue under KAFKA_TOPIC_PREFIX). */
   topic: string;
+  /** The set of this environment's coupons that the recovery loop walks (couponIndexKey). */
+  indexKey: string;
   log: Logger;
   now?: () => number;
   /**
@@ -100,7 +102,9 @@ export class Gate {
     });
     try {
       await this.d.scripts.gateLoad(row.id, metaOf(row));
-      await this.d.redis.sadd(GATE_COUPONS, row.id);
+      // A new coupon has no redemption history to load from the ledger.
+      await this.d.redis.set(couponKeys(row.id).redeemLoaded, '1');
+      await this.d.redis.sadd(this.d.indexKey, row.id);
     } catch (err) {
       await deleteCoupon(this.d.db, row.id).catch(() => undefined);
       throw new DomainError('BACKEND_UNAVAILABLE', 'Redis is unreachable; the coupon was not created', {}, err);
@@ -201,7 +205,7 @@ export class Gate {
   async recoverStale(staleMs: number): Promise<number> {
     let republished = 0;
     const cutoff = this.now() - staleMs;
-    for (const couponId of await this.d.redis.smembers(GATE_COUPONS)) {
+    for (const couponId of await this.d.redis.smembers(this.d.indexKey)) {
       const k = couponKeys(couponId);
       const stale = await this.d.redis.zrangebyscore(k.pending, '-inf', cutoff, 'WITHSCORES', 'LIMIT', 0, 1000);
       for (let i = 0; i < stale.length; i += 2) {
@@ -244,7 +248,7 @@ export class Gate {
     }
     const ledger = await ledgerOf(this.d.db, couponId);
     await this.d.scripts.gateLoad(couponId, metaOf(row), ledger);
-    await this.d.redis.sadd(GATE_COUPONS, couponId);
+    await this.d.redis.sadd(this.d.indexKey, couponId);
     this.d.log.warn({ couponId, issued: ledger.length }, 'gate state was missing; rebuilt from the ledger');
     return true;
   }

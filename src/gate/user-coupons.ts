@@ -4,7 +4,7 @@ import type { Redis } from 'ioredis';
 import { DomainError } from '../domain-error.ts';
 import type { Db } from '../store/db.ts';
 import { findCoupon, findUserCoupon, type UserCouponRow } from '../store/coupons.ts';
-import { couponKeys } from '../store/keys.ts';
+import { couponKeys, parseRedemptionValue } from '../store/keys.ts';
 import { isUuid, type UserCouponStateName } from './gate.ts';
 
 export interface UserCouponView {
@@ -17,13 +17,6 @@ export interface UserCouponView {
   redeemedAt: Date | null;
 }
 
-/** The redemption field format: "<R|C>|<order id>|<version>|<at ms>" (R = redeemed, C = cancelled). */
-export function parseRedeem(value: string | null): { redeemed: boolean; orderId: string; version: number; atMs: number } | undefined {
-  if (!value) return undefined;
-  const [state, orderId, version, at] = value.split('|');
-  return { redeemed: state === 'R', orderId: orderId ?? '', version: Number(version), atMs: Number(at) };
-}
-
 export function fromLedger(row: UserCouponRow): UserCouponView {
   return {
     couponId: row.coupon_id, userId: row.user_id, seq: row.seq,
@@ -34,10 +27,17 @@ export function fromLedger(row: UserCouponRow): UserCouponView {
 
 export async function getUserCoupon(db: Db, redis: Redis, couponId: string, userId: string): Promise<UserCouponView> {
   const k = couponKeys(couponId);
-  const [seq, issuedMs, redeem] = await redis.pipeline().hget(k.winners, userId).hget(k.issued, userId).hget(k.redeem, userId).exec()
+  const [seq, issuedMs, redeem, redeemLoaded] = await redis.pipeline().hget(k.winners, userId).hget(k.issued, userId).hget(k.redeem, userId).get(k.redeemLoaded).exec()
     .then((res) => (res ?? []).map(([err, v]) => { if (err) throw err; return v as string | null; }));
+  // Until redemption state is reloaded after a Redis loss, Redis may not know a redemption the
+  // ledger has: read the ledger instead.
+  if (issuedMs && !redeemLoaded && isUuid(couponId)) {
+    const row = await findUserCoupon(db, couponId, userId);
+    if (row) return fromLedger(row);
+  }
   if (issuedMs) {
-    const r = parseRedeem(redeem ?? null);
+    const parsed = parseRedemptionValue(redeem);
+    const r = parsed && { redeemed: parsed.state === 'R', orderId: parsed.orderId, atMs: parsed.atMs };
     return {
       couponId, userId, seq: Number(seq),
       state: r?.redeemed ? 'REDEEMED' : 'ISSUED',

@@ -14,6 +14,7 @@ import { createDb, migrate } from '../store/db.ts';
 import { createRedis } from '../store/redis.ts';
 import { CouponScripts } from '../store/scripts.ts';
 import { issueBatch, type IssueStats } from './issue-batch.ts';
+import { startRedemptionConsumers } from '../redemption/app.ts';
 
 export interface IssuerApp { stats: IssueStats; close(): Promise<void> }
 
@@ -32,6 +33,8 @@ export async function startIssuer(config: Config, log: Logger): Promise<IssuerAp
   const dltProducer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
   await dltProducer.connect();
   const stats: IssueStats = { batches: 0, inserts: 0, rowsInserted: 0, stale: 0 };
+  const policy = { maxAttempts: config.ISSUE_MAX_ATTEMPTS, backoffMs: config.ISSUE_BACKOFF_MS, maxBackoffMs: config.ISSUE_BACKOFF_MAX_MS };
+  const alerter = new Alerter(log, config.ALERT_WEBHOOK_URL);
   const running = await startBatchConsumer({
     kafka,
     groupId: config.KAFKA_ISSUER_GROUP,
@@ -39,12 +42,13 @@ export async function startIssuer(config: Config, log: Logger): Promise<IssuerAp
     dltTopic: topics.issueDlt,
     decoder: registry.decoderFor(CouponIssueRequestedSchema),
     handle: issueBatch({ db, scripts: new CouponScripts(redis), log, stats }),
-    policy: { maxAttempts: config.ISSUE_MAX_ATTEMPTS, backoffMs: config.ISSUE_BACKOFF_MS, maxBackoffMs: config.ISSUE_BACKOFF_MAX_MS },
-    alerter: new Alerter(log, config.ALERT_WEBHOOK_URL),
+    policy,
+    alerter,
     alertEvent: 'coupon.issue.dead_lettered',
     dltProducer,
     log,
   });
+  const redemption = await startRedemptionConsumers({ config, log, kafka, db, redis, registry, dltProducer, alerter, policy });
   const metrics = config.METRICS_PORT === undefined ? undefined : await serveMetrics(config.API_HOST, config.METRICS_PORT);
   log.info({ group: config.KAFKA_ISSUER_GROUP, topic: topics.issue, metricsPort: metrics?.port }, 'coupon-issuer consuming');
 
@@ -52,6 +56,7 @@ export async function startIssuer(config: Config, log: Logger): Promise<IssuerAp
     stats,
     async close() {
       await running.stop();
+      await redemption.stop();
       metrics?.server.close();
       await Promise.allSettled([dltProducer.disconnect(), redis.quit(), db.destroy()]);
       log.info(stats, 'issuer totals');

@@ -11,7 +11,11 @@ import { CouponScripts } from '../store/scripts.ts';
 import { Gate } from '../gate/gate.ts';
 import { CouponIssueRequestedSchema } from '../../gen/coupon/events/v1/issue_pb.js';
 import { gateHandlers, readHandlers } from './coupon-service.ts';
+import { redemptionHandlers } from './redemption-service.ts';
+import { createRedemption } from '../redemption/app.ts';
 import { errorMapping } from './interceptors.ts';
+import { consumerCaughtUp } from '../events/consumer-lag.ts';
+import { couponIndexKey } from '../store/keys.ts';
 import { CouponService } from '../../gen/coupon/v1/coupon_service_pb.js';
 import { HealthMonitor, type Probe } from './health.ts';
 import { listen, type RunningServer } from './http.ts';
@@ -53,16 +57,12 @@ export async function startApi(config: Config, log: Logger): Promise<ApiApp> {
   await producer.connect();
   const publisher = new BatchingPublisher(producer, { lingerMs: config.PUBLISH_LINGER_MS, maxBatch: config.PUBLISH_MAX_BATCH, timeoutMs: config.PUBLISH_TIMEOUT_MS }, log);
   const scripts = new CouponScripts(redis);
-  const issuerCaughtUp = async () => {
-    const ends = await kafkaAdmin.fetchTopicOffsets(topics.issue);
-    const [committed] = await kafkaAdmin.fetchOffsets({ groupId: config.KAFKA_ISSUER_GROUP, topics: [topics.issue] });
-    return ends.every((end) => {
-      const done = committed?.partitions.find((p) => p.partition === end.partition);
-      return Number(end.high) === Number(end.low) || Number(done?.offset ?? -1) >= Number(end.high);
-    });
-  };
-  const gate = new Gate({ db, redis, scripts, publisher, encoder: issueCodec, topic: topics.issue, log, issuerCaughtUp, publishTimeoutMs: config.PUBLISH_TIMEOUT_MS, failpoint: config.FAILPOINT });
+  const issuerCaughtUp = consumerCaughtUp(kafkaAdmin, config.KAFKA_ISSUER_GROUP, topics.issue, 2_000);
+  const indexKey = couponIndexKey(config.KAFKA_TOPIC_PREFIX);
+  const gate = new Gate({ db, redis, scripts, publisher, encoder: issueCodec, topic: topics.issue, indexKey, log, issuerCaughtUp, publishTimeoutMs: config.PUBLISH_TIMEOUT_MS, failpoint: config.FAILPOINT });
   const recovery = every(config.RECOVERY_INTERVAL_MS, () => gate.recoverStale(config.RECOVERY_STALE_MS), log);
+  const redemption = await createRedemption({ config, log, db, redis, registry, publisher, admin: kafkaAdmin });
+  const redemptionRecovery = every(config.RECOVERY_INTERVAL_MS, () => redemption.recoverStale(config.RECOVERY_STALE_MS), log);
 
   const health = new HealthMonitor({
     probes: dependencyProbes(config, { db, redis, kafkaAdmin }),
@@ -75,7 +75,7 @@ export async function startApi(config: Config, log: Logger): Promise<ApiApp> {
     host: config.API_HOST,
     port: config.API_PORT,
     maxMessageBytes: config.API_MAX_MESSAGE_BYTES,
-    routes: routes({ ...gateHandlers(gate), ...readHandlers(db, redis) }, health),
+    routes: routes({ ...gateHandlers(gate), ...readHandlers(db, redis), ...redemptionHandlers(redemption) }, health),
     interceptors: [errorMapping(log)],
     log,
   });
@@ -86,6 +86,7 @@ export async function startApi(config: Config, log: Logger): Promise<ApiApp> {
     async close() {
       health.stop();
       recovery.stop();
+      redemptionRecovery.stop();
       await server.close(config.API_SHUTDOWN_GRACE_MS);
       await publisher.flush();
       await Promise.allSettled([producer.disconnect(), kafkaAdmin.disconnect()]);

@@ -11,7 +11,13 @@
 //   coupon:{id}:issued    hash   user → issued_at (ms), once the ledger row is committed
 //   coupon:{id}:redeem    hash   user → "<state>|<order id>|<version>|<at ms>" redemption state
 //   coupon:{id}:cancelled set    "<user>|<order id>" pairs whose redemption was cancelled
-//   gate:coupons          set    coupon ids with gate state (the recovery loop walks it)
+//   coupon:{id}:outbox    zset   "<user>\n<redeem value>" (all score 0, so ZRANGEBYLEX finds a user's):
+//                                redemption changes whose event Kafka has not acknowledged yet
+//   coupon:{id}:redeem-loaded string "1" once redeem and cancelled hold every user's state from the
+//                                ledger; redemption decides nothing without it (reloaded after a loss)
+//   gate:coupons[:<prefix>] set  coupon ids created under this KAFKA_TOPIC_PREFIX, which the
+//                                recovery loops walk (so one environment never republishes
+//                                another's reservations onto its own topics)
 
 export const couponKeys = (couponId: string) => {
   const p = `coupon:{${couponId}}`;
@@ -26,7 +32,21 @@ export const couponKeys = (couponId: string) => {
     issued: `${p}:issued`,
     redeem: `${p}:redeem`,
     cancelled: `${p}:cancelled`,
+    outbox: `${p}:outbox`,
+    redeemLoaded: `${p}:redeem-loaded`,
   };
 };
 
-export const GATE_COUPONS = 'gate:coupons';
+export const couponIndexKey = (topicPrefix: string) => (topicPrefix ? `gate:coupons:${topicPrefix}` : 'gate:coupons');
+
+/** The redemption field in `redeem` and in outbox entries: "<R|C>|<order id>|<version>|<at ms>". */
+export interface RedemptionValue { state: 'R' | 'C'; orderId: string; version: number; atMs: number }
+
+// Greedy (.*) keeps an order id containing '|' whole: version and time are digits only.
+const REDEMPTION_VALUE = /^([RC])\|(.*)\|(\d+)\|(\d+)$/;
+
+export function parseRedemptionValue(value: string | null | undefined): RedemptionValue | undefined {
+  const m = value ? REDEMPTION_VALUE.exec(value) : null;
+  if (!m) return undefined;
+  return { state: m[1] as 'R' | 'C', orderId: m[2]!, version: Number(m[3]), atMs: Number(m[4]) };
+}

@@ -47,6 +47,23 @@ const migrations: Migration[] = [
       await db.schema.dropTableIfExists('coupons');
     },
   },
+  {
+    // Orders whose redemption was cancelled, so a late redeem of one is refused even after Redis
+    // lost its cancelled set (I5). Written by the redemption ledger consumer.
+    name: '002_redemption_cancellations',
+    async up(db) {
+      await db.schema.createTable('redemption_cancellations', (t) => {
+        t.uuid('coupon_id').notNullable().references('id').inTable('coupons');
+        t.text('user_id').notNullable();
+        t.text('order_id').notNullable();
+        t.timestamp('cancelled_at', { useTz: true }).notNullable();
+        t.primary(['coupon_id', 'user_id', 'order_id']);
+      });
+    },
+    async down(db) {
+      await db.schema.dropTableIfExists('redemption_cancellations');
+    },
+  },
 ];
 
 export const migrationSource: Knex.MigrationSource<Migration> = {

@@ -14,9 +14,9 @@ const SCRIPTS = {
   gateRelease: { file: 'gate-release', keys: 5 },
   issuerClaim: { file: 'issuer-claim', keys: 4 },
   issuerMarkIssued: { file: 'issuer-mark-issued', keys: 3 },
-  redeem: { file: 'redeem', keys: 4 },
-  cancelRedemption: { file: 'cancel-redemption', keys: 3 },
-  restoreRedemption: { file: 'restore-redemption', keys: 3 },
+  redeem: { file: 'redeem', keys: 7 },
+  cancelRedemption: { file: 'cancel-redemption', keys: 7 },
+  restoreRedemption: { file: 'restore-redemption', keys: 5 },
 } as const;
 
 type ScriptName = keyof typeof SCRIPTS;
@@ -34,6 +34,21 @@ export type ReserveResult =
   | { status: 'RESERVED'; seq: number; total: number }
   | { status: 'EXISTING'; seq: number; state: 'PENDING' | 'ISSUED' | 'REDEEMED'; unacked: boolean }
   | { status: 'NOT_FOUND' | 'NOT_OPEN' | 'CLOSED' | 'SOLD_OUT' };
+
+/**
+ * What a redemption script saw and did: `value` is the user's redemption field after the call
+ * ("<R|C>|<order id>|<version>|<at ms>", '' when none), and `outbox` this user's journaled changes
+ * whose events Kafka has not acknowledged yet (on answers that may be OK).
+ */
+export interface RedemptionOutcome<S extends string> { status: S; seq: string; issuedMs: string; value: string; outbox: string[] }
+
+export type RedeemStatus = 'REDEEMED' | 'UNCHANGED' | 'ALREADY_REDEEMED' | 'CANCELLED' | 'EXPIRED' | 'MISSING' | 'NO_META' | 'UNLOADED';
+export type CancelStatus = 'CANCELLED' | 'RECORDED' | 'UNCHANGED' | 'ORDER_MISMATCH' | 'MISSING' | 'NO_META' | 'UNLOADED';
+
+/** Redemption state as the ledger holds it, for restoreRedemption: a user's row, or a cancelled order. */
+export type LedgerRedemptionRecord =
+  | { kind: 'row'; userId: string; seq: number; issuedAtMs: number; value: string; version: number }
+  | { kind: 'cancelled'; userId: string; orderId: string };
 
 export interface GateMeta { total: number; opensMs: number; closesMs: number; validUntilMs: number }
 
@@ -105,8 +120,38 @@ export class CouponScripts {
     }
   }
 
-  /** Raw access for the redemption scripts, which own their own argument shapes. */
-  run(name: 'redeem' | 'cancelRedemption' | 'restoreRedemption', keys: string[], args: (string | number)[]): Promise<unknown> {
-    return this.call(name, keys, args);
+  /** RedeemCoupon's decision (redeem.lua). `validUntilMs` replaces meta's after Redis lost it. */
+  async redeem(couponId: string, userId: string, orderId: string, nowMs: number, validUntilMs?: number): Promise<RedemptionOutcome<RedeemStatus>> {
+    const k = couponKeys(couponId);
+    const reply = await this.call('redeem', [k.meta, k.winners, k.issued, k.redeem, k.cancelled, k.outbox, k.redeemLoaded], [userId, orderId, nowMs, validUntilMs ?? '']);
+    return redemptionOutcome<RedeemStatus>(reply);
   }
+
+  /** CancelRedemption's decision (cancel-redemption.lua). `ledgerChecked` after the ledger was consulted. */
+  async cancelRedemption(couponId: string, userId: string, orderId: string, nowMs: number, ledgerChecked: boolean): Promise<RedemptionOutcome<CancelStatus>> {
+    const k = couponKeys(couponId);
+    const reply = await this.call('cancelRedemption', [k.meta, k.winners, k.issued, k.redeem, k.cancelled, k.outbox, k.redeemLoaded], [userId, orderId, nowMs, ledgerChecked ? '1' : '0']);
+    return redemptionOutcome<CancelStatus>(reply);
+  }
+
+  /**
+   * Puts ledger state back where Redis lost it, in chunks; never overwrites newer state. With
+   * `markLoaded` (a whole-coupon load) the coupon is marked loaded after the last chunk.
+   */
+  async restoreRedemption(couponId: string, records: LedgerRedemptionRecord[], markLoaded: boolean): Promise<number> {
+    const k = couponKeys(couponId);
+    const keys = [k.winners, k.issued, k.redeem, k.cancelled, k.redeemLoaded];
+    let written = 0;
+    for (const part of chunks(records)) {
+      const args = part.flatMap((r) => r.kind === 'row' ? ['U', r.userId, r.seq, r.issuedAtMs, r.value, r.version] : ['X', r.userId, r.orderId]);
+      written += Number(await this.call('restoreRedemption', keys, ['0', ...args]));
+    }
+    if (markLoaded) await this.call('restoreRedemption', keys, ['1']);
+    return written;
+  }
+}
+
+function redemptionOutcome<S extends string>(reply: unknown): RedemptionOutcome<S> {
+  const [status, seq = '', issuedMs = '', value = '', ...outbox] = reply as string[];
+  return { status: status as S, seq, issuedMs, value, outbox };
 }

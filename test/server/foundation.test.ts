@@ -2,6 +2,8 @@
 // over plain HTTP/1.1, graceful shutdown, and clear configuration errors.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as grpc from '@grpc/grpc-js';
+import { createClient } from '@connectrpc/connect';
+import { createGrpcTransport } from '@connectrpc/connect-node';
 import { Health, HealthCheckResponse_ServingStatus } from '../../gen/health/v1/health_pb.js';
 import { createGrpcClient, CouponCallError } from '../../src/client/grpc.ts';
 import { bufBin, run, startService, type ServiceProcess } from '../support/processes.ts';
@@ -20,6 +22,19 @@ describe('coupon-api foundation', () => {
       expect(unknown).toBeInstanceOf(CouponCallError);
       expect((unknown as CouponCallError).code).toBe(grpc.status.NOT_FOUND);
     } finally { health.close(); }
+  });
+
+  it('streams the current status first on a Health Watch (connect-node gRPC client)', async () => {
+    const client = createClient(Health, createGrpcTransport({ baseUrl: api.url }));
+    const firstStatus = async (service: string) => {
+      const abort = new AbortController();
+      try {
+        for await (const message of client.watch({ service }, { signal: abort.signal, timeoutMs: 5_000 })) return message.status;
+        return undefined;
+      } finally { abort.abort(); }
+    };
+    expect(await firstStatus('coupon.v1.CouponService')).toBe(HealthCheckResponse_ServingStatus.SERVING);
+    expect(await firstStatus('no.such.Service')).toBe(HealthCheckResponse_ServingStatus.SERVICE_UNKNOWN);
   });
 
   it('lists all seven CouponService methods through reflection with buf curl', async () => {

@@ -26,7 +26,9 @@ export declare type ErrorDetail = Message<"coupon.v1.ErrorDetail"> & {
    *   COUPON_NOT_OPEN         (FAILED_PRECONDITION) before opens_at
    *   COUPON_CLOSED           (FAILED_PRECONDITION) after closes_at
    *   COUPON_SOLD_OUT         (RESOURCE_EXHAUSTED) every unit has been taken
-   *   PUBLISH_FAILED          (UNAVAILABLE) the event could not be written to Kafka; the slot was released, retry
+   *   PUBLISH_FAILED          (UNAVAILABLE) the event could not be written to Kafka. For IssueCoupon the
+   *                           slot was released; for RedeemCoupon and CancelRedemption the change is held,
+   *                           and a retry with the same order_id completes it. Retry either way
    *   BACKEND_UNAVAILABLE     (UNAVAILABLE) Redis or PostgreSQL is unreachable; retry
    *   COUPON_NOT_ISSUED       (FAILED_PRECONDITION) the user holds no issued coupon (never won, or still pending)
    *   COUPON_ALREADY_REDEEMED (FAILED_PRECONDITION) the coupon is redeemed by another order

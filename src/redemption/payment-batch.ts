@@ -1,0 +1,63 @@
+// Compensation through Kafka: a PaymentResult with PAYMENT_STATUS_FAILED cancels the order's
+// redemptions. Each cancel is the same idempotent CancelRedemption the payment service can call,
+// so a result delivered twice (or a batch retried) restores the coupon once.
+import type { PaymentResult } from '../../gen/payment/v1/payment_pb.js';
+import { PaymentStatus } from '../../gen/payment/v1/payment_pb.js';
+import { DomainError } from '../domain-error.ts';
+import type { BatchHandler, ConsumedRecord, Rejection } from '../events/batch-consumer.ts';
+import type { Logger } from '../log.ts';
+import { requireId } from '../server/validate.ts';
+import type { CancelOutcome, Redemption } from './redemption.ts';
+
+export interface PaymentResultStats { failedPayments: number; cancelled: number; unchanged: number; mismatched: number }
+
+export function paymentResultBatch(deps: { redemption: Redemption; log: Logger; stats?: PaymentResultStats }): BatchHandler<PaymentResult> {
+  return async (records) => {
+    const rejected: Rejection<PaymentResult>[] = [];
+    const cancels: { record: ConsumedRecord<PaymentResult>; couponId: string; userId: string }[] = [];
+    for (const record of records) {
+      const p = record.value;
+      if (p.status !== PaymentStatus.FAILED) continue;
+      try {
+        requireId('order_id', p.orderId);
+        for (const ref of p.coupons) {
+          cancels.push({ record, couponId: requireId('coupon_id', ref.couponId), userId: requireId('user_id', ref.userId) });
+        }
+      } catch (err) {
+        rejected.push({ record, reason: 'INVALID_FIELD', error: (err as Error).message });
+      }
+    }
+    const valid = cancels.filter((c) => !rejected.some((r) => r.record === c.record));
+
+    const settled = await Promise.allSettled(valid.map((c) => deps.redemption.cancel(c.couponId, c.userId, c.record.value.orderId)));
+    let retryable: Error | undefined;
+    settled.forEach((s, i) => {
+      const c = valid[i]!;
+      const ids = { orderId: c.record.value.orderId, couponId: c.couponId, userId: c.userId };
+      if (s.status === 'fulfilled') {
+        count(deps.stats, s.value.outcome);
+        return;
+      }
+      const err = s.reason as unknown;
+      if (err instanceof DomainError && err.reason === 'ORDER_MISMATCH') {
+        // Another order holds the coupon: this failed order has nothing to give back.
+        if (deps.stats) deps.stats.mismatched++;
+        deps.log.info(ids, 'failed payment: the coupon is redeemed by another order; nothing to cancel');
+      } else if (err instanceof DomainError && err.reason === 'COUPON_NOT_FOUND') {
+        if (!rejected.some((r) => r.record === c.record)) rejected.push({ record: c.record, reason: 'COUPON_NOT_FOUND', error: err.message });
+      } else {
+        // Kafka, Redis or PostgreSQL trouble: retry the batch; what already succeeded is a no-op then.
+        retryable ??= err instanceof Error ? err : new Error(String(err));
+      }
+    });
+    if (retryable !== undefined) throw retryable;
+    if (deps.stats) deps.stats.failedPayments += new Set(valid.map((c) => c.record)).size;
+    return { rejected };
+  };
+}
+
+function count(stats: PaymentResultStats | undefined, outcome: CancelOutcome): void {
+  if (!stats) return;
+  if (outcome === 'UNCHANGED') stats.unchanged++;
+  else stats.cancelled++;
+}
