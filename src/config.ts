@@ -6,7 +6,7 @@ const int = (min: number, max: number) => z.coerce.number().int().min(min).max(m
 const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
 const url = z.url();
 
-const schema = z.object({
+const fields = z.object({
   API_HOST: z.string().min(1).default('127.0.0.1'),
   API_PORT: int(0, 65535).default(8080),
   API_MAX_MESSAGE_BYTES: int(1024, 64 * 1024 * 1024).default(64 * 1024),
@@ -39,6 +39,12 @@ const schema = z.object({
   FAILPOINT: z.enum(['crash-after-reserve']).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   LOG_PRETTY: bool.default(false),
+});
+
+// A reservation is "stale" only once its own publish has certainly given up.
+const schema = fields.refine((c) => c.RECOVERY_STALE_MS > c.PUBLISH_TIMEOUT_MS, {
+  path: ['RECOVERY_STALE_MS'],
+  message: 'must be greater than PUBLISH_TIMEOUT_MS, or reservations still being published would be republished',
 });
 
 export type Config = z.infer<typeof schema>;

@@ -117,7 +117,7 @@ describe('a crash between reserve and publish', () => {
     const topics = topicNames(env.KAFKA_TOPIC_PREFIX);
     expect(await readTopic(kafka(), topics.issue, (key) => key === coupon.id)).toHaveLength(0);
 
-    const api = await startService('api', { ...env, RECOVERY_INTERVAL_MS: '200', RECOVERY_STALE_MS: '1000' });
+    const api = await startService('api', { ...env, RECOVERY_INTERVAL_MS: '200', RECOVERY_STALE_MS: '1000', PUBLISH_TIMEOUT_MS: '500' });
     const client = couponClient(api.address);
     try {
       await until('the ledger row', async () => (await ledger(coupon.id)).length === 1, 60_000);

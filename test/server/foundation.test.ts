@@ -89,6 +89,13 @@ describe('coupon-api configuration', () => {
     expect(stderr).toContain('KAFKA_BROKERS="nohostport"');
     expect(stderr).toMatch(/host:port/);
   });
+
+  it('refuses a recovery threshold that is not longer than the publish timeout', async () => {
+    const { code, stderr } = await run(process.execPath, ['src/bin/api.ts'], { RECOVERY_STALE_MS: '1000', PUBLISH_TIMEOUT_MS: '5000' });
+    expect(code).toBe(2);
+    expect(stderr).toContain('RECOVERY_STALE_MS="1000"');
+    expect(stderr).toContain('PUBLISH_TIMEOUT_MS');
+  });
 });
 
 describe('coupon-api shutdown', () => {
