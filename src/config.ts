@@ -42,9 +42,14 @@ const fields = z.object({
 });
 
 // A reservation is "stale" only once its own publish has certainly given up.
-const schema = fields.refine((c) => c.RECOVERY_STALE_MS > c.PUBLISH_TIMEOUT_MS, {
-  path: ['RECOVERY_STALE_MS'],
-  message: 'must be greater than PUBLISH_TIMEOUT_MS, or reservations still being published would be republished',
+const schema = fields.superRefine((c, ctx) => {
+  if (c.RECOVERY_STALE_MS <= c.PUBLISH_TIMEOUT_MS) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['RECOVERY_STALE_MS'],
+      message: `is ${c.RECOVERY_STALE_MS} ms and must be greater than PUBLISH_TIMEOUT_MS (${c.PUBLISH_TIMEOUT_MS} ms), or reservations still being published would be republished`,
+    });
+  }
 });
 
 export type Config = z.infer<typeof schema>;
@@ -62,7 +67,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const lines = parsed.error.issues.map((issue) => {
     const name = String(issue.path[0]);
     const value = env[name];
-    return `  ${name}=${JSON.stringify(value)}: ${issue.message}`;
+    return `  ${name}=${value === undefined || value === '' ? '(unset, default used)' : JSON.stringify(value)}: ${issue.message}`;
   });
   throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
 }

@@ -2,7 +2,10 @@
 // batch.size, so without this every RPC would be its own Produce request. Records wait at most
 // `lingerMs` (or until `maxBatch` are queued); one batch is in flight at a time, and the next one
 // fills while it is, so batches grow with load. `send` resolves only after the broker acknowledged
-// the record with acks=all, and rejects with PublishError when it did not within `timeoutMs`.
+// the record with acks=all, and rejects with PublishError when it did not within `timeoutMs` of the
+// call: the deadline is the record's own, counted from when it was queued, so an outage cannot
+// stretch a caller's wait by the batches queued ahead of it. A record whose deadline passed before
+// it was sent fails unambiguously (it was never sent).
 import type { Message, Producer } from 'kafkajs';
 import type { Logger } from '../log.ts';
 
@@ -18,7 +21,7 @@ export class PublishError extends Error {
 
 export interface PublisherOptions { lingerMs: number; maxBatch: number; timeoutMs: number }
 
-interface Queued { topic: string; message: Message; resolve: () => void; reject: (err: Error) => void }
+interface Queued { topic: string; message: Message; deadline: number; resolve: () => void; reject: (err: Error) => void }
 
 export class BatchingPublisher {
   private readonly producer: Producer;
@@ -38,7 +41,7 @@ export class BatchingPublisher {
 
   send(topic: string, message: Message): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      this.queue.push({ topic, message, resolve, reject });
+      this.queue.push({ topic, message, deadline: Date.now() + this.opts.timeoutMs, resolve, reject });
       if (this.queue.length >= this.opts.maxBatch) this.kick();
       else this.timer ??= setTimeout(() => this.kick(), this.opts.lingerMs);
     });
@@ -56,6 +59,15 @@ export class BatchingPublisher {
     clearTimeout(this.timer);
     this.timer = undefined;
     if (this.inFlight || this.queue.length === 0) return;
+    const now = Date.now();
+    const expired = this.queue.filter((q) => q.deadline <= now);
+    if (expired.length > 0) {
+      this.queue = this.queue.filter((q) => q.deadline > now);
+      this.stats.failedRecords += expired.length;
+      const err = new PublishError(`not sent within ${this.opts.timeoutMs} ms: Kafka is slow or unreachable`, false);
+      for (const q of expired) q.reject(err);
+      if (this.queue.length === 0) return;
+    }
     const batch = this.queue.splice(0, this.opts.maxBatch);
     this.inFlight = this.sendBatch(batch).finally(() => {
       this.inFlight = undefined;
@@ -71,12 +83,14 @@ export class BatchingPublisher {
       byTopic.set(q.topic, list);
     }
     let timer: NodeJS.Timeout | undefined;
+    // The batch waits until its earliest record's deadline.
+    const waitMs = Math.max(1, Math.min(...batch.map((q) => q.deadline)) - Date.now());
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new PublishError(`no acknowledgement from Kafka within ${this.opts.timeoutMs} ms`, true)), this.opts.timeoutMs);
+      timer = setTimeout(() => reject(new PublishError(`no acknowledgement from Kafka within ${this.opts.timeoutMs} ms`, true)), waitMs);
     });
     try {
       await Promise.race([
-        this.producer.sendBatch({ acks: -1, timeout: this.opts.timeoutMs, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) }),
+        this.producer.sendBatch({ acks: -1, timeout: waitMs, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) }),
         timeout,
       ]);
       this.stats.batches++;

@@ -6,7 +6,8 @@
 //   coupon:{id}:next      string the highest fresh seq handed out
 //   coupon:{id}:free      list   seqs released after a failed publish, handed out again first
 //   coupon:{id}:pending   zset   user → reserve time (ms): reserved, publish not yet acknowledged
-//   coupon:{id}:released  hash   user → seq last released (the issuer drops that stale record)
+//   coupon:{id}:tombstones set   "<user>|<seq>" pairs released after a failed publish (the issuer
+//                                drops such a record if it reached the broker after all)
 //   coupon:{id}:claimed   hash   user → seq the issuer has taken (a release is refused after this)
 //   coupon:{id}:issued    hash   user → issued_at (ms), once the ledger row is committed
 //   coupon:{id}:redeem    hash   user → "<state>|<order id>|<version>|<at ms>" redemption state
@@ -27,7 +28,7 @@ export const couponKeys = (couponId: string) => {
     next: `${p}:next`,
     free: `${p}:free`,
     pending: `${p}:pending`,
-    released: `${p}:released`,
+    released: `${p}:tombstones`,
     claimed: `${p}:claimed`,
     issued: `${p}:issued`,
     redeem: `${p}:redeem`,

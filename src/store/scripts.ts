@@ -8,7 +8,7 @@ import { couponKeys } from './keys.ts';
 const lua = (name: string) => readFileSync(join(import.meta.dirname, 'lua', `${name}.lua`), 'utf8');
 
 const SCRIPTS = {
-  gateLoad: { file: 'gate-load', keys: 4 },
+  gateLoad: { file: 'gate-load', keys: 5 },
   gateReserve: { file: 'gate-reserve', keys: 7 },
   gateConfirm: { file: 'gate-confirm', keys: 1 },
   gateRelease: { file: 'gate-release', keys: 5 },
@@ -75,12 +75,18 @@ export class CouponScripts {
   /** Arms the gate; `ledger` rebuilds winners and issued state from PostgreSQL rows, in chunks. */
   async gateLoad(couponId: string, meta: GateMeta, ledger: { userId: string; seq: number; issuedAtMs: number }[] = []): Promise<boolean> {
     const k = couponKeys(couponId);
-    const keys = [k.meta, k.winners, k.next, k.issued];
+    const keys = [k.meta, k.winners, k.next, k.issued, k.free];
     let maxSeq = 0;
+    const held = new Set<number>();
     for (const rows of chunks(ledger)) {
       await this.call('gateLoad', keys, ['rows', ...rows.flatMap((r) => [r.userId, r.seq, r.issuedAtMs])]);
-      for (const r of rows) maxSeq = Math.max(maxSeq, r.seq);
+      for (const r of rows) { maxSeq = Math.max(maxSeq, r.seq); held.add(r.seq); }
     }
+    // Seqs below the highest that no ledger row holds were released (or never published) before
+    // the loss: they go back to the pool, or the coupon could never sell its last units (I4).
+    const gaps: number[] = [];
+    for (let seq = 1; seq < maxSeq; seq++) if (!held.has(seq)) gaps.push(seq);
+    for (const part of chunks(gaps)) await this.call('gateLoad', keys, ['free', ...part]);
     const armed = await this.call('gateLoad', keys, ['arm', meta.total, meta.opensMs, meta.closesMs, meta.validUntilMs, maxSeq]);
     return armed === 1;
   }

@@ -193,6 +193,33 @@ describe('a publish that timed out but reached the broker', () => {
     } finally { await t.close(); }
   });
 
+  it('a user released twice: the first stale record is still recognised and dropped', { timeout: 120_000 }, async () => {
+    const t = await setup('ambiguous-twice');
+    try {
+      const coupon = await createCoupon(t.client, 3);
+      await t.client.issueCoupon({ couponId: coupon.id, userId: 'early' });
+      const first = await t.scripts.gateReserve(coupon.id, 'twice', Date.now());
+      expect(first).toMatchObject({ status: 'RESERVED', seq: 2 });
+      expect(await t.scripts.gateRelease(coupon.id, 'twice', 2)).toBe('RELEASED');
+      expect((await t.client.issueCoupon({ couponId: coupon.id, userId: 'x' })).seq).toBe(2n);
+      const second = await t.scripts.gateReserve(coupon.id, 'twice', Date.now());
+      expect(second).toMatchObject({ status: 'RESERVED', seq: 3 });
+      expect(await t.scripts.gateRelease(coupon.id, 'twice', 3)).toBe('RELEASED');
+      // Only now does the first "failed" record reach the broker.
+      const registry = new EventRegistry({ url: config.SCHEMA_REGISTRY_URL, compatibility: config.SCHEMA_COMPATIBILITY });
+      const codec = await registry.forTopic(t.topics.issue, CouponIssueRequestedSchema);
+      const p = kafka().producer();
+      await p.connect();
+      await p.send({ topic: t.topics.issue, acks: -1, messages: [{ key: coupon.id, value: codec.encode(create(CouponIssueRequestedSchema, { couponId: coupon.id, userId: 'twice', seq: 2n, requestedAt: timestampNow(), totalQuantity: 3n })) }] });
+      await p.disconnect();
+      expect((await t.client.issueCoupon({ couponId: coupon.id, userId: 'y' })).seq).toBe(3n);
+      await until('3 rows', async () => (await ledger(coupon.id)).length === 3);
+      await waitForCaughtUp(kafka(), t.env.KAFKA_ISSUER_GROUP, t.topics.issue);
+      expect(await ledger(coupon.id)).toEqual([{ user_id: 'early', seq: 1 }, { user_id: 'x', seq: 2 }, { user_id: 'y', seq: 3 }]);
+      expect(await readTopic(kafka(), t.topics.issueDlt, (key) => key === coupon.id)).toHaveLength(0);
+    } finally { await t.close(); }
+  });
+
   it('taken by the issuer before the release: the release is refused, the caller is told OK, and nothing is over-issued', { timeout: 120_000 }, async () => {
     const t = await setup('ambiguous-claimed');
     try {
@@ -223,6 +250,13 @@ describe('Redis loses a coupon\'s gate state mid-sale', () => {
       // 20 winners while no issuer runs: their records wait on the topic.
       const first = await ask(client, coupon.id, Array.from({ length: 20 }, (_, i) => `w${i}`));
       expect(first.every((o) => o.ok)).toBe(true);
+      // A gap: seq 21 is reserved and released (a failed publish), seq 22 is sold after it.
+      const scripts = new CouponScripts(r);
+      const gap = await scripts.gateReserve(coupon.id, 'gap-user', Date.now());
+      expect(gap).toMatchObject({ status: 'RESERVED', seq: 21 });
+      const after = await ask(client, coupon.id, ['w20']);
+      expect(after[0]).toMatchObject({ ok: true, seq: 22 });
+      expect(await scripts.gateRelease(coupon.id, 'gap-user', 21)).toBe('RELEASED');
       // Redis restarts: this coupon's keys are gone.
       const keys = await r.keys(`coupon:{${coupon.id}}:*`);
       expect(keys.length).toBeGreaterThan(0);
@@ -234,15 +268,16 @@ describe('Redis loses a coupon\'s gate state mid-sale', () => {
 
       issuer = await startService('issuer', env);
       await waitForCaughtUp(kafka(), env.KAFKA_ISSUER_GROUP, topics.issue);
-      expect(await ledger(coupon.id)).toHaveLength(20);
+      expect(await ledger(coupon.id)).toHaveLength(21);
 
-      // Rebuilt from the ledger: old winners keep their seq, new ones get 21..50, and no more.
+      // Rebuilt from the ledger: old winners keep their seq; the gap (21) and 23..50 go to new
+      // winners, and no more.
       const again = await ask(client, coupon.id, ['w3']);
       expect(again[0]).toMatchObject({ ok: true, seq: (first[3] as { seq: number }).seq });
       const rest = await ask(client, coupon.id, Array.from({ length: 60 }, (_, i) => `n${i}`));
       const won = rest.filter((o): o is Extract<Outcome, { ok: true }> => o.ok);
-      expect(won).toHaveLength(30);
-      expect(won.map((o) => o.seq).sort((a, b) => a - b)).toEqual(Array.from({ length: 30 }, (_, i) => i + 21));
+      expect(won).toHaveLength(29);
+      expect(won.map((o) => o.seq).sort((a, b) => a - b)).toEqual([21, ...Array.from({ length: 28 }, (_, i) => i + 23)]);
       await until('50 rows', async () => (await ledger(coupon.id)).length === 50);
       expect((await ledger(coupon.id)).map((x) => x.seq)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
       const got = (await client.getCoupon({ couponId: coupon.id })).coupon!;

@@ -20,7 +20,7 @@ const k = kafka();
 beforeAll(async () => {
   // This file is about the gate's decisions; a generous publish timeout keeps a loaded CI machine
   // from turning a slow ack into PUBLISH_FAILED (that path has its own tests in faults.test.ts).
-  api = await startService('api', { PUBLISH_TIMEOUT_MS: '30000' });
+  api = await startService('api', { PUBLISH_TIMEOUT_MS: '30000', RECOVERY_STALE_MS: '60000' });
   client = couponClient(api.address);
 });
 afterAll(async () => {

@@ -11,7 +11,8 @@ if redis.call('HGET', KEYS[5], user) == seq then
 end
 redis.call('HDEL', KEYS[1], user)
 redis.call('ZREM', KEYS[3], user)
--- Tombstone: if the "failed" record did reach the broker, the issuer drops it.
-redis.call('HSET', KEYS[4], user, seq)
+-- Tombstone: if the "failed" record did reach the broker, the issuer drops it. A set of
+-- "<user>|<seq>" pairs, so a user's later releases never hide an earlier one.
+redis.call('SADD', KEYS[4], user .. '|' .. seq)
 redis.call('RPUSH', KEYS[2], seq)
 return 'RELEASED'

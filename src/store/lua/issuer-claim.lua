@@ -12,7 +12,7 @@ for i = 1, #ARGV, 2 do
   local verdict = 'OK'
   if armed then
     local held = redis.call('HGET', KEYS[2], user)
-    if held ~= seq and redis.call('HGET', KEYS[3], user) == seq then
+    if held ~= seq and redis.call('SISMEMBER', KEYS[3], user .. '|' .. seq) == 1 then
       verdict = 'STALE'
     else
       redis.call('HSET', KEYS[4], user, seq)
