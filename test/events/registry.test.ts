@@ -19,24 +19,16 @@ import {
   type EventDecoder,
 } from '../../src/events/registry.ts';
 import { encodeFrame } from '../../src/events/wire-format.ts';
+import { registrySubjects } from '../support/stack.ts';
 
 const REGISTRY_URL = loadConfig().SCHEMA_REGISTRY_URL;
 const ISSUE_PROTO = readFileSync(new URL('../../proto/coupon/events/v1/issue.proto', import.meta.url), 'utf8');
 const UNKNOWN_ID = 2_000_000_000; // Apicurio numbers schemas from 1 up
 
-const subjects: string[] = [];
-const uniqueTopic = (name: string) => {
-  const topic = `test.events.${name}.${randomUUID().slice(0, 8)}`;
-  subjects.push(`${topic}-value`);
-  return topic;
-};
+const registrySubjectsOfFile = registrySubjects(REGISTRY_URL);
+const uniqueTopic = (name: string) => registrySubjectsOfFile.uniqueTopic(`test.events.${name}`);
 
-afterAll(async () => {
-  for (const subject of subjects) {
-    await fetch(`${REGISTRY_URL}/subjects/${subject}`, { method: 'DELETE' });
-    await fetch(`${REGISTRY_URL}/subjects/${subject}?permanent=true`, { method: 'DELETE' });
-  }
-});
+afterAll(() => registrySubjectsOfFile.cleanup());
 
 async function getJson(path: string): Promise<unknown> {
   const res = await fetch(`${REGISTRY_URL}${path}`);

@@ -2,7 +2,6 @@
 // versions of a test event live in test/fixtures/versions/v{1,2,3}; their "generated types" are
 // descriptors that buf compiles from those files at test time.
 import { execFile, execFileSync } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { create, createFileRegistry, fromBinary, type DescMessage } from '@bufbuild/protobuf';
@@ -10,7 +9,7 @@ import { FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import { Partitioners } from 'kafkajs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { EventRegistry, SchemaIncompatibleError } from '../../src/events/registry.ts';
-import { config, kafka, readTopic } from '../support/stack.ts';
+import { config, kafka, readTopic, registrySubjects } from '../support/stack.ts';
 
 const BUF = fileURLToPath(new URL('../../node_modules/.bin/buf', import.meta.url));
 const VERSIONS = fileURLToPath(new URL('../fixtures/versions/', import.meta.url));
@@ -30,18 +29,11 @@ const v3 = version('v3');
 
 const k = kafka();
 const kafkaTopics: string[] = [];
-const subjects: string[] = [];
-const uniqueTopic = () => {
-  const topic = `test.events.parcel.${randomUUID().slice(0, 8)}`;
-  subjects.push(`${topic}-value`);
-  return topic;
-};
+const registrySubjectsOfFile = registrySubjects(REGISTRY_URL);
+const uniqueTopic = () => registrySubjectsOfFile.uniqueTopic('test.events.parcel');
 
 afterAll(async () => {
-  for (const subject of subjects) {
-    await fetch(`${REGISTRY_URL}/subjects/${subject}`, { method: 'DELETE' });
-    await fetch(`${REGISTRY_URL}/subjects/${subject}?permanent=true`, { method: 'DELETE' });
-  }
+  await registrySubjectsOfFile.cleanup();
   if (kafkaTopics.length === 0) return;
   const admin = k.admin();
   await admin.connect();

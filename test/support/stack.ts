@@ -82,3 +82,22 @@ export const uniqueEnv = (name: string) => {
   const id = `${name}-${randomUUID().slice(0, 8)}`;
   return { KAFKA_TOPIC_PREFIX: `${id}.`, KAFKA_ISSUER_GROUP: `issuer-${id}`, KAFKA_REDEMPTION_GROUP: `redemption-${id}`, KAFKA_CLIENT_ID: id };
 };
+
+/** Subjects created by a test file, deleted (soft, then permanently) when `cleanup` runs. */
+export function registrySubjects(registryUrl = config.SCHEMA_REGISTRY_URL) {
+  const subjects: string[] = [];
+  return {
+    /** A fresh topic name under `stem`; its `<topic>-value` subject is removed at cleanup. */
+    uniqueTopic(stem: string): string {
+      const topic = `${stem}.${randomUUID().slice(0, 8)}`;
+      subjects.push(`${topic}-value`);
+      return topic;
+    },
+    async cleanup(): Promise<void> {
+      for (const subject of subjects) {
+        await fetch(`${registryUrl}/subjects/${subject}`, { method: 'DELETE' });
+        await fetch(`${registryUrl}/subjects/${subject}?permanent=true`, { method: 'DELETE' });
+      }
+    },
+  };
+}
