@@ -1,94 +1,225 @@
-// `npm run bench`: figures, not assertions. Everything runs on this machine against the real stack:
-//   1. the gate: IssueCoupon calls per second and latency through coupon-api, from @grpc/grpc-js;
-//   2. the issuer: rows per second draining a 100,000-record backlog, and INSERT statements used.
-// Sizes can be changed with BENCH_GATE_CALLS, BENCH_GATE_CONCURRENCY and BENCH_BACKLOG.
-import { create } from '@bufbuild/protobuf';
-import { timestampNow } from '@bufbuild/protobuf/wkt';
-import { CouponIssueRequestedSchema } from '../gen/coupon/events/v1/issue_pb.js';
-import { EventRegistry } from '../src/events/registry.ts';
+// `npm run bench`: figures, not assertions, from this machine against the real stack. See --help.
+import { writeFileSync, mkdirSync } from 'node:fs';
+import { availableParallelism, loadavg } from 'node:os';
+import { createConnection } from 'node:net';
+import { join, relative } from 'node:path';
+import { parseArgs } from 'node:util';
 import { topicNames } from '../src/events/topics.ts';
-import { startService } from '../test/support/processes.ts';
-import { couponClient, createCoupon } from '../test/support/coupons.ts';
-import { config, db as newDb, kafka, uniqueEnv, until } from '../test/support/stack.ts';
+import { allCouponKeys, activeCouponsKey, legacyCouponIndexKey } from '../src/store/keys.ts';
+import { config, db as newDb, kafka, redis as newRedis, uniqueEnv } from '../test/support/stack.ts';
+import { chartHtml } from './chart.ts';
+import { listProcs } from './cpu.ts';
+import { gateBench, type GateReport, type GateSettings } from './gate.ts';
+import { issuerBench, type IssuerReport } from './issuer.ts';
+import type { GrpcClient, Protocol } from './load.ts';
+import { progress } from './progress.ts';
+import { rebuildBench, type RebuildReport } from './rebuild.ts';
+import { ratiosOf, renderGate, renderIssuer, renderTargets, targetsOf, type FullReport } from './report.ts';
 
-const GATE_CALLS = Number(process.env.BENCH_GATE_CALLS ?? 50_000);
-const GATE_CONCURRENCY = Number(process.env.BENCH_GATE_CONCURRENCY ?? 256);
-const BACKLOG = Number(process.env.BENCH_BACKLOG ?? 100_000);
+const root = join(import.meta.dirname, '..');
+const HELP = `npm run bench -- [gate | issuer | rebuild] [options]
 
-const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-const db = newDb();
+  (no section)  the gate over both protocols, then the issuer (add --rebuild for the rebuild)
+  gate          IssueCoupon through coupon-api and coupon-issuer as npm start runs them, with
+                API_WORKERS=1 and --workers: per protocol a no-op ceiling (grpc.health.v1.Health/
+                Check, same port and load) and the gate on a fresh coupon, followed until every
+                winner is issued; plus the gate's Lua script alone (redis-benchmark) and
+                PostgreSQL's bulk insert, as ceilings
+  issuer        rows/s draining a backlog of accepted requests already on the topic
+  rebuild       a coupon's gate rebuilt from a --rebuild-users ledger after a Redis loss (about
+                15 s and 300 MB for a million users)
 
-async function gateBench() {
-  const env = uniqueEnv('bench-gate');
-  const api = await startService('api', env);
-  const clients = Array.from({ length: 4 }, () => couponClient(api.address, true));
-  const quantity = Math.floor(GATE_CALLS / 2);
-  const coupon = await createCoupon(clients[0]!, quantity);
-  const latencies: number[] = [];
-  let ok = 0; let soldOut = 0; let other = 0; let next = 0;
-  const started = performance.now();
-  await Promise.all(Array.from({ length: GATE_CONCURRENCY }, async (_, w) => {
-    while (next < GATE_CALLS) {
-      const i = next++;
-      const t0 = performance.now();
-      try {
-        await clients[w % clients.length]!.issueCoupon({ couponId: coupon.id, userId: `bench-user-${i}` }, { timeoutMs: 30_000 });
-        ok++;
-      } catch (err) {
-        if ((err as { reason?: string }).reason === 'COUPON_SOLD_OUT') soldOut++; else other++;
-      }
-      latencies.push(performance.now() - t0);
-    }
-  }));
-  const seconds = (performance.now() - started) / 1000;
-  latencies.sort((a, b) => a - b);
-  clients.forEach((c) => c.close());
-  await api.stop();
-  console.log(`gate: ${GATE_CALLS} IssueCoupon calls (quantity ${quantity}, ${GATE_CONCURRENCY} in flight, 4 HTTP/2 connections)`);
-  console.log(`  ${Math.round(GATE_CALLS / seconds)} calls/s over ${seconds.toFixed(1)} s; OK ${ok}, SOLD_OUT ${soldOut}, other ${other}`);
-  console.log(`  latency ms: p50 ${pct(latencies, 50).toFixed(1)}, p99 ${pct(latencies, 99).toFixed(1)}, max ${latencies.at(-1)!.toFixed(1)}`);
+options (defaults in brackets):
+  --quantity N        coupons to give out, Q [10000]
+  --users N           distinct users, U [30000]
+  --requests N        calls in all, R; users repeat when R > U [30000]
+  --connections N     connections, C, one call in flight on each [256]
+  --protocol P        connect-h1 (Connect JSON over HTTP/1.1, wrk), grpc-h2c (gRPC over h2c,
+                      h2load) or both [both]
+  --grpc-client G     h2load (one body per process: a few users repeating) or node
+                      (bench/grpc-load.ts: one user per call, 3x h2load's CPU per call) [h2load]
+  --workers N         API_WORKERS of the main stack [availableParallelism() = ${availableParallelism()}]
+  --duration-cap S    stop a load run after S seconds even if calls are unanswered [60]
+  --warmup N          calls of each kind (no-op, IssueCoupon on a coupon of its own) sent over
+                      each protocol to a freshly started coupon-api before measuring; 0: none [3000]
+  --log-level L       LOG_LEVEL of coupon-api and coupon-issuer (npm start: info) [info]
+  --backlog N         the issuer bench's backlog [100000]
+  --rebuild           with no section: run the rebuild too
+  --rebuild-users N   the rebuild bench's ledger size [1000000]
+  --keep              keep the bench's coupons, Redis keys, topics and schema subjects
+  --out DIR           where results go, a folder per run [bench/results]
+  -h, --help          this text
+
+Needs the local stack (PostgreSQL, Redis, Kafka, the schema registry: npm run stack:up, or npm
+start, which starts it too). Starts its own coupon-api and coupon-issuer on free ports under a
+topic prefix of its own, so a running npm start is left alone. wrk, h2load and redis-benchmark come
+from Debian's wrk, nghttp2-client and redis-tools, installed with apt-get when missing. Prints
+tables; writes report.json (every figure), chart.html and the per-call logs under --out.`;
+
+const { values: o, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    quantity: { type: 'string', default: '10000' },
+    users: { type: 'string', default: '30000' },
+    requests: { type: 'string', default: '30000' },
+    connections: { type: 'string', default: '256' },
+    protocol: { type: 'string', default: 'both' },
+    'grpc-client': { type: 'string', default: 'h2load' },
+    workers: { type: 'string', default: String(availableParallelism()) },
+    'duration-cap': { type: 'string', default: '60' },
+    warmup: { type: 'string', default: '3000' },
+    'log-level': { type: 'string', default: 'info' },
+    backlog: { type: 'string', default: process.env.BENCH_BACKLOG ?? '100000' },
+    rebuild: { type: 'boolean', default: false },
+    'rebuild-users': { type: 'string', default: process.env.BENCH_REBUILD_USERS ?? '1000000' },
+    keep: { type: 'boolean', default: false },
+    out: { type: 'string', default: join(root, 'bench', 'results') },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+});
+
+function fail(msg: string): never {
+  console.error(`[bench] ${msg}`);
+  process.exit(2);
 }
 
-async function issuerBench() {
-  const env = uniqueEnv('bench-issuer');
-  const topics = topicNames(env.KAFKA_TOPIC_PREFIX);
-  const api = await startService('api', env);
-  const client = couponClient(api.address);
-  const coupon = await createCoupon(client, BACKLOG);
-  client.close();
-  await api.stop();
+if (o.help) { console.log(HELP); process.exit(0); }
+const section = positionals[0];
+if (positionals.length > 1 || (section && !['gate', 'issuer', 'rebuild'].includes(section))) fail(`unknown section ${positionals.join(' ')}; see npm run bench -- --help`);
+const count = (name: string, v: string, min = 1) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) fail(`--${name} must be a whole number ≥ ${min}, not ${JSON.stringify(v)}`);
+  return n;
+};
+const protocols: Protocol[] = o.protocol === 'both' ? ['connect-h1', 'grpc-h2c'] : o.protocol === 'connect-h1' || o.protocol === 'grpc-h2c' ? [o.protocol] : fail(`--protocol must be connect-h1, grpc-h2c or both, not ${o.protocol}`);
+const grpcClient: GrpcClient = o['grpc-client'] === 'h2load' || o['grpc-client'] === 'node' ? o['grpc-client'] : fail(`--grpc-client must be h2load or node, not ${o['grpc-client']}`);
+const requests = count('requests', o.requests);
+const settingsBase = {
+  quantity: count('quantity', o.quantity),
+  users: count('users', o.users),
+  requests,
+  connections: Math.min(count('connections', o.connections), requests),
+  protocols,
+  workers: count('workers', o.workers),
+  durationCapS: count('duration-cap', o['duration-cap']),
+  warmup: count('warmup', o.warmup, 0),
+  grpcClient,
+  logLevel: o['log-level'],
+};
+if (settingsBase.quantity > 10_000_000) fail('--quantity is at most 10,000,000 (the coupons table\'s limit)');
+const runGate = !section || section === 'gate';
+const runIssuer = !section || section === 'issuer';
+const runRebuild = section === 'rebuild' || (!section && o.rebuild);
 
-  // The backlog: BACKLOG accepted requests already on the topic, as the gate would have left them.
-  const registry = new EventRegistry({ url: config.SCHEMA_REGISTRY_URL, compatibility: config.SCHEMA_COMPATIBILITY });
-  const codec = await registry.forTopic(topics.issue, CouponIssueRequestedSchema);
-  const producer = kafka().producer();
-  await producer.connect();
-  for (let from = 0; from < BACKLOG; from += 5_000) {
-    const messages = [];
-    for (let i = from; i < Math.min(BACKLOG, from + 5_000); i++) {
-      messages.push({ key: coupon.id, value: codec.encode(create(CouponIssueRequestedSchema, { couponId: coupon.id, userId: `backlog-${i}`, seq: BigInt(i + 1), requestedAt: timestampNow(), totalQuantity: BigInt(BACKLOG) })) });
-    }
-    await producer.send({ topic: topics.issue, acks: -1, messages });
+// The stack, checked first: a clear message beats a timeout deep inside a run.
+function portOpen(hostPort: string): Promise<boolean> {
+  const [host, port] = hostPort.split(':');
+  return new Promise((resolve) => {
+    const s = createConnection({ host, port: Number(port) });
+    s.setTimeout(1_500);
+    s.once('connect', () => { s.destroy(); resolve(true); });
+    s.once('timeout', () => { s.destroy(); resolve(false); });
+    s.once('error', () => resolve(false));
+  });
+}
+async function preflight(db: ReturnType<typeof newDb>, redis: ReturnType<typeof newRedis>) {
+  const down: string[] = [];
+  if (!(await Promise.all(config.KAFKA_BROKERS.map(portOpen))).every(Boolean)) down.push(`Kafka (${config.KAFKA_BROKERS.join(', ')})`);
+  try {
+    const res = await fetch(`${config.SCHEMA_REGISTRY_URL}/subjects`, { signal: AbortSignal.timeout(3_000) });
+    if (!res.ok) down.push(`the schema registry (${config.SCHEMA_REGISTRY_URL}: HTTP ${res.status})`);
+  } catch { down.push(`the schema registry (${config.SCHEMA_REGISTRY_URL})`); }
+  try { await db.raw('SELECT 1'); } catch { down.push(`PostgreSQL (${config.DATABASE_URL.replace(/\/\/[^@]*@/, '//')})`); }
+  try { await Promise.race([redis.ping(), new Promise((_, reject) => setTimeout(() => reject(new Error('timeout')), 3_000))]); } catch { down.push(`Redis (${config.REDIS_URL})`); }
+  if (down.length) {
+    fail(`not reachable: ${down.join('; ')}.\n  Start the local stack with \`npm run stack:up\` (or \`npm start\`, which starts it too), check it with \`npm run stack:status\`, then run the bench again.\n  PostgreSQL and Redis are used as found: stack:up only checks them.`);
   }
-  await producer.disconnect();
-
-  const issuer = await startService('issuer', env);
-  const started = performance.now();
-  await until('the backlog to drain', async () => {
-    const rows = await db('user_coupons').where({ coupon_id: coupon.id }).count<{ count: string }[]>('* as count');
-    return Number(rows[0]?.count) === BACKLOG;
-  }, 600_000, 100);
-  const seconds = (performance.now() - started) / 1000;
-  await issuer.stop();
-  const totals = issuer.logs.find((l) => l.msg === 'issuer totals') as { inserts?: number; batches?: number } | undefined;
-  console.log(`issuer: drained a ${BACKLOG}-record backlog in ${seconds.toFixed(1)} s = ${Math.round(BACKLOG / seconds)} rows/s`);
-  console.log(`  INSERT statements: ${totals?.inserts ?? '?'} (one per batch; ${totals?.inserts ? Math.round(BACKLOG / totals.inserts) : '?'} rows per INSERT on average)`);
 }
+
+const startedAt = new Date();
+const db = newDb();
+const redis = newRedis();
+redis.on('error', () => { /* reported by the preflight */ });
+await preflight(db, redis);
+const outDir = join(o.out, startedAt.toISOString().replace(/[:.]/g, '-'));
+const logDir = join(outDir, 'logs');
+mkdirSync(logDir, { recursive: true });
+const env = uniqueEnv('bench');
+const admin = kafka().admin();
+/** Other benches, tests and chaos runs on this machine: they take CPU from the figures. */
+const othersRunning = () => listProcs().filter((p) => /chaos\/run\.ts|vitest|bench\/run\.ts/.test(p.args) && p.pid !== process.pid && p.pid !== process.ppid).map((p) => `${p.pid} ${p.args.slice(0, 80)}`);
+const others = othersRunning();
+const report: FullReport = {
+  startedAt: startedAt.toISOString(),
+  machine: { cores: availableParallelism(), loadAverageAtStart: loadavg(), otherBenchOrTestRunning: others, otherBenchOrTestRunningAtEnd: [] },
+  command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(),
+  targets: [],
+  files: {},
+};
+const created: string[] = [];
 
 try {
-  const which = process.argv[2];
-  if (!which || which === 'gate') await gateBench();
-  if (!which || which === 'issuer') await issuerBench();
+  await admin.connect();
+  if (others.length) progress.say(`[bench] note: also running on this machine (figures will be lower): ${others.join('; ')}`);
+  let rebuild: RebuildReport | undefined;
+  let gate: GateReport | undefined;
+  let issuer: IssuerReport | undefined;
+  if (runRebuild) {
+    rebuild = await rebuildBench(db, count('rebuild-users', o['rebuild-users']));
+    const { lines, ...rest } = rebuild;
+    report.rebuild = rest;
+    console.log(`${lines.join('\n')}\n`);
+  }
+  if (runGate) {
+    const settings: GateSettings = { ...settingsBase, outDir: join(outDir, 'runs') };
+    gate = await gateBench(settings, { db, redis, admin, env, logDir, created });
+    report.gate = gate;
+    report.ratios = ratiosOf(gate);
+    console.log(`${renderGate(gate, report.ratios)}\n`);
+    const chart = join(outDir, 'chart.html');
+    writeFileSync(chart, chartHtml(gate, `npm run bench: gate, ${startedAt.toISOString()}`));
+    report.files.chart = chart;
+  }
+  if (runIssuer) {
+    issuer = await issuerBench({ backlog: count('backlog', o.backlog), logLevel: settingsBase.logLevel, env, logDir, db });
+    created.push(issuer.couponId);
+    report.issuer = issuer;
+    if (gate) (report.ratios ??= {})['issuer rows/s (backlog) / PostgreSQL bulk insert'] = issuer.rowsPerSec / gate.ceilings.insert.rowsPerSec;
+    console.log(`${renderIssuer(issuer, gate?.ceilings.insert.rowsPerSec)}\n`);
+  }
+  report.targets = targetsOf(gate, issuer);
+  if (report.targets.length) console.log(`${renderTargets(report.targets)}\n`);
+  report.machine.otherBenchOrTestRunningAtEnd = othersRunning();
+  const meanwhile = [...new Set([...others, ...report.machine.otherBenchOrTestRunningAtEnd])];
+  if (meanwhile.length) console.log(`Meanwhile on this machine (at start or end): ${meanwhile.join('; ')}\n`);
 } finally {
+  progress.clear();
+  report.files.report = join(outDir, 'report.json');
+  report.files.logs = logDir;
+  writeFileSync(report.files.report, `${JSON.stringify(report, null, 1)}\n`);
+  console.log(`results: ${relative(process.cwd(), outDir) || outDir}/ (report.json${report.files.chart ? ', chart.html' : ''}, logs/, runs/)`);
+  if (!o.keep) await cleanup().catch((err: unknown) => console.error(`[bench] cleanup: ${(err as Error).message}`));
+  await admin.disconnect().catch(() => undefined);
+  redis.disconnect();
   await db.destroy();
+}
+
+/** The bench's coupons (ledger rows and Redis keys), its topics and their schema subjects. */
+async function cleanup() {
+  for (const id of created) {
+    await redis.del(...allCouponKeys(id));
+    await db('user_coupons').where({ coupon_id: id }).delete();
+    await db('coupons').where({ id }).delete();
+  }
+  const prefix = env.KAFKA_TOPIC_PREFIX;
+  await redis.del(activeCouponsKey(prefix), legacyCouponIndexKey(prefix));
+  const existing = new Set(await admin.listTopics());
+  const topics = Object.values(topicNames(prefix)).filter((t) => existing.has(t));
+  if (topics.length) await admin.deleteTopics({ topics, timeout: 10_000 });
+  const res = await fetch(`${config.SCHEMA_REGISTRY_URL}/subjects`, { signal: AbortSignal.timeout(3_000) });
+  const subjects = res.ok ? ((await res.json()) as string[]).filter((s) => s.startsWith(prefix)) : [];
+  for (const s of subjects) {
+    await fetch(`${config.SCHEMA_REGISTRY_URL}/subjects/${s}`, { method: 'DELETE' });
+    await fetch(`${config.SCHEMA_REGISTRY_URL}/subjects/${s}?permanent=true`, { method: 'DELETE' });
+  }
 }

@@ -1,8 +1,12 @@
 // The local stack: Apache Kafka (single-node KRaft) and Apicurio Registry, both resolved from Maven
 // Central by the poms under infra/, run as background JVMs with data under .stack/ (git-ignored).
 // PostgreSQL and Redis are used as found; this script only checks them and says what to start.
+// With --with-prometheus, `up` also starts Prometheus (Debian's package, installed if missing) with
+// ops/prometheus/prometheus.yml and its alert rules, data under .stack/prometheus.
+// With --cluster, `up` and `down` handle the clustered stack instead (scripts/cluster-stack.mjs:
+// three Kafka brokers and a six-node Redis Cluster under .stack/cluster, sharing the registry).
 //
-//   node scripts/stack.mjs up | down | status
+//   node scripts/stack.mjs up [--with-prometheus | --cluster] | down [--cluster] | status
 //
 // `up` is idempotent: parts already running are left alone.
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
@@ -11,12 +15,14 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync, openSync, rmSync, r
 import { createConnection } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ensurePrometheusTools } from './promtool.mjs';
+import { clusterDown, clusterPresent, clusterStatusRows, clusterUp } from './cluster-stack.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const stackDir = process.env.STACK_DIR ?? join(root, '.stack');
+export const stackDir = process.env.STACK_DIR ?? join(root, '.stack');
 const env = (name, fallback) => process.env[name] ?? fallback;
 
-const cfg = {
+export const cfg = {
   kafkaPort: Number(env('STACK_KAFKA_PORT', '9092')),
   controllerPort: Number(env('STACK_KAFKA_CONTROLLER_PORT', '9093')),
   kafkaHeap: env('STACK_KAFKA_HEAP', '512m'),
@@ -27,12 +33,13 @@ const cfg = {
   pgPort: Number(env('PGPORT', '5432')),
   pgUser: env('PGUSER', 'postgres'),
   redisPort: Number(env('STACK_REDIS_PORT', '6379')),
+  prometheusPort: Number(env('STACK_PROMETHEUS_PORT', '9090')),
 };
 
-const log = (msg) => console.log(`[stack] ${msg}`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+export const log = (msg) => console.log(`[stack] ${msg}`);
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function portOpen(port, host = '127.0.0.1') {
+export function portOpen(port, host = '127.0.0.1') {
   return new Promise((resolve) => {
     const socket = createConnection({ port, host });
     socket.setTimeout(1000);
@@ -42,7 +49,7 @@ function portOpen(port, host = '127.0.0.1') {
   });
 }
 
-async function waitFor(what, check, timeoutMs, logFile, pidFile) {
+export async function waitFor(what, check, timeoutMs, logFile, pidFile) {
   const deadline = Date.now() + timeoutMs;
   let why = `did not come up within ${timeoutMs / 1000}s`;
   while (Date.now() < deadline) {
@@ -75,13 +82,16 @@ function registryJava() {
   throw new Error('Apicurio Registry 3.x needs Java 21 or newer, and none was found (looked at REGISTRY_JAVA_HOME, JAVA_HOME, java on PATH and /usr/lib/jvm/*). Install one, for example a Temurin 21+ JDK, and set REGISTRY_JAVA_HOME.');
 }
 
-function pidAlive(pidFile) {
+export function pidAlive(pidFile) {
   if (!existsSync(pidFile)) return false;
   const pid = Number(readFileSync(pidFile, 'utf8'));
-  try { process.kill(pid, 0); return pid; } catch { return false; }
+  try { process.kill(pid, 0); } catch { return false; }
+  // A killed process whose parent has not reaped it yet (a zombie, state Z) is dead too.
+  try { if (/^\d+ \(.*\) Z/s.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))) return false; } catch { /* no procfs */ }
+  return pid;
 }
 
-function startDetached(dir, name, cmd, args, extraEnv) {
+export function startDetached(dir, name, cmd, args, extraEnv) {
   const cwd = dir;
   const logFile = join(dir, `${name}.log`);
   const out = openSync(logFile, 'w');
@@ -103,11 +113,16 @@ function mvn(args) {
 
 // ---------------------------------------------------------------------------------------- checks
 
+/** Why PostgreSQL cannot be used, or undefined when it answers. */
+export async function postgresProblem() {
+  if (await portOpen(cfg.pgPort, cfg.pgHost)) return undefined;
+  return `PostgreSQL is not reachable at ${cfg.pgHost}:${cfg.pgPort}. Start it, for example: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`;
+}
+
 async function checkExternal() {
   const problems = [];
-  if (!(await portOpen(cfg.pgPort, cfg.pgHost))) {
-    problems.push(`PostgreSQL is not reachable at ${cfg.pgHost}:${cfg.pgPort}. Start it, for example: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`);
-  }
+  const pg = await postgresProblem();
+  if (pg) problems.push(pg);
   if (!(await portOpen(cfg.redisPort))) {
     problems.push(`Redis is not reachable at 127.0.0.1:${cfg.redisPort}. Start it, for example: redis-server --daemonize yes --bind 127.0.0.1 --port ${cfg.redisPort} --save "" --appendonly no`);
   }
@@ -120,20 +135,43 @@ const kafkaDir = join(stackDir, 'kafka');
 const kafkaLibs = join(kafkaDir, 'libs');
 
 /** The default broker; tests start extra ones (own dir and ports) to stop them without disturbing others. */
+/**
+ * A new Kafka cluster id: 16 random bytes in base64url, as Kafka's own, but never starting with '-'
+ * (Kafka's Uuid.randomUuid() skips those too): `kafka-storage format -t -Abc…` reads such an id as
+ * an option and refuses to format, which happened once in 64 fresh stacks.
+ */
+export function newKafkaClusterId() {
+  for (;;) {
+    const id = randomBytes(16).toString('base64url');
+    if (!id.startsWith('-')) return id;
+  }
+}
+
 export const defaultKafka = { dir: kafkaDir, port: cfg.kafkaPort, controllerPort: cfg.controllerPort, heap: cfg.kafkaHeap };
 
-function kafkaFiles(inst) {
+/** Resolves Kafka's jars into .stack/kafka/libs once; every broker (single or clustered) runs from them. */
+export function ensureKafkaLibs() {
   const libs = kafkaLibs;
   if (!existsSync(libs) || !readdirSync(libs).some((f) => f.startsWith('kafka_2.13-'))) {
     log('resolving Kafka from Maven Central (infra/kafka/pom.xml) …');
     mvn(['-f', 'infra/kafka/pom.xml', 'dependency:copy-dependencies', '-DincludeScope=runtime', `-DoutputDirectory=${libs}`]);
   }
+  return libs;
+}
+
+// An instance may also say which node of a quorum it is (nodeId, voters: "1@host:port,…", a shared
+// clusterId), how many copies internal topics keep (replicas; min ISR is 2 when there are several),
+// how many processors the JVM sees, and extra server.properties lines.
+function kafkaFiles(inst) {
+  const libs = ensureKafkaLibs();
+  const replicas = inst.replicas ?? 1;
+  const minIsr = Math.min(2, replicas);
   const dataDir = join(inst.dir, 'data');
   const props = join(inst.dir, 'server.properties');
   writeFileSync(props, [
     'process.roles=broker,controller',
-    'node.id=1',
-    `controller.quorum.voters=1@127.0.0.1:${inst.controllerPort}`,
+    `node.id=${inst.nodeId ?? 1}`,
+    `controller.quorum.voters=${inst.voters ?? `1@127.0.0.1:${inst.controllerPort}`}`,
     `listeners=PLAINTEXT://127.0.0.1:${inst.port},CONTROLLER://127.0.0.1:${inst.controllerPort}`,
     `advertised.listeners=PLAINTEXT://127.0.0.1:${inst.port}`,
     'controller.listener.names=CONTROLLER',
@@ -143,15 +181,17 @@ function kafkaFiles(inst) {
     // Topics are created explicitly by the services, with partitions from config.
     'auto.create.topics.enable=false',
     'num.partitions=1',
-    'offsets.topic.replication.factor=1',
+    `default.replication.factor=${replicas}`,
+    `offsets.topic.replication.factor=${replicas}`,
     'offsets.topic.num.partitions=4',
-    'transaction.state.log.replication.factor=1',
-    'transaction.state.log.min.isr=1',
-    'min.insync.replicas=1',
+    `transaction.state.log.replication.factor=${replicas}`,
+    `transaction.state.log.min.isr=${minIsr}`,
+    `min.insync.replicas=${minIsr}`,
     'group.initial.rebalance.delay.ms=0',
     'num.network.threads=2',
     'num.io.threads=2',
     'log.retention.hours=168',
+    ...(inst.extraProperties ?? []),
     '',
   ].join('\n'));
   writeFileSync(join(inst.dir, 'log4j.properties'), [
@@ -164,30 +204,43 @@ function kafkaFiles(inst) {
     '',
   ].join('\n'));
   const javaArgs = [
-    `-Xms${inst.heap}`, `-Xmx${inst.heap}`, '-XX:+UseG1GC', '-XX:ActiveProcessorCount=2',
+    `-Xms${inst.heap}`, `-Xmx${inst.heap}`, '-XX:+UseG1GC', `-XX:ActiveProcessorCount=${inst.processors ?? 2}`,
     `-Dlog4j.configuration=file:${join(inst.dir, 'log4j.properties')}`,
     '-cp', `${libs}/*`,
   ];
   if (!existsSync(join(dataDir, 'meta.properties'))) {
-    const clusterId = randomBytes(16).toString('base64url');
+    const clusterId = inst.clusterId ?? newKafkaClusterId();
     log(`formatting Kafka storage (cluster ${clusterId}) …`);
     execFileSync('java', [...javaArgs, 'kafka.tools.StorageTool', 'format', '-t', clusterId, '-c', props], { stdio: 'inherit' });
   }
   return { javaArgs, props };
 }
 
-export async function kafkaUp(inst = defaultKafka) {
+/** Starts the broker's JVM unless it runs already; returns false when it was listening before. */
+export async function kafkaStart(inst = defaultKafka) {
   const pidFile = join(inst.dir, 'kafka.pid');
-  if (await portOpen(inst.port)) { log(`Kafka already listening on 127.0.0.1:${inst.port}`); return; }
+  const name = inst.nodeId ? `Kafka node ${inst.nodeId}` : 'Kafka';
+  if (await portOpen(inst.port)) { log(`${name} already listening on 127.0.0.1:${inst.port}`); return false; }
   mkdirSync(inst.dir, { recursive: true });
   if (pidAlive(pidFile)) {
-    log('Kafka process exists but is not listening yet; waiting …');
+    log(`${name} process exists but is not listening yet; waiting …`);
   } else {
     const { javaArgs, props } = kafkaFiles(inst);
-    log(`starting Kafka 3.9 on 127.0.0.1:${inst.port} (heap ${inst.heap}) …`);
+    log(`starting ${name} (3.9) on 127.0.0.1:${inst.port} (heap ${inst.heap}) …`);
     startDetached(inst.dir, 'kafka', 'java', [...javaArgs, 'kafka.Kafka', props], {});
   }
-  await waitFor('Kafka', () => portOpen(inst.port), 90_000, join(inst.dir, 'kafka.log'), pidFile);
+  return true;
+}
+
+/** Waits until the broker listens on its port (or its process has exited). */
+export async function kafkaListening(inst = defaultKafka, timeoutMs = 90_000) {
+  const name = inst.nodeId ? `Kafka node ${inst.nodeId}` : 'Kafka';
+  await waitFor(name, () => portOpen(inst.port), timeoutMs, join(inst.dir, 'kafka.log'), join(inst.dir, 'kafka.pid'));
+}
+
+export async function kafkaUp(inst = defaultKafka) {
+  if (!(await kafkaStart(inst))) return;
+  await kafkaListening(inst);
   log('Kafka is up');
 }
 
@@ -207,22 +260,23 @@ async function registryHealthy() {
   } catch { return false; }
 }
 
-async function ensureRegistryDatabase() {
+/** Creates a PostgreSQL database on the local server if it does not exist. */
+export async function ensureDatabase(name) {
   const { default: pg } = await import('pg');
   const client = new pg.Client({ host: cfg.pgHost, port: cfg.pgPort, user: cfg.pgUser, database: 'postgres' });
   await client.connect();
   try {
-    const { rowCount } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [cfg.registryDb]);
+    const { rowCount } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
     if (rowCount === 0) {
-      log(`creating database ${cfg.registryDb} for the registry`);
-      await client.query(`CREATE DATABASE "${cfg.registryDb}"`);
+      log(`creating database ${name}`);
+      await client.query(`CREATE DATABASE "${name}"`);
     }
   } finally {
     await client.end();
   }
 }
 
-async function registryUp() {
+export async function registryUp() {
   const pidFile = join(registryDir, 'registry.pid');
   if (await registryHealthy()) { log(`Apicurio Registry already answering on ${registryUrl}`); return; }
   mkdirSync(registryDir, { recursive: true });
@@ -235,7 +289,7 @@ async function registryUp() {
       mvn(['-f', 'infra/registry/pom.xml', 'dependency:unpack', `-Dregistry.dir=${dist}`]);
     }
     const java = registryJava();
-    await ensureRegistryDatabase();
+    await ensureDatabase(cfg.registryDb);
     log(`starting Apicurio Registry 3 on ${registryUrl} (heap ${cfg.registryHeap}, storage: PostgreSQL database ${cfg.registryDb}) …`);
     startDetached(registryDir, 'registry', java, [
       `-Xms128m`, `-Xmx${cfg.registryHeap}`, '-XX:+UseSerialGC', '-XX:ActiveProcessorCount=2', '-jar', join(dist, 'quarkus-run.jar'),
@@ -257,17 +311,50 @@ async function registryUp() {
   log('Apicurio Registry is up');
 }
 
+// ------------------------------------------------------------------------------------ prometheus
+
+const prometheusDir = join(stackDir, 'prometheus');
+const prometheusUrl = `http://127.0.0.1:${cfg.prometheusPort}`;
+
+async function prometheusReady() {
+  try {
+    const res = await fetch(`${prometheusUrl}/-/ready`, { signal: AbortSignal.timeout(2000) });
+    return res.ok;
+  } catch { return false; }
+}
+
+async function prometheusUp() {
+  const pidFile = join(prometheusDir, 'prometheus.pid');
+  if (await prometheusReady()) { log(`Prometheus already answering on ${prometheusUrl}`); return; }
+  if (await portOpen(cfg.prometheusPort)) throw new Error(`port ${cfg.prometheusPort} is taken by something that is not a ready Prometheus; set STACK_PROMETHEUS_PORT`);
+  mkdirSync(prometheusDir, { recursive: true });
+  if (pidAlive(pidFile)) {
+    log('Prometheus process exists but is not ready yet; waiting …');
+  } else {
+    const { prometheus } = ensurePrometheusTools();
+    log(`starting Prometheus on ${prometheusUrl} (ops/prometheus/prometheus.yml: coupon-api :9464, coupon-issuer :9465, alert rules) …`);
+    startDetached(prometheusDir, 'prometheus', prometheus, [
+      `--config.file=${join(root, 'ops', 'prometheus', 'prometheus.yml')}`,
+      `--storage.tsdb.path=${join(prometheusDir, 'data')}`,
+      '--storage.tsdb.retention.time=7d',
+      `--web.listen-address=127.0.0.1:${cfg.prometheusPort}`,
+    ], {});
+  }
+  await waitFor('Prometheus', prometheusReady, 60_000, join(prometheusDir, 'prometheus.log'), pidFile);
+  log(`Prometheus is up: ${prometheusUrl}/alerts`);
+}
+
 // ------------------------------------------------------------------------------------- commands
 
-async function stop(name, dir, signal = 'SIGTERM') {
+export async function stop(name, dir, signal = 'SIGTERM', label = name) {
   const pidFile = join(dir, `${name}.pid`);
   const pid = pidAlive(pidFile);
-  if (!pid) { log(`${name}: not running`); rmSync(pidFile, { force: true }); return; }
+  if (!pid) { log(`${label}: not running`); rmSync(pidFile, { force: true }); return; }
   process.kill(pid, signal);
   for (let i = 0; i < 60 && pidAlive(pidFile); i++) await sleep(500);
   if (pidAlive(pidFile)) process.kill(pid, 'SIGKILL');
   rmSync(pidFile, { force: true });
-  log(`${name}: stopped`);
+  log(`${label}: stopped`);
 }
 
 async function status() {
@@ -277,29 +364,46 @@ async function status() {
     ['kafka', `127.0.0.1:${cfg.kafkaPort}`, await portOpen(cfg.kafkaPort)],
     ['registry', `${registryUrl}/apis/ccompat/v7`, await registryHealthy()],
   ];
-  for (const [name, where, up] of rows) console.log(`${name.padEnd(9)} ${up ? 'up  ' : 'DOWN'} ${where}`);
-  return rows.every((r) => r[2]);
+  for (const [name, where, up] of rows) console.log(`${name.padEnd(10)} ${up ? 'up  ' : 'DOWN'} ${where}`);
+  // Prometheus is optional: it counts only when it was started.
+  const prometheusWanted = existsSync(join(prometheusDir, 'prometheus.pid'));
+  const prometheusUp = await prometheusReady();
+  console.log(`${'prometheus'.padEnd(10)} ${prometheusUp ? 'up  ' : prometheusWanted ? 'DOWN' : 'off '} ${prometheusUrl}${prometheusUp || prometheusWanted ? '' : ' (npm run stack:up -- --with-prometheus)'}`);
+  const single = rows.every((r) => r[2]) && (prometheusUp || !prometheusWanted);
+  // The clustered stack is listed while it is meant to run (started, not stopped by down --cluster).
+  if (!clusterPresent()) {
+    console.log('cluster    off  (npm run stack:up -- --cluster)');
+    return single;
+  }
+  console.log('cluster (registry shared):');
+  const clusterRows = await clusterStatusRows();
+  for (const [name, where, up, detail] of clusterRows) console.log(`  ${name.padEnd(11)} ${up ? 'up  ' : 'DOWN'} ${where.padEnd(16)} ${detail}`);
+  return single && clusterRows.every((r) => r[2]);
 }
 
-export async function up() {
+export async function up({ withPrometheus = false } = {}) {
   const problems = await checkExternal();
   if (problems.length) throw new Error(problems.join('\n'));
   // Both JVMs start in parallel; each waits for its own readiness.
-  await Promise.all([kafkaUp(defaultKafka), registryUp()]);
+  await Promise.all([kafkaUp(defaultKafka), registryUp(), withPrometheus ? prometheusUp() : undefined]);
 }
 
 export async function down() {
+  await stop('prometheus', prometheusDir);
   await stop('registry', registryDir);
   await kafkaDown(defaultKafka);
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const cmd = process.argv[2];
+  const cluster = process.argv.includes('--cluster');
   try {
-    if (cmd === 'up') await up();
+    if (cmd === 'up' && cluster) await clusterUp();
+    else if (cmd === 'up') await up({ withPrometheus: process.argv.includes('--with-prometheus') });
+    else if (cmd === 'down' && cluster) await clusterDown();
     else if (cmd === 'down') await down();
     else if (cmd === 'status') process.exitCode = (await status()) ? 0 : 1;
-    else { console.error('usage: node scripts/stack.mjs up|down|status'); process.exitCode = 2; }
+    else { console.error('usage: node scripts/stack.mjs up [--with-prometheus | --cluster] | down [--cluster] | status'); process.exitCode = 2; }
   } catch (err) {
     console.error(`[stack] ${err.message}`);
     process.exitCode = 1;

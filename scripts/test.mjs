@@ -1,7 +1,18 @@
 // `npm test`: the same set-up as `npm start` (stack up; migrations run in vitest's global setup),
-// then the whole vitest suite. Extra arguments go to vitest: `npm test -- test/gate`.
+// then the whole vitest suite, then the cluster proof (issue #13 §3: test-cluster/, on the clustered
+// local stack, which it starts if needed and stops again if it started it). Extra arguments go to
+// vitest and run only what they name, without the cluster proof: `npm test -- test/gate`.
+// TEST_CLUSTER=0 skips the cluster proof.
 import { spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { up } from './stack.mjs';
+import { clusterDown, clusterPresent, clusterUp } from './cluster-stack.mjs';
+import { withLocalAuth } from './local-auth.mjs';
+import { ensurePrometheusTools } from './promtool.mjs';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const args = process.argv.slice(2);
 
 try {
   await up();
@@ -9,5 +20,27 @@ try {
   console.error(`[test] ${err.message}`);
   process.exit(1);
 }
-const result = spawnSync('vitest', ['run', ...process.argv.slice(2)], { stdio: 'inherit', shell: false });
-process.exit(result.status ?? 1);
+// The alert rules' tests run promtool (test/ops/alert-rules.test.ts); without it they fail and say why.
+try {
+  ensurePrometheusTools();
+} catch (err) {
+  console.error(`[test] ${err.message}`);
+}
+// coupon-api processes the tests start trust the local signing key, as under `npm start`.
+const env = await withLocalAuth(process.env);
+const result = spawnSync('vitest', ['run', ...args], { stdio: 'inherit', shell: false, env });
+if (result.status !== 0 || args.length > 0 || process.env.TEST_CLUSTER === '0') process.exit(result.status ?? 1);
+
+// The cluster proof: about a minute on top of the stack's start.
+const startedHere = !clusterPresent();
+let status = 1;
+try {
+  console.log('[test] the cluster proof (npm run test:cluster) on the clustered local stack …');
+  await clusterUp();
+  status = spawnSync(process.execPath, [join(root, 'scripts', 'test-cluster.mjs')], { stdio: 'inherit', env }).status ?? 1;
+} catch (err) {
+  console.error(`[test] ${err.message}`);
+} finally {
+  if (startedHere) await clusterDown().catch((err) => console.error(`[test] stopping the clustered stack: ${err.message}`));
+}
+process.exit(status);

@@ -3,8 +3,10 @@
 import { configOrExit } from './lifecycle.ts';
 import { createLogger } from '../log.ts';
 import { createKafka } from '../events/kafka.ts';
-import { replayDeadLetters } from '../events/replay.ts';
+import { replayDeadLetters, replayGroupId } from '../events/replay.ts';
 import { topicNames } from '../events/topics.ts';
+import { createDb } from '../store/db.ts';
+import { markReplayed } from '../store/dead-letters.ts';
 
 const which = process.argv[2] ?? 'issue';
 const config = configOrExit('dlt-replay');
@@ -21,7 +23,14 @@ if (!pair) {
 }
 const log = createLogger('dlt-replay', config.LOG_LEVEL, config.LOG_PRETTY);
 const [dltTopic, fallbackTopic] = pair;
-const result = await replayDeadLetters(createKafka(config.KAFKA_BROKERS, `${config.KAFKA_CLIENT_ID}-dlt-replay`, log), {
-  dltTopic, fallbackTopic, groupId: `${config.KAFKA_CLIENT_ID}-dlt-replay-${dltTopic}`, log,
-});
-console.log(JSON.stringify({ dltTopic, ...result }));
+const db = createDb(config.DATABASE_URL, 2);
+try {
+  const result = await replayDeadLetters(createKafka(config.KAFKA_BROKERS, `${config.KAFKA_CLIENT_ID}-dlt-replay`, log), {
+    dltTopic, fallbackTopic, groupId: replayGroupId(config.KAFKA_CLIENT_ID, dltTopic), log,
+    // The records are back on their topic: rebuilds no longer need to wait for them.
+    onReplayed: (sources) => markReplayed(db, sources),
+  });
+  console.log(JSON.stringify({ dltTopic, ...result }));
+} finally {
+  await db.destroy();
+}

@@ -4,27 +4,39 @@ import type { Logger } from '../log.ts';
 
 /**
  * Installs the handlers before `started` settles, so a signal that arrives while the process is
- * still starting waits for the start and then closes cleanly.
+ * still starting waits for the start and then closes cleanly. Returns a way to start the same
+ * shutdown without a signal (a node:cluster worker told by its primary); that never counts as the
+ * "second signal" that makes the process exit at once, so a Ctrl-C that reaches both the primary
+ * and its workers still drains.
  */
-export function onShutdown(log: Logger, close: () => Promise<void>): void {
+export function onShutdown(log: Logger, close: () => Promise<void>): (reason: string) => void {
   let closing = false;
-  const handle = (signal: NodeJS.Signals) => {
-    if (closing) { log.warn({ signal }, 'second signal; exiting now'); process.exit(1); }
+  let signalled = false;
+  const begin = (reason: string) => {
+    if (closing) return;
     closing = true;
-    log.info({ signal }, 'shutting down: draining in-flight work');
+    log.info({ signal: reason }, 'shutting down: draining in-flight work');
     close().then(
       () => { log.info('shut down cleanly'); process.exit(0); },
       (err: unknown) => { log.error({ err }, 'error while shutting down'); process.exit(1); },
     );
   };
-  process.once('SIGTERM', handle);
-  process.once('SIGINT', handle);
+  const handle = (signal: NodeJS.Signals) => {
+    if (signalled) { log.warn({ signal }, 'second signal; exiting now'); process.exit(1); }
+    signalled = true;
+    begin(signal);
+  };
+  process.on('SIGTERM', handle);
+  process.on('SIGINT', handle);
+  return begin;
 }
 
 /** Validated settings, or exit code 2 with every bad variable named on stderr. */
-export function configOrExit(processName: string): Config {
+export function configOrExit(processName: string, extraCheck?: (c: Config) => void): Config {
   try {
-    return loadConfig();
+    const config = loadConfig();
+    extraCheck?.(config);
+    return config;
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     console.error(`${processName}: ${err.message}`);

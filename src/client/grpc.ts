@@ -37,7 +37,15 @@ export class CouponCallError extends Error {
 
 export type GrpcClient<S extends DescService> = UnaryMethods<S> & { close(): void; readonly raw: grpc.Client };
 
-export interface ClientOptions { channelOptions?: grpc.ChannelOptions; credentials?: grpc.ChannelCredentials }
+/** Gives the bearer token for each call (a JWT naming the caller and its roles); may refresh it. */
+export type TokenProvider = () => string | Promise<string>;
+
+export interface ClientOptions {
+  channelOptions?: grpc.ChannelOptions;
+  credentials?: grpc.ChannelCredentials;
+  /** Sent as `Authorization: Bearer <token>` on every call. */
+  token?: TokenProvider;
+}
 
 /** `address` is host:port, for example 127.0.0.1:8080. */
 export function createGrpcClient<S extends DescService>(service: S, address: string, options: ClientOptions = {}): GrpcClient<S> {
@@ -59,9 +67,11 @@ export function createGrpcClient<S extends DescService>(service: S, address: str
   const client: Record<string, unknown> = { close: () => raw.close(), raw };
   for (const method of service.methods) {
     if (method.methodKind !== 'unary') continue;
-    client[method.localName] = (init: MessageInitShape<DescMessage>, opts: CallOptions = {}) =>
-      new Promise((resolve, reject) => {
+    client[method.localName] = async (init: MessageInitShape<DescMessage>, opts: CallOptions = {}) => {
+      const token = options.token ? await options.token() : undefined;
+      return new Promise((resolve, reject) => {
         const metadata = new grpc.Metadata();
+        if (token) metadata.set('authorization', `Bearer ${token}`);
         for (const [k, v] of Object.entries(opts.metadata ?? {})) metadata.set(k, v);
         const deadline = new Date(Date.now() + (opts.timeoutMs ?? 5_000));
         const call = raw[method.localName] as (req: unknown, md: grpc.Metadata, o: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void;
@@ -70,6 +80,7 @@ export function createGrpcClient<S extends DescService>(service: S, address: str
           else resolve(res);
         });
       });
+    };
   }
   return client as GrpcClient<S>;
 }

@@ -3,7 +3,7 @@
 // helper retries what may have been lost (UNAVAILABLE, DEADLINE_EXCEEDED) with the same order id,
 // and turns the business refusals into values the caller must handle.
 //
-//   const coupons = createPaymentCoupons('127.0.0.1:8080');
+//   const coupons = createPaymentCoupons('127.0.0.1:8080', { token: () => myTokens.current() });
 //   const r = await coupons.redeem({ couponId, userId }, orderId);
 //   if (!r.ok) return declineCoupon(r.reason);       // COUPON_ALREADY_REDEEMED, COUPON_EXPIRED, …
 //   … if the payment fails:

@@ -2,13 +2,20 @@
 // retry by the one RetryPolicy, dead-letter what cannot be handled (with an alert), and only then
 // commit. At-least-once delivery plus idempotent handlers gives exactly-once effects.
 //
+// Outages are not poison (retry-policy.ts): while a dependency is down, the batch is retried in
+// place with capped backoff, heartbeating, without committing. kafkajs hands this consumer no other
+// batch meanwhile (one partition at a time), so its partitions are in effect paused, and it
+// resumes from where it was when the dependency is back. Nothing is dead-lettered for an outage.
+//
 // Dead-letter records keep the original key, value and headers, plus:
 //   x-error, x-error-reason, x-attempts, x-first-failure-at, x-source-topic, x-source-partition, x-source-offset
 import type { Consumer, Kafka, KafkaMessage, Producer } from 'kafkajs';
 import type { Logger } from '../log.ts';
 import type { Alerter } from './alert.ts';
 import { EventDecodeError } from './errors.ts';
-import { AttemptsExhausted, withRetries, type RetryPolicy } from './retry-policy.ts';
+import { AttemptsExhausted, RetryAborted, withRetries, type RetryHooks, type RetryPolicy } from './retry-policy.ts';
+import type { DeadLetterEntry } from '../store/dead-letters.ts';
+import { traceBatch } from '../telemetry/messaging.ts';
 
 export interface ConsumedRecord<T> {
   value: T;
@@ -34,12 +41,22 @@ export interface BatchConsumerOptions<T> {
   handle: BatchHandler<T>;
   policy: RetryPolicy;
   alerter: Alerter;
-  /** Event name of the alert raised when a batch is dead-lettered. */
+  /** Event name of the alert raised whenever records go to this consumer's dead-letter topic. */
   alertEvent: string;
   dltProducer: Producer;
+  /** Records each dead letter (table dead_letters) before it is produced, so rebuilds know of it. */
+  recordDeadLetters: (entries: DeadLetterEntry[]) => Promise<void>;
+  /** True when record keys on this topic are coupon ids (kept with each dead letter). */
+  keyIsCouponId: boolean;
   log: Logger;
   maxBytesPerPartition?: number;
 }
+
+/** Ends a batch quietly when the consumer stopped or lost its partitions while retrying. */
+const abortOn = (isRunning: () => boolean, isStale: () => boolean) => (err: unknown): undefined => {
+  if (err instanceof RetryAborted || !isRunning() || isStale()) return undefined;
+  throw err;
+};
 
 export interface RunningConsumer { consumer: Consumer; stop(): Promise<void> }
 
@@ -57,6 +74,10 @@ export async function startBatchConsumer<T>(o: BatchConsumerOptions<T>): Promise
   await consumer.subscribe({ topic: o.topic, fromBeginning: true });
 
   const deadLetter = async (rejections: { message: KafkaMessage; partition: number; reason: string; error: string; attempts: number; firstFailureAt: Date }[]) => {
+    await o.recordDeadLetters(rejections.map((r) => ({
+      topic: o.topic, partition: r.partition, offset: r.message.offset, reason: r.reason,
+      couponId: o.keyIsCouponId ? (r.message.key?.toString() ?? null) : null,
+    })));
     await o.dltProducer.send({
       topic: o.dltTopic,
       acks: -1,
@@ -82,53 +103,71 @@ export async function startBatchConsumer<T>(o: BatchConsumerOptions<T>): Promise
     // Only offsets resolved by hand (after the handler's writes committed) are ever committed;
     // kafkajs commits them at the end of each batch or at commitOffsetsIfNecessary.
     eachBatchAutoResolve: false,
-    eachBatch: async ({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale }) => {
-      if (batch.messages.length === 0) return;
-      const records: ConsumedRecord<T>[] = [];
-      const poison: Parameters<typeof deadLetter>[0] = [];
-      for (const message of batch.messages) {
-        try {
-          if (!message.value) throw Object.assign(new Error('record has no value'), { reason: 'EMPTY_VALUE' });
-          records.push({ value: await o.decoder.decode(message.value), key: message.key?.toString() ?? null, partition: batch.partition, offset: message.offset, message });
-        } catch (err) {
-          // Only a value that can never decode is poison. A registry outage (SchemaRegistryError)
-          // propagates: kafkajs re-runs the batch from the last committed offset.
-          if (!(err instanceof EventDecodeError) && (err as { reason?: string }).reason !== 'EMPTY_VALUE') throw err;
-          const reason = (err as { reason?: string }).reason ?? 'DECODE_FAILED';
-          poison.push({ message, partition: batch.partition, reason, error: (err as Error).message, attempts: 1, firstFailureAt: new Date() });
+    // Each batch is one CONSUMER span linked to its records' traces (telemetry/messaging.ts).
+    eachBatch: ({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale }) => batch.messages.length === 0 ? Promise.resolve() : traceBatch({ topic: o.topic, groupId: o.groupId, partition: batch.partition, messages: batch.messages }, async () => {
+      const where = { topic: o.topic, partition: batch.partition, firstOffset: batch.messages[0]!.offset, lastOffset: batch.messages.at(-1)!.offset };
+      const hooks: RetryHooks = {
+        onFailure: async (err, attempt, delayMs, outage) => {
+          o.log.warn({ ...where, records: batch.messages.length, attempt, delayMs, outage, err: (err as Error).message }, outage ? 'dependency unavailable; retrying the batch' : 'batch failed; retrying');
+          await heartbeat().catch(() => undefined);
+        },
+        onOutage: (err, attempts) => o.alerter.outage({ ...where, attempts, error: (err as Error).message }),
+        onRecovered: (attempts, outageMs) => o.alerter.recovered({ topic: o.topic, attempts, outageMs }),
+        keepWaiting: async () => {
+          await heartbeat().catch(() => undefined);
+          return isRunning() && !isStale();
+        },
+      };
+      // Everything below is retried by the policy: a registry outage while decoding, PostgreSQL,
+      // Redis or Kafka down while handling or dead-lettering. Only the handler's own failures
+      // count against its attempts.
+      const decoded = await withRetries(o.policy, async () => {
+        const records: ConsumedRecord<T>[] = [];
+        const poison: Parameters<typeof deadLetter>[0] = [];
+        for (const message of batch.messages) {
+          try {
+            if (!message.value) throw Object.assign(new Error('record has no value'), { reason: 'EMPTY_VALUE' });
+            records.push({ value: await o.decoder.decode(message.value), key: message.key?.toString() ?? null, partition: batch.partition, offset: message.offset, message });
+          } catch (err) {
+            // Only a value that can never decode is poison; anything else (a registry outage) throws.
+            if (!(err instanceof EventDecodeError) && (err as { reason?: string }).reason !== 'EMPTY_VALUE') throw err;
+            const reason = (err as { reason?: string }).reason ?? 'DECODE_FAILED';
+            poison.push({ message, partition: batch.partition, reason, error: (err as Error).message, attempts: 1, firstFailureAt: new Date() });
+          }
         }
-      }
+        return { records, poison };
+      }, { ...hooks, onFailure: (err, attempt, delayMs) => hooks.onFailure(err, attempt, delayMs, true) }).catch(abortOn(isRunning, isStale));
+      if (!decoded) return;
+      const { records, poison } = decoded;
       if (poison.length > 0) {
-        await deadLetter(poison);
-        await o.alerter.raise({ event: 'coupon.record.undecodable', topic: o.topic, reason: poison[0]!.reason, records: poison.length, error: poison[0]!.error, attempts: 1 });
+        const sent = await withRetries(o.policy, () => deadLetter(poison), hooks).catch(abortOn(isRunning, isStale));
+        if (sent === undefined && (!isRunning() || isStale())) return;
+        await o.alerter.raise({ event: o.alertEvent, ...where, reason: poison[0]!.reason, records: poison.length, error: poison[0]!.error, attempts: 1 });
       }
 
       if (records.length > 0) {
         try {
-          const result = await withRetries(o.policy, () => o.handle(records, { heartbeat }), async (err, attempt, delayMs) => {
-            o.log.warn({ topic: o.topic, partition: batch.partition, records: records.length, attempt, delayMs, err: (err as Error).message }, 'batch failed; retrying');
-            await heartbeat().catch(() => undefined);
-          });
+          const result = await withRetries(o.policy, () => o.handle(records, { heartbeat }), hooks);
           const rejected = result?.rejected ?? [];
           if (rejected.length > 0) {
-            await deadLetter(rejected.map((r) => ({ message: r.record.message, partition: r.record.partition, reason: r.reason, error: r.error, attempts: 1, firstFailureAt: new Date() })));
-            await o.alerter.raise({ event: 'coupon.record.rejected', topic: o.topic, reason: rejected[0]!.reason, records: rejected.length, error: rejected[0]!.error, attempts: 1 });
+            await withRetries(o.policy, () => deadLetter(rejected.map((r) => ({ message: r.record.message, partition: r.record.partition, reason: r.reason, error: r.error, attempts: 1, firstFailureAt: new Date() }))), hooks);
+            await o.alerter.raise({ event: o.alertEvent, ...where, reason: rejected[0]!.reason, records: rejected.length, error: rejected[0]!.error, attempts: 1 });
           }
         } catch (err) {
+          if (err instanceof RetryAborted) return;
           if (!(err instanceof AttemptsExhausted)) throw err;
           if (!isRunning() || isStale()) return;
-          await deadLetter(records.map((r) => ({ message: r.message, partition: r.partition, reason: 'ATTEMPTS_EXHAUSTED', error: (err.cause as Error)?.message ?? err.message, attempts: err.attempts, firstFailureAt: err.firstFailureAt })));
-          await o.alerter.raise({
-            event: o.alertEvent, topic: o.topic, reason: 'ATTEMPTS_EXHAUSTED', records: records.length,
-            error: (err.cause as Error)?.message ?? err.message, attempts: err.attempts,
-            partition: batch.partition, firstOffset: records[0]!.offset, lastOffset: records.at(-1)!.offset,
-          });
+          const cause = (err.cause as Error)?.message ?? err.message;
+          const sent = await withRetries(o.policy, () => deadLetter(records.map((r) => ({ message: r.message, partition: r.partition, reason: 'ATTEMPTS_EXHAUSTED', error: cause, attempts: err.attempts, firstFailureAt: err.firstFailureAt }))), hooks)
+            .then(() => true, abortOn(isRunning, isStale));
+          if (!sent) return;
+          await o.alerter.raise({ event: o.alertEvent, ...where, reason: 'ATTEMPTS_EXHAUSTED', records: records.length, error: cause, attempts: err.attempts });
         }
       }
       if (!isRunning() || isStale()) return;
       resolveOffset(batch.messages.at(-1)!.offset);
       await commitOffsetsIfNecessary();
-    },
+    }),
   });
   await joined;
   return { consumer, stop: () => consumer.disconnect() };

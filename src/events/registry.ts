@@ -198,10 +198,19 @@ export class EventRegistry {
 
   async #setCompatibility(subject: string): Promise<void> {
     let answer: unknown;
-    try {
-      answer = (await this.#api.Subject.updateConfig({ subject, body: { compatibility: this.#compatibility } })).data();
-    } catch (err) {
-      throw registryError(`setting compatibility ${this.#compatibility} on ${subject}`, err);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        answer = (await this.#api.Subject.updateConfig({ subject, body: { compatibility: this.#compatibility } })).data();
+        break;
+      } catch (err) {
+        // Two producers starting at once (coupon-api's workers) both create the subject's rule;
+        // Apicurio answers the loser 409 "rule already exists". Setting it again updates it.
+        if (statusOf(err) === 409 && attempt < 5) {
+          await new Promise((r) => setTimeout(r, 50 * attempt));
+          continue;
+        }
+        throw registryError(`setting compatibility ${this.#compatibility} on ${subject}`, err);
+      }
     }
     const level = (answer as { compatibility?: unknown; compatibilityLevel?: unknown } | undefined) ?? {};
     const applied = level.compatibility ?? level.compatibilityLevel;
@@ -212,11 +221,20 @@ export class EventRegistry {
 
   async #register(subject: string, file: string, text: string): Promise<number> {
     let answer: unknown;
-    try {
-      answer = (await this.#api.Subject.register({ subject, body: { schemaType: 'PROTOBUF', schema: text } })).data();
-    } catch (err) {
-      if (statusOf(err) === 409) throw new SchemaIncompatibleError(subject, this.#compatibility, registryMessageOf(err), file);
-      throw registryError(`registering ${file} under ${subject}`, err);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        answer = (await this.#api.Subject.register({ subject, body: { schemaType: 'PROTOBUF', schema: text } })).data();
+        break;
+      } catch (err) {
+        // A 409 may be a concurrent first registration of the same text by another process;
+        // asked again, identical text gets its id. An incompatible schema stays 409.
+        if (statusOf(err) === 409 && attempt < 3) {
+          await new Promise((r) => setTimeout(r, 100 * attempt));
+          continue;
+        }
+        if (statusOf(err) === 409) throw new SchemaIncompatibleError(subject, this.#compatibility, registryMessageOf(err), file);
+        throw registryError(`registering ${file} under ${subject}`, err);
+      }
     }
     const id = (answer as { id?: unknown } | undefined)?.id;
     if (typeof id !== 'number') throw new SchemaRegistryError(`the registry answered ${JSON.stringify(answer)} when registering ${subject}`);

@@ -5,9 +5,18 @@ import { randomUUID } from 'node:crypto';
 import type { IHeaders, Kafka } from 'kafkajs';
 import type { Logger } from '../log.ts';
 
+/** The consumer group `npm run dlt:replay` keeps its place in; its lag on a dead-letter topic is what waits to be replayed. */
+export const replayGroupId = (clientId: string, dltTopic: string) => `${clientId}-dlt-replay-${dltTopic}`;
+
 export interface ReplayResult { replayed: number; byTopic: Record<string, number> }
 
-export async function replayDeadLetters(kafka: Kafka, opts: { dltTopic: string; fallbackTopic: string; groupId: string; log: Logger }): Promise<ReplayResult> {
+export interface ReplayedSource { topic: string; partition: number; offset: string }
+
+export async function replayDeadLetters(kafka: Kafka, opts: {
+  dltTopic: string; fallbackTopic: string; groupId: string; log: Logger;
+  /** Called with the source positions of each replayed batch, after the broker acknowledged it. */
+  onReplayed?: (sources: ReplayedSource[]) => Promise<void>;
+}): Promise<ReplayResult> {
   const admin = kafka.admin();
   await admin.connect();
   const ends = await admin.fetchTopicOffsets(opts.dltTopic);
@@ -33,9 +42,13 @@ export async function replayDeadLetters(kafka: Kafka, opts: { dltTopic: string; 
         const messages = batch.messages.filter((m) => end !== undefined && Number(m.offset) < end);
         if (messages.length > 0) {
           const byTopic = new Map<string, { key: Buffer | null; value: Buffer | null; headers: IHeaders }[]>();
+          const sources: ReplayedSource[] = [];
           for (const m of messages) {
             const headers = { ...(m.headers ?? {}) };
             const target = headers['x-source-topic']?.toString() || opts.fallbackTopic;
+            const partition = headers['x-source-partition']?.toString();
+            const offset = headers['x-source-offset']?.toString();
+            if (partition !== undefined && offset !== undefined) sources.push({ topic: target, partition: Number(partition), offset });
             for (const h of Object.keys(headers)) if (h.startsWith('x-')) delete headers[h];
             headers['x-replayed-from'] = `${opts.dltTopic}/${batch.partition}/${m.offset}`;
             headers['x-replay-run'] = runId;
@@ -44,6 +57,7 @@ export async function replayDeadLetters(kafka: Kafka, opts: { dltTopic: string; 
             byTopic.set(target, list);
           }
           await producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, msgs]) => ({ topic, messages: msgs })) });
+          await opts.onReplayed?.(sources);
           for (const [topic, msgs] of byTopic) result.byTopic[topic] = (result.byTopic[topic] ?? 0) + msgs.length;
           result.replayed += messages.length;
           resolveOffset(messages.at(-1)!.offset);

@@ -31,20 +31,56 @@ export function topicNames(prefix: string): TopicNames {
   return Object.fromEntries(Object.entries(BASE).map(([role, name]) => [role, `${prefix}${name}`])) as unknown as TopicNames;
 }
 
-export interface TopicSettings { partitions: number; replicationFactor: number }
+export interface TopicSettings {
+  partitions: number;
+  replicationFactor: number;
+  /** KAFKA_MIN_INSYNC_REPLICAS; by default min(2, replicationFactor). */
+  minInsyncReplicas?: number | undefined;
+}
 
 /** Creates any missing project topic. Safe to call from every process on every start. */
-export async function ensureTopics(admin: Admin, settings: TopicSettings, names: readonly string[] = Object.values(Topics)): Promise<void> {
+export async function ensureTopics(admin: Admin, settings: TopicSettings, names: readonly string[] = Object.values(Topics), leaderWaitMs = 30_000): Promise<void> {
   const existing = new Set(await admin.listTopics());
   const missing = names.filter((name) => !existing.has(name));
   if (missing.length === 0) return;
+  const minInsync = settings.minInsyncReplicas ?? Math.min(2, settings.replicationFactor);
   await admin.createTopics({
-    waitForLeaders: true,
+    // kafkajs's own wait asks the broker that took the request, and on a cluster that broker may
+    // not know the new topic yet (UNKNOWN_TOPIC_OR_PARTITION, which kafkajs does not retry).
+    waitForLeaders: false,
     topics: missing.map((topic) => ({
       topic,
       numPartitions: settings.partitions,
       replicationFactor: settings.replicationFactor,
-      configEntries: [{ name: 'min.insync.replicas', value: String(Math.min(2, settings.replicationFactor)) }],
+      configEntries: [{ name: 'min.insync.replicas', value: String(minInsync) }],
     })),
   });
+  await waitForLeaders(admin, missing, leaderWaitMs);
+}
+
+/**
+ * Until every partition of `topics` has a leader. Brokers learn of new topics one by one, and each
+ * metadata request goes to any connected broker, so three answers in a row must agree.
+ */
+async function waitForLeaders(admin: Admin, topics: string[], timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let why = '';
+  let agreeing = 0;
+  for (;;) {
+    try {
+      const { topics: found } = await admin.fetchTopicMetadata({ topics });
+      const leaderless = found.flatMap((t) => t.partitions.filter((p) => p.leader < 0).map((p) => `${t.name}-${p.partitionId}`));
+      if (found.length === topics.length && leaderless.length === 0) {
+        if (++agreeing === 3) return;
+      } else {
+        agreeing = 0;
+        why = leaderless.length ? `no leader yet for ${leaderless.join(', ')}` : 'not every topic is known yet';
+      }
+    } catch (err) {
+      agreeing = 0;
+      why = (err as Error).message;
+    }
+    if (Date.now() >= deadline) throw new Error(`topics created, but their leaders did not appear within ${timeoutMs} ms: ${why}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 }

@@ -3,23 +3,47 @@
 import { timestampDate } from '@bufbuild/protobuf/wkt';
 import type { CouponIssueRequested } from '../../gen/coupon/events/v1/issue_pb.js';
 import type { BatchHandler, ConsumedRecord, Rejection } from '../events/batch-consumer.ts';
+import { idProblem, isUuid } from '../domain/ids.ts';
 import type { Logger } from '../log.ts';
+import { issuerRows, timedIssueBatch } from '../metrics/issuer.ts';
+import { dbSpan } from '../telemetry/tracing.ts';
 import type { Db } from '../store/db.ts';
 import type { CouponScripts } from '../store/scripts.ts';
+import { couponKeys } from '../store/keys.ts';
+import type { ReplicaAcks } from '../store/replica-acks.ts';
 
-export interface IssueBatchDeps { db: Db; scripts: CouponScripts; log: Logger; stats?: IssueStats }
+export interface IssueBatchDeps {
+  /**
+   * REDIS_WAIT_REPLICAS: a record is written to the ledger only once replicas hold its claim, and
+   * so the reservation before it: a failover then cannot hand its seq to someone else.
+   */
+  acks?: ReplicaAcks | undefined;
+  db: Db; scripts: CouponScripts; log: Logger; stats?: IssueStats;
+  /** Told which coupons each batch wrote, for the periodic reconcile. */
+  onCoupons?: (couponIds: Iterable<string>) => void;
+}
 export interface IssueStats { batches: number; inserts: number; rowsInserted: number; stale: number }
 
 // One statement per batch: insert what is new (skipping unknown coupons and out-of-range seqs),
 // bump each touched coupon's issued_count once, mark it complete when full, and return both the
 // rows inserted now and the ones the ledger already held (a redelivery), so Redis can be marked.
+// A record Redis could not judge (the gate was lost, tombstones with it: 'UNARMED') that matches a
+// release in gate_releases exactly (coupon, user, seq and requested_at) is the record of a
+// reservation the gate gave back: it is dropped and returned with released = true.
 const ISSUE_SQL = `
 WITH input AS (
-  SELECT * FROM unnest(?::uuid[], ?::text[], ?::bigint[], ?::timestamptz[]) AS t(coupon_id, user_id, seq, requested_at)
+  SELECT t.coupon_id, t.user_id, t.seq, t.requested_at,
+    t.unarmed AND EXISTS (
+      SELECT 1 FROM gate_releases r
+      WHERE r.coupon_id = t.coupon_id AND r.user_id = t.user_id AND r.seq = t.seq AND r.requested_at = t.requested_at
+    ) AS released
+  FROM unnest(?::uuid[], ?::text[], ?::bigint[], ?::timestamptz[], ?::boolean[]) AS t(coupon_id, user_id, seq, requested_at, unarmed)
+), live AS (
+  SELECT coupon_id, user_id, seq, requested_at FROM input WHERE NOT released
 ), ins AS (
   INSERT INTO user_coupons (coupon_id, user_id, seq, requested_at)
   SELECT i.coupon_id, i.user_id, i.seq, i.requested_at
-  FROM input i JOIN coupons c ON c.id = i.coupon_id
+  FROM live i JOIN coupons c ON c.id = i.coupon_id
   WHERE i.seq BETWEEN 1 AND c.total_quantity
   ON CONFLICT DO NOTHING
   RETURNING coupon_id, user_id, seq, issued_at
@@ -32,60 +56,118 @@ WITH input AS (
   FROM counts WHERE c.id = counts.coupon_id
   RETURNING c.id
 )
-SELECT coupon_id, user_id, seq, issued_at, true AS inserted FROM ins
+SELECT coupon_id, user_id, seq, issued_at, true AS inserted, NULL::timestamptz AS requested_at, false AS released FROM ins
 UNION ALL
-SELECT uc.coupon_id, uc.user_id, uc.seq, uc.issued_at, false FROM user_coupons uc JOIN input i USING (coupon_id, user_id)
+SELECT uc.coupon_id, uc.user_id, uc.seq, uc.issued_at, false, NULL, false FROM user_coupons uc JOIN (SELECT DISTINCT coupon_id, user_id FROM live) i USING (coupon_id, user_id)
 UNION ALL
-SELECT i.coupon_id, i.user_id, i.seq, NULL, NULL FROM input i LEFT JOIN coupons c ON c.id = i.coupon_id
+SELECT i.coupon_id, i.user_id, i.seq, NULL, NULL, NULL, false FROM live i LEFT JOIN coupons c ON c.id = i.coupon_id
 WHERE c.id IS NULL OR i.seq NOT BETWEEN 1 AND c.total_quantity
+UNION ALL
+SELECT coupon_id, user_id, seq, NULL, NULL, requested_at, true FROM input WHERE released
 `;
 
-interface ResultRow { coupon_id: string; user_id: string; seq: number; issued_at: Date | null; inserted: boolean | null }
+interface ResultRow { coupon_id: string; user_id: string; seq: number; issued_at: Date | null; inserted: boolean | null; requested_at: Date | null; released: boolean }
 
 export function issueBatch(deps: IssueBatchDeps): BatchHandler<CouponIssueRequested> {
-  return async (records) => {
-    // Dedupe within the batch, then ask the gate which records are still valid (not released).
-    const unique = new Map<string, ConsumedRecord<CouponIssueRequested>>();
-    for (const r of records) {
-      const key = `${r.value.couponId}\u0000${r.value.userId}`;
-      if (!unique.has(key)) unique.set(key, r);
-    }
-    const byCoupon = Map.groupBy(unique.values(), (r) => r.value.couponId);
-    const toWrite: ConsumedRecord<CouponIssueRequested>[] = [];
-    for (const [couponId, list] of byCoupon) {
+  return timedIssueBatch(async (records) => {
+    // Every record is judged on its own: a user's stale record (its reservation was released after
+    // a publish that "failed" but landed) may sit in the same batch as the same user's live one,
+    // and only the live one may be issued. So the gate is asked about each record, and only exact
+    // duplicates (same coupon, user, seq and requested_at: redeliveries, republished reservations)
+    // are merged. A record no gate could have written (a bad id, a seq below 1) is poison on its
+    // own; it must not fail the batch it came with.
+    const invalid: Rejection<CouponIssueRequested>[] = [];
+    const wellFormed = records.filter((record) => {
+      const e = record.value;
+      const problem = !isUuid(e.couponId) ? 'coupon_id is not a UUID' : idProblem(e.userId) ? `user_id ${idProblem(e.userId)}` : e.seq < 1n ? `seq ${e.seq} is not positive` : undefined;
+      if (problem) invalid.push({ record, reason: 'INVALID_EVENT', error: problem });
+      return !problem;
+    });
+    const toWrite: { record: ConsumedRecord<CouponIssueRequested>; unarmed: boolean }[] = [];
+    const confirms: Promise<void>[] = [];
+    for (const [couponId, list] of Map.groupBy(wellFormed, (r) => r.value.couponId)) {
       const verdicts = await deps.scripts.issuerClaim(couponId, list.map((r) => ({ userId: r.value.userId, seq: Number(r.value.seq) })));
-      list.forEach((r, i) => { if (verdicts[i]) toWrite.push(r); });
+      if (deps.acks?.enabled) {
+        const meta = couponKeys(couponId).meta;
+        confirms.push(deps.acks.confirm(meta, deps.acks.nodeOf(meta)));
+      }
+      list.forEach((record, i) => {
+        const verdict = verdicts[i];
+        if (verdict === 'LOST') {
+          // A Redis failover lost this reservation (issuer-claim.lua): its user was never told OK
+          // (OK waits for a replica, REDIS_WAIT_REPLICAS), and its seq may be another user's now.
+          deps.log.warn({ coupon_id: couponId, user_id: record.value.userId, seq: Number(record.value.seq) }, 'dropped a record whose reservation the gate no longer holds');
+        } else if (verdict !== 'STALE') toWrite.push({ record, unarmed: verdict === 'UNARMED' });
+      });
     }
-    const stale = unique.size - toWrite.length;
-    if (deps.stats) deps.stats.stale += stale;
-    if (stale > 0) deps.log.info({ stale }, 'dropped records whose reservation was released');
-    if (toWrite.length === 0) return;
+    // Unconfirmed: the batch fails and is retried (Redis trouble), nothing reaches the ledger.
+    await Promise.all(confirms);
+    // requested_at is part of a record's identity: a user can win the same seq again after a
+    // release, and only the released reservation's record may be dropped (gate_releases).
+    const requestedAt = (r: ConsumedRecord<CouponIssueRequested>) => (r.value.requestedAt ? timestampDate(r.value.requestedAt) : new Date());
+    const unique = new Map<string, { record: ConsumedRecord<CouponIssueRequested>; unarmed: boolean; requestedAt: Date }>();
+    for (const w of toWrite) {
+      const at = requestedAt(w.record);
+      unique.set(recordKey(w.record.value.couponId, w.record.value.userId, Number(w.record.value.seq), at.getTime()), { ...w, requestedAt: at });
+    }
+    let stale = wellFormed.length - toWrite.length;
+    if (unique.size === 0) {
+      countStale(deps, stale);
+      return { rejected: invalid };
+    }
+    const writes = [...unique.values()];
 
-    const { rows } = await deps.db.raw<{ rows: ResultRow[] }>(ISSUE_SQL, [
-      toWrite.map((r) => r.value.couponId),
-      toWrite.map((r) => r.value.userId),
-      toWrite.map((r) => String(r.value.seq)),
-      toWrite.map((r) => (r.value.requestedAt ? timestampDate(r.value.requestedAt) : new Date()).toISOString()),
-    ]);
+    const { rows } = await dbSpan('INSERT', 'user_coupons', () => deps.db.raw<{ rows: ResultRow[] }>(ISSUE_SQL, [
+      writes.map((w) => w.record.value.couponId),
+      writes.map((w) => w.record.value.userId),
+      writes.map((w) => String(w.record.value.seq)),
+      writes.map((w) => w.requestedAt.toISOString()),
+      writes.map((w) => w.unarmed),
+    ]));
     if (deps.stats) { deps.stats.batches++; deps.stats.inserts++; deps.stats.rowsInserted += rows.filter((r) => r.inserted).length; }
+    const released = new Set(rows.filter((r) => r.released).map((r) => recordKey(r.coupon_id, r.user_id, Number(r.seq), r.requested_at!.getTime())));
+    stale += released.size;
+    countStale(deps, stale);
+    issuerRows.inc(rows.filter((r) => r.inserted).length);
 
-    const rejected: Rejection<CouponIssueRequested>[] = [];
+    const rejected: Rejection<CouponIssueRequested>[] = [...invalid];
     const held = rows.filter((r) => r.inserted !== null);
-    for (const r of rows.filter((row) => row.inserted === null)) {
-      const record = toWrite.find((w) => w.value.couponId === r.coupon_id && w.value.userId === r.user_id);
-      if (record) rejected.push({ record, reason: 'UNKNOWN_COUPON_OR_SEQ', error: `coupon ${r.coupon_id} does not exist or seq ${r.seq} is outside 1..total` });
+    for (const r of rows.filter((row) => row.inserted === null && !row.released)) {
+      const w = writes.find((x) => x.record.value.couponId === r.coupon_id && x.record.value.userId === r.user_id);
+      if (w) rejected.push({ record: w.record, reason: 'UNKNOWN_COUPON_OR_SEQ', error: `coupon ${r.coupon_id} does not exist or seq ${r.seq} is outside 1..total` });
     }
     // A record that is neither written nor already held lost a (coupon_id, seq) conflict: its seq
     // belongs to another user. Only possible after Redis lost gate state; a person must look.
     const heldKeys = new Set(held.map((r) => `${r.coupon_id}\u0000${r.user_id}`));
     const rejectedKeys = new Set(rejected.map((r) => `${r.record.value.couponId}\u0000${r.record.value.userId}`));
-    for (const w of toWrite) {
+    const unresolved = writes.filter(({ record: w, requestedAt: at }) => {
+      if (released.has(recordKey(w.value.couponId, w.value.userId, Number(w.value.seq), at.getTime()))) return false;
       const key = `${w.value.couponId}\u0000${w.value.userId}`;
-      if (!heldKeys.has(key) && !rejectedKeys.has(key)) rejected.push({ record: w, reason: 'SEQ_TAKEN', error: `seq ${w.value.seq} of coupon ${w.value.couponId} is held by another user` });
+      return !heldKeys.has(key) && !rejectedKeys.has(key);
+    });
+    if (unresolved.length > 0) {
+      // The statement's snapshot cannot see a row another issuer committed while it ran (a batch
+      // redelivered to a new group member during a rebalance), yet ON CONFLICT skipped it. Ask again
+      // with a fresh snapshot before calling the seq taken.
+      const late = await deps.db('user_coupons')
+        .whereIn(['coupon_id', 'user_id'], unresolved.map(({ record: w }) => [w.value.couponId, w.value.userId]))
+        .select<ResultRow[]>('coupon_id', 'user_id', 'seq', 'issued_at', deps.db.raw('false AS inserted'));
+      for (const r of late) { held.push(r); heldKeys.add(`${r.coupon_id}\u0000${r.user_id}`); }
     }
+    for (const { record: w } of unresolved) {
+      if (!heldKeys.has(`${w.value.couponId}\u0000${w.value.userId}`)) rejected.push({ record: w, reason: 'SEQ_TAKEN', error: `seq ${w.value.seq} of coupon ${w.value.couponId} is held by another user` });
+    }
+    deps.onCoupons?.(new Set(held.map((r) => r.coupon_id)));
     for (const [couponId, list] of Map.groupBy(held, (r) => r.coupon_id)) {
       await deps.scripts.issuerMarkIssued(couponId, list.map((r) => ({ userId: r.user_id, seq: Number(r.seq), issuedAtMs: r.issued_at!.getTime() })));
     }
     return { rejected };
-  };
+  });
+}
+
+const recordKey = (couponId: string, userId: string, seq: number, requestedAtMs: number) => `${couponId}\u0000${userId}\u0000${seq}\u0000${requestedAtMs}`;
+
+function countStale(deps: IssueBatchDeps, stale: number): void {
+  if (deps.stats) deps.stats.stale += stale;
+  if (stale > 0) deps.log.info({ stale }, 'dropped records whose reservation was released');
 }

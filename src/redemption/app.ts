@@ -12,17 +12,23 @@ import { BatchingPublisher } from '../events/publisher.ts';
 import type { EventRegistry } from '../events/registry.ts';
 import type { RetryPolicy } from '../events/retry-policy.ts';
 import { consumerCaughtUp } from '../events/consumer-lag.ts';
+import { createPublishingKafka } from '../events/kafka.ts';
 import { topicNames } from '../events/topics.ts';
+import { LossGuard, lossSettleMs } from '../gate/loss-guard.ts';
 import type { Db } from '../store/db.ts';
 import type { Redis } from '../store/redis.ts';
+import { ReplicaAcks } from '../store/replica-acks.ts';
+import { ActiveCoupons } from '../store/active-coupons.ts';
 import { CouponScripts } from '../store/scripts.ts';
-import { couponIndexKey } from '../store/keys.ts';
+import { recordDeadLetters, type DeadLetterEntry } from '../store/dead-letters.ts';
+import { activeCouponsKey } from '../store/keys.ts';
 import { redemptionLedgerBatch, type LedgerStats } from './ledger.ts';
 import { paymentResultBatch, type PaymentResultStats } from './payment-batch.ts';
 import { Redemption } from './redemption.ts';
 
 // How long a load from the ledger waits for the ledger consumer to apply what is on the topic
-// (a healthy consumer is one batch behind) before answering UNAVAILABLE.
+// (a healthy consumer is one batch behind) before answering UNAVAILABLE. The load also waits until
+// nothing redeemed or cancelled before Redis lost the coupon can still land (gate/loss-guard.ts).
 const LEDGER_CATCH_UP_WAIT_MS = 2_000;
 
 /** Consumer groups: the ledger uses KAFKA_REDEMPTION_GROUP, the payment results a group derived from it. */
@@ -37,21 +43,38 @@ export interface RedemptionWiring {
   publisher: BatchingPublisher;
   /** A connected admin client, for the ledger's caught-up check before a restore. */
   admin: Admin;
+  /** Raises the alert when dead letters block a coupon's load. */
+  alerter: Alerter;
 }
 
 /** The Redemption service; registers the redemption event schema first (a producer's duty). */
 export async function createRedemption(w: RedemptionWiring): Promise<Redemption> {
   const topics = topicNames(w.config.KAFKA_TOPIC_PREFIX);
+  const active = new ActiveCoupons(w.redis, activeCouponsKey(w.config.KAFKA_TOPIC_PREFIX));
+  const scripts = new CouponScripts(w.redis, { active, retentionMs: w.config.REDIS_RETENTION });
   return new Redemption({
     db: w.db,
     redis: w.redis,
-    scripts: new CouponScripts(w.redis),
+    scripts,
     publisher: w.publisher,
     encoder: await w.registry.forTopic(topics.redemption, CouponRedemptionChangedSchema),
     topic: topics.redemption,
-    indexKey: couponIndexKey(w.config.KAFKA_TOPIC_PREFIX),
+    active,
     log: w.log,
-    ledgerCaughtUp: consumerCaughtUp(w.admin, redemptionGroups(w.config.KAFKA_REDEMPTION_GROUP).ledger, topics.redemption, LEDGER_CATCH_UP_WAIT_MS),
+    acks: new ReplicaAcks(w.redis, { replicas: w.config.REDIS_WAIT_REPLICAS, timeoutMs: w.config.REDIS_WAIT_TIMEOUT_MS }),
+    guard: new LossGuard({
+      redis: w.redis,
+      scripts,
+      db: w.db,
+      alerter: w.alerter,
+      log: w.log,
+      state: 'redemption',
+      settleMs: lossSettleMs(w.config.PUBLISH_TIMEOUT_MS),
+      consumerCaughtUp: consumerCaughtUp(w.admin, redemptionGroups(w.config.KAFKA_REDEMPTION_GROUP).ledger, topics.redemption, LEDGER_CATCH_UP_WAIT_MS),
+      topic: topics.redemption,
+      dltTopic: topics.redemptionDlt,
+      blockedAlert: 'coupon.redemption.load_blocked',
+    }),
   });
 }
 
@@ -67,13 +90,14 @@ export async function startRedemptionConsumers(o: { config: Config; log: Logger;
   const groups = redemptionGroups(config.KAFKA_REDEMPTION_GROUP);
   const admin = o.kafka.admin();
   await admin.connect();
-  // Cancels for failed payments publish their changes like CancelRedemption does.
-  const producer = o.kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false, retry: { retries: 3, initialRetryTime: 100, maxRetryTime: 1_000 } });
-  await producer.connect();
-  const publisher = new BatchingPublisher(producer, { lingerMs: config.PUBLISH_LINGER_MS, maxBatch: config.PUBLISH_MAX_BATCH, timeoutMs: config.PUBLISH_TIMEOUT_MS }, log);
-  const redemption = await createRedemption({ config, log, db: o.db, redis: o.redis, registry: o.registry, publisher, admin });
+  // Cancels for failed payments publish their changes like CancelRedemption does, under the same
+  // bound (a rebuild after a Redis loss counts on it).
+  const publishing = createPublishingKafka(config.KAFKA_BROKERS, `${config.KAFKA_CLIENT_ID}-issuer-publish`, log, config.PUBLISH_TIMEOUT_MS);
+  const publisher = new BatchingPublisher(publishing.producer, { lingerMs: config.PUBLISH_LINGER_MS, maxBatch: config.PUBLISH_MAX_BATCH, timeoutMs: config.PUBLISH_TIMEOUT_MS, fence: publishing.fence }, log);
+  await publisher.connect();
+  const redemption = await createRedemption({ config, log, db: o.db, redis: o.redis, registry: o.registry, publisher, admin, alerter: o.alerter });
   const stats = { ledger: { batches: 0, applied: 0, cancellations: 0 }, paymentResults: { failedPayments: 0, cancelled: 0, unchanged: 0, mismatched: 0 } };
-  const common = { kafka: o.kafka, policy: o.policy, alerter: o.alerter, dltProducer: o.dltProducer, log };
+  const common = { kafka: o.kafka, policy: o.policy, alerter: o.alerter, dltProducer: o.dltProducer, log, recordDeadLetters: (entries: DeadLetterEntry[]) => recordDeadLetters(o.db, entries) };
 
   const [ledger, payments] = await Promise.all([startBatchConsumer({
     ...common,
@@ -83,6 +107,7 @@ export async function startRedemptionConsumers(o: { config: Config; log: Logger;
     decoder: o.registry.decoderFor(CouponRedemptionChangedSchema),
     handle: redemptionLedgerBatch({ db: o.db, log, stats: stats.ledger }),
     alertEvent: 'coupon.redemption.dead_lettered',
+    keyIsCouponId: true,
   }), startBatchConsumer({
     ...common,
     groupId: groups.paymentResult,
@@ -91,6 +116,7 @@ export async function startRedemptionConsumers(o: { config: Config; log: Logger;
     decoder: o.registry.decoderFor(PaymentResultSchema),
     handle: paymentResultBatch({ redemption, log, stats: stats.paymentResults }),
     alertEvent: 'coupon.payment_result.dead_lettered',
+    keyIsCouponId: false,
   })]);
   log.info({ groups, topics: [topics.redemption, topics.paymentResult] }, 'redemption consumers running');
 
@@ -99,7 +125,7 @@ export async function startRedemptionConsumers(o: { config: Config; log: Logger;
     async stop() {
       await Promise.allSettled([payments.stop(), ledger.stop()]);
       await publisher.flush().catch(() => undefined);
-      await Promise.allSettled([producer.disconnect(), admin.disconnect()]);
+      await Promise.allSettled([publisher.disconnect(), admin.disconnect()]);
       log.info(stats, 'redemption totals');
     },
   };

@@ -6,9 +6,9 @@
 import { timestampDate } from '@bufbuild/protobuf/wkt';
 import { RedemptionTransition, type CouponRedemptionChanged } from '../../gen/coupon/events/v1/redemption_pb.js';
 import type { BatchHandler, ConsumedRecord, Rejection } from '../events/batch-consumer.ts';
-import { isUuid } from '../gate/gate.ts';
+import { isUuid } from '../domain/ids.ts';
 import type { Logger } from '../log.ts';
-import type { UserCouponRow } from '../store/coupons.ts';
+import { seqWindows, type UserCouponRow } from '../store/coupons.ts';
 import type { Db } from '../store/db.ts';
 import type { LedgerRedemptionRecord } from '../store/scripts.ts';
 
@@ -17,7 +17,8 @@ export interface LedgerStats { batches: number; applied: number; cancellations: 
 // - latest: the newest change per (coupon, user) in the batch; it alone decides the row's state.
 // - applied: the row takes it only if it is newer than what the row has (redemption_version).
 // - cancelled: every cancelled order is remembered, whatever its version, so a late redeem of it
-//   is refused even after Redis lost its cancelled set.
+//   is refused even after Redis lost its cancelled set. A version 0 cancellation (an order
+//   cancelled while another order held the coupon) only does this: it never changes the row.
 // - orphans: a redemption for a coupon the ledger never issued. Redis marks a coupon issued only
 //   after its row committed, so this means something is badly wrong: a person must look.
 const APPLY_SQL = `
@@ -25,7 +26,7 @@ WITH input AS (
   SELECT * FROM unnest(?::uuid[], ?::text[], ?::text[], ?::int[], ?::timestamptz[], ?::bigint[])
     AS t(coupon_id, user_id, order_id, transition, occurred_at, version)
 ), latest AS (
-  SELECT DISTINCT ON (coupon_id, user_id) * FROM input ORDER BY coupon_id, user_id, version DESC
+  SELECT DISTINCT ON (coupon_id, user_id) * FROM input WHERE version > 0 ORDER BY coupon_id, user_id, version DESC
 ), applied AS (
   UPDATE user_coupons uc
   SET order_id = CASE WHEN l.transition = ${RedemptionTransition.REDEEMED} THEN l.order_id END,
@@ -60,7 +61,7 @@ export function redemptionLedgerBatch(deps: { db: Db; log: Logger; stats?: Ledge
       const problem = !isUuid(e.couponId) ? 'coupon_id is not a UUID'
         : !e.userId ? 'user_id is empty'
           : e.transition !== RedemptionTransition.REDEEMED && e.transition !== RedemptionTransition.CANCELLED ? `transition ${e.transition} is not REDEEMED or CANCELLED`
-            : e.version < 1n ? `version ${e.version} is not positive`
+            : e.version < 0n || (e.version === 0n && e.transition !== RedemptionTransition.CANCELLED) ? `version ${e.version} is not positive`
               : undefined;
       if (problem) rejected.push({ record, reason: 'INVALID_EVENT', error: problem });
       else valid.push(record);
@@ -102,16 +103,33 @@ const rowRecord = (row: RestoreRow): LedgerRedemptionRecord => ({
   kind: 'row', userId: row.user_id, seq: row.seq, issuedAtMs: row.issued_at.getTime(), value: redemptionValue(row), version: row.redemption_version,
 });
 
+/** Records per page when loading a coupon's redemption state: a load holds one page, never the coupon. */
+export const REDEMPTION_PAGE = 5_000;
+
 /**
- * Every redemption change the ledger holds for the coupon: the rows that ever changed, and the
- * cancelled orders (also those of users whose coupon was still pending when cancelled).
+ * Every redemption change the ledger holds for the coupon, a page at a time: the rows that ever
+ * changed (read by seq window, so each query is one bounded index range: store/coupons.ts
+ * seqWindows), then the cancelled orders (also those of users whose coupon was still pending when
+ * cancelled), by keyset on their primary key.
  */
-export async function couponRedemptions(db: Db, couponId: string): Promise<LedgerRedemptionRecord[]> {
-  const [rows, cancelled] = await Promise.all([
-    db<UserCouponRow>('user_coupons').where({ coupon_id: couponId }).andWhere('redemption_version', '>', 0).select<RestoreRow[]>(...RESTORE_COLUMNS),
-    db('redemption_cancellations').where({ coupon_id: couponId }).select<{ user_id: string; order_id: string }[]>('user_id', 'order_id'),
-  ]);
-  return [...rows.map(rowRecord), ...cancelled.map((c): LedgerRedemptionRecord => ({ kind: 'cancelled', userId: c.user_id, orderId: c.order_id }))];
+export async function* couponRedemptions(db: Db, couponId: string, pageSize = REDEMPTION_PAGE): AsyncGenerator<LedgerRedemptionRecord[]> {
+  for await (const [from, to] of seqWindows(db, couponId, pageSize)) {
+    const rows = await db<UserCouponRow>('user_coupons').where({ coupon_id: couponId })
+      .andWhere('seq', '>', from).andWhere('seq', '<=', to).andWhere('redemption_version', '>', 0)
+      .select<RestoreRow[]>(...RESTORE_COLUMNS);
+    if (rows.length > 0) yield rows.map(rowRecord);
+  }
+  for (let after: { userId: string; orderId: string } | undefined; ;) {
+    const query = db('redemption_cancellations').where({ coupon_id: couponId })
+      .orderBy([{ column: 'user_id' }, { column: 'order_id' }]).limit(pageSize)
+      .select<{ user_id: string; order_id: string }[]>('user_id', 'order_id');
+    if (after) query.andWhereRaw('(user_id, order_id) > (?, ?)', [after.userId, after.orderId]);
+    const cancelled = await query;
+    if (cancelled.length > 0) yield cancelled.map((c): LedgerRedemptionRecord => ({ kind: 'cancelled', userId: c.user_id, orderId: c.order_id }));
+    if (cancelled.length < pageSize) return;
+    const last = cancelled.at(-1)!;
+    after = { userId: last.user_id, orderId: last.order_id };
+  }
 }
 
 /** One user's ledger row as a restore record; undefined when the ledger has not issued them the coupon. */

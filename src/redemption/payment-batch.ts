@@ -3,10 +3,10 @@
 // so a result delivered twice (or a batch retried) restores the coupon once.
 import type { PaymentResult } from '../../gen/payment/v1/payment_pb.js';
 import { PaymentStatus } from '../../gen/payment/v1/payment_pb.js';
-import { DomainError } from '../domain-error.ts';
+import { DomainError } from '../domain/errors.ts';
 import type { BatchHandler, ConsumedRecord, Rejection } from '../events/batch-consumer.ts';
 import type { Logger } from '../log.ts';
-import { requireId } from '../server/validate.ts';
+import { requireId } from '../domain/ids.ts';
 import type { CancelOutcome, Redemption } from './redemption.ts';
 
 export interface PaymentResultStats { failedPayments: number; cancelled: number; unchanged: number; mismatched: number }

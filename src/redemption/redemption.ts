@@ -11,20 +11,23 @@
 // every event carries the (coupon, user) version, and the ledger ignores versions it already has.
 import { create } from '@bufbuild/protobuf';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../store/redis.ts';
 import { CouponRedemptionChangedSchema, RedemptionTransition, type CouponRedemptionChanged } from '../../gen/coupon/events/v1/redemption_pb.js';
-import { DomainError } from '../domain-error.ts';
+import { DomainError } from '../domain/errors.ts';
 import { PublishError, type BatchingPublisher } from '../events/publisher.ts';
 import type { Logger } from '../log.ts';
-import { isUuid } from '../gate/gate.ts';
-import type { UserCouponView } from '../gate/user-coupons.ts';
+import { isUuid } from '../domain/ids.ts';
+import type { UserCouponView } from '../catalog/user-coupons.ts';
+import type { ActiveCoupons } from '../store/active-coupons.ts';
 import { findCoupon } from '../store/coupons.ts';
 import type { Db } from '../store/db.ts';
 import { couponKeys, parseRedemptionValue, type RedemptionValue } from '../store/keys.ts';
 
 export { parseRedemptionValue, type RedemptionValue };
-import type { CouponScripts, RedemptionOutcome } from '../store/scripts.ts';
+import type { CouponScripts, RedemptionOutcome, WithoutGate } from '../store/scripts.ts';
 import { couponRedemptions, userRedemption } from './ledger.ts';
+import type { LossGuard } from '../gate/loss-guard.ts';
+import type { ReplicaAcks } from '../store/replica-acks.ts';
 
 /** Encodes CouponRedemptionChanged in the registry's wire format. */
 export interface RedemptionEncoder { encode(message: CouponRedemptionChanged): Buffer }
@@ -37,16 +40,21 @@ export interface RedemptionDeps {
   encoder: RedemptionEncoder;
   /** The redemption topic (coupon.v1.redemption under KAFKA_TOPIC_PREFIX). */
   topic: string;
-  /** The set of this environment's coupons that the recovery loop walks (couponIndexKey). */
-  indexKey: string;
+  /** The coupons that may hold outbox entries, which the recovery loop walks (store/active-coupons.ts). */
+  active: ActiveCoupons;
   log: Logger;
   now?: () => number;
   /**
-   * True when the ledger consumer has applied every event now on the redemption topic. A coupon's
-   * redemption state is loaded from the ledger only then: an event not yet applied would be
-   * missing from it, and loading older state could let a second order redeem the coupon.
+   * Says when the ledger can be trusted for this coupon: no redemption change from before the loss
+   * can still land, the ledger consumer has applied what did, and no dead letter still owns a
+   * change (gate/loss-guard.ts). Loading older state could let a second order redeem the coupon.
    */
-  ledgerCaughtUp: () => Promise<boolean>;
+  guard: LossGuard;
+  /**
+   * REDIS_WAIT_REPLICAS: a change is answered OK only once this many Redis replicas hold it, so a
+   * failover cannot undo a redemption its caller heard about (store/replica-acks.ts).
+   */
+  acks?: ReplicaAcks | undefined;
 }
 
 
@@ -100,21 +108,23 @@ export class Redemption {
   /** RedeemCoupon: binds the user's issued coupon to the order, or says why not. */
   async redeem(couponId: string, userId: string, orderId: string): Promise<UserCouponView> {
     const meta = { coupon_id: couponId, user_id: userId, order_id: orderId };
-    let validUntilMs: number | undefined;
+    let withoutGate: WithoutGate | undefined;
     // At most: meta lost → read the coupon; coupon not loaded → load it; user lost → restore; decide.
     for (let attempt = 0; attempt < 5; attempt++) {
-      const o = await this.d.scripts.redeem(couponId, userId, orderId, this.now(), validUntilMs);
+      const o = await this.d.scripts.redeem(couponId, userId, orderId, this.now(), withoutGate);
       switch (o.status) {
-        case 'NO_META':
-          validUntilMs = (await this.couponOrThrow(couponId)).valid_until?.getTime() ?? 0;
+        case 'NO_META': {
+          const row = await this.couponOrThrow(couponId);
+          withoutGate = { validUntilMs: row.valid_until?.getTime() ?? 0, deadlineMs: this.d.scripts.deadlineWithoutGate(row, this.now()) };
           continue;
+        }
         case 'UNLOADED':
           await this.load(couponId);
           continue;
         case 'MISSING':
           // Pending, never won, or state Redis lost: the ledger decides. An issued coupon is
           // restored, never answered NOT_ISSUED.
-          if (await this.restoreUser(couponId, userId)) continue;
+          if (await this.restoreUser(couponId, userId, withoutGate?.deadlineMs)) continue;
           throw new DomainError('COUPON_NOT_ISSUED', 'the user holds no issued coupon (never won, or not yet issued)', meta);
         case 'ALREADY_REDEEMED':
           throw new DomainError('COUPON_ALREADY_REDEEMED', 'the coupon is redeemed by another order', meta);
@@ -124,7 +134,7 @@ export class Redemption {
           throw new DomainError('COUPON_EXPIRED', 'the coupon is past its valid_until', meta);
         case 'REDEEMED':
         case 'UNCHANGED':
-          await this.publishJournaled(couponId, o.outbox, meta);
+          await this.publishReplicated(couponId, o.outbox, meta);
           if (o.status === 'REDEEMED') this.d.log.info(meta, 'coupon redeemed');
           return viewOf(couponId, userId, o);
       }
@@ -136,13 +146,14 @@ export class Redemption {
   async cancel(couponId: string, userId: string, orderId: string): Promise<{ view: UserCouponView; outcome: CancelOutcome }> {
     const meta = { coupon_id: couponId, user_id: userId, order_id: orderId };
     let ledgerChecked = false;
+    let deadlineMs: number | undefined;
     for (let attempt = 0; attempt < 5; attempt++) {
-      const o = await this.d.scripts.cancelRedemption(couponId, userId, orderId, this.now(), ledgerChecked);
+      const o = await this.d.scripts.cancelRedemption(couponId, userId, orderId, this.now(), ledgerChecked, deadlineMs);
       switch (o.status) {
         case 'NO_META':
-          await this.couponOrThrow(couponId);
+          deadlineMs = this.d.scripts.deadlineWithoutGate(await this.couponOrThrow(couponId), this.now());
           await this.load(couponId);
-          await this.restoreUser(couponId, userId);
+          await this.restoreUser(couponId, userId, deadlineMs);
           ledgerChecked = true;
           continue;
         case 'UNLOADED':
@@ -150,15 +161,17 @@ export class Redemption {
           await this.load(couponId);
           continue;
         case 'MISSING':
-          await this.restoreUser(couponId, userId);
+          await this.restoreUser(couponId, userId, deadlineMs);
           ledgerChecked = true;
           continue;
         case 'ORDER_MISMATCH':
-          throw new DomainError('ORDER_MISMATCH', 'the coupon is redeemed by another order; nothing was cancelled', meta);
+          // The order is remembered as cancelled: publish that before answering.
+          await this.publishJournaled(couponId, o.outbox, meta);
+          throw new DomainError('ORDER_MISMATCH', 'the coupon is redeemed by another order; nothing was given back, and this order can no longer redeem it', meta);
         case 'CANCELLED':
         case 'RECORDED':
         case 'UNCHANGED':
-          await this.publishJournaled(couponId, o.outbox, meta);
+          await this.publishReplicated(couponId, o.outbox, meta);
           if (o.status !== 'UNCHANGED') this.d.log.info({ ...meta, outcome: o.status }, 'redemption cancelled');
           return { view: viewOf(couponId, userId, o), outcome: o.status };
       }
@@ -172,21 +185,44 @@ export class Redemption {
    */
   async recoverStale(staleMs: number): Promise<number> {
     const cutoff = this.now() - staleMs;
-    const coupons = await this.d.redis.smembers(this.d.indexKey);
-    const journals = await Promise.all(coupons.map((couponId) => this.d.redis.zrangebylex(couponKeys(couponId).outbox, '-', '+', 'LIMIT', 0, 1_000)));
     let republished = 0;
     const failures: unknown[] = [];
-    await Promise.all(coupons.map(async (couponId, i) => {
-      const stale = journals[i]!.filter((member) => (parseOutboxEntry(member)?.change.atMs ?? 0) < cutoff);
-      if (stale.length === 0) return;
-      try {
-        await this.publish(couponId, stale);
-        republished += stale.length;
-      } catch (err) { failures.push(err); }
-    }));
+    // Only coupons that may hold outbox entries, a page at a time with one round trip per page; the
+    // gate's recovery pass drops the idle ones from the index (store/active-coupons.ts).
+    for await (const page of this.d.active.pages()) {
+      const journals = await Promise.all(page.map(({ couponId }) => this.d.redis.zrangebylex(couponKeys(couponId).outbox, '-', '+', 'LIMIT', 0, 1_000)));
+      await Promise.all(page.map(async ({ couponId }, i) => {
+        const stale = journals[i]!.filter((member) => (parseOutboxEntry(member)?.change.atMs ?? 0) < cutoff);
+        if (stale.length === 0) return;
+        try {
+          await this.publish(couponId, stale);
+          republished += stale.length;
+        } catch (err) { failures.push(err); }
+      }));
+    }
     if (republished > 0) this.d.log.warn({ republished }, 'republished redemption changes whose publish had not finished');
     if (failures.length > 0) throw failures[0];
     return republished;
+  }
+
+  /**
+   * publishJournaled, and, overlapping it, waits for REDIS_WAIT_REPLICAS replicas to hold the
+   * change (store/replica-acks.ts). Called right after the script answered, so the wait goes to the
+   * node that ran it. Unconfirmed: UNAVAILABLE, and the change stands, journaled, as after a failed
+   * publish: a retry with the same order id answers from what survived.
+   */
+  private async publishReplicated(couponId: string, outbox: string[], meta: Record<string, string>): Promise<void> {
+    const acks = this.d.acks;
+    if (!acks?.enabled) return this.publishJournaled(couponId, outbox, meta);
+    const key = couponKeys(couponId).redeem;
+    const node = acks.nodeOf(key);
+    const [published, replicated] = await Promise.allSettled([this.publishJournaled(couponId, outbox, meta), acks.confirm(key, node)]);
+    if (published.status === 'rejected') throw published.reason;
+    if (replicated.status === 'rejected') {
+      const err = replicated.reason as Error;
+      this.d.log.warn({ ...meta, err: err.message }, 'Redis replicas did not confirm the redemption change; not answering OK');
+      throw new DomainError('BACKEND_UNAVAILABLE', 'the change is recorded, but no Redis replica confirmed it yet; retry with the same order_id', meta, err);
+    }
   }
 
   /** Publishes the user's journaled changes (the new one and any left unacknowledged), then answers. */
@@ -232,9 +268,11 @@ export class Redemption {
   }
 
   /**
-   * Loads every redemption change the ledger holds for the coupon into Redis, once the ledger
-   * consumer has applied everything on the topic, then marks the coupon loaded. Needed once per
-   * coupon per Redis lifetime: for a new coupon the ledger holds nothing and this is one query.
+   * Loads every redemption change the ledger holds for the coupon into Redis, once the ledger can
+   * be trusted for it (the guard), then marks the coupon loaded. Needed once per coupon per Redis
+   * lifetime (or after its keys expired): a new coupon is marked loaded when it is created. The
+   * ledger comes a page at a time, each page in short script calls, so neither this process nor
+   * Redis ever handles the whole coupon at once.
    */
   private load(couponId: string): Promise<void> {
     let pending = this.loading.get(couponId);
@@ -246,18 +284,17 @@ export class Redemption {
   }
 
   private async loadFromLedger(couponId: string): Promise<void> {
-    const caughtUp = await this.d.ledgerCaughtUp().catch((err: unknown) => {
-      this.d.log.warn({ couponId, err: (err as Error).message }, 'could not check the redemption ledger consumer');
-      return false;
-    });
-    if (!caughtUp) {
-      throw new DomainError('BACKEND_UNAVAILABLE', "this coupon's redemption state is being loaded from the ledger; retry shortly", { coupon_id: couponId });
+    if ((await this.d.guard.ready(couponId)) === 'PRESENT') return;
+    // One deadline for every call of this load, so its keys expire together (lib/expiry.lua).
+    const deadlineMs = this.d.scripts.deadlineWithoutGate(await this.couponOrThrow(couponId), this.now());
+    let records = 0;
+    for await (const page of couponRedemptions(this.d.db, couponId)) {
+      await this.d.scripts.restoreRedemption(couponId, page, false, deadlineMs);
+      records += page.length;
     }
-    const records = await couponRedemptions(this.d.db, couponId);
-    await this.d.scripts.restoreRedemption(couponId, records, true);
-    // The recovery loop walks this set for journaled changes.
-    await this.d.redis.sadd(this.d.indexKey, couponId);
-    if (records.length > 0) this.d.log.warn({ couponId, records: records.length }, 'redemption state loaded from the ledger');
+    await this.d.scripts.restoreRedemption(couponId, [], true, deadlineMs);
+    await this.d.guard.rebuilt(couponId);
+    if (records > 0) this.d.log.warn({ couponId, records }, 'redemption state loaded from the ledger');
   }
 
   /**
@@ -266,10 +303,10 @@ export class Redemption {
    * consumer: the coupon is loaded, so every later change of this user is in Redis already, and the
    * script never overwrites newer state. False when the ledger has not issued the user the coupon.
    */
-  private async restoreUser(couponId: string, userId: string): Promise<boolean> {
+  private async restoreUser(couponId: string, userId: string, deadlineMs?: number): Promise<boolean> {
     const record = isUuid(couponId) ? await userRedemption(this.d.db, couponId, userId) : undefined;
     if (!record) return false;
-    await this.d.scripts.restoreRedemption(couponId, [record], false);
+    await this.d.scripts.restoreRedemption(couponId, [record], false, deadlineMs);
     return true;
   }
 }

@@ -1,67 +1,87 @@
 // coupon-api: wires config to clients, the CouponService, health and reflection, and the HTTP server.
-import type { Config } from '../config.ts';
+import cluster from 'node:cluster';
+import { readFileSync } from 'node:fs';
+import { redisTarget, type Config } from '../config.ts';
 import type { Logger } from '../log.ts';
 import { createDb, migrate } from '../store/db.ts';
-import { createRedis } from '../store/redis.ts';
-import { createKafka } from '../events/kafka.ts';
+import { createRedis, redisReady } from '../store/redis.ts';
+import { ReplicaAcks } from '../store/replica-acks.ts';
+import { createKafka, createPublishingKafka } from '../events/kafka.ts';
+import { Alerter } from '../events/alert.ts';
 import { ensureTopics, topicNames } from '../events/topics.ts';
 import { BatchingPublisher } from '../events/publisher.ts';
 import { EventRegistry } from '../events/registry.ts';
 import { CouponScripts } from '../store/scripts.ts';
+import { CouponCatalog } from '../catalog/catalog.ts';
 import { Gate } from '../gate/gate.ts';
+import { GateRebuilder } from '../gate/rebuild.ts';
+import { LossGuard, lossSettleMs } from '../gate/loss-guard.ts';
+import { recordGateRelease } from '../store/gate-releases.ts';
+import { recoverStaleReservations } from '../gate/recovery.ts';
 import { CouponIssueRequestedSchema } from '../../gen/coupon/events/v1/issue_pb.js';
 import { gateHandlers, readHandlers } from './coupon-service.ts';
 import { redemptionHandlers } from './redemption-service.ts';
 import { createRedemption } from '../redemption/app.ts';
 import { errorMapping } from './interceptors.ts';
+import { authInterceptor, jwksFrom } from './auth.ts';
 import { consumerCaughtUp } from '../events/consumer-lag.ts';
-import { couponIndexKey } from '../store/keys.ts';
+import { ActiveCoupons } from '../store/active-coupons.ts';
+import { activeCouponsKey, legacyCouponIndexKey } from '../store/keys.ts';
 import { CouponService } from '../../gen/coupon/v1/coupon_service_pb.js';
-import { HealthMonitor, type Probe } from './health.ts';
+import { dependencyProbes, HealthMonitor } from './health.ts';
+import { grpcMetrics } from './grpc-metrics.ts';
+import { rpcTracing } from '../telemetry/rpc.ts';
+import { exposeProcessMetrics } from '../metrics/serve.ts';
 import { listen, type RunningServer } from './http.ts';
 import { routes } from './routes.ts';
 
 export interface ApiApp { server: RunningServer; close(): Promise<void> }
 
-export function dependencyProbes(config: Config, clients: { db: ReturnType<typeof createDb>; redis: ReturnType<typeof createRedis>; kafkaAdmin: ReturnType<ReturnType<typeof createKafka>['admin']> }): Probe[] {
-  return [
-    { name: 'postgres', check: () => clients.db.raw('select 1') },
-    { name: 'redis', check: () => clients.redis.ping() },
-    { name: 'kafka', check: () => clients.kafkaAdmin.describeCluster() },
-    {
-      name: 'schema-registry',
-      check: async () => {
-        const res = await fetch(`${config.SCHEMA_REGISTRY_URL}/subjects`, { signal: AbortSignal.timeout(1_500) });
-        if (!res.ok) throw new Error(`registry answered HTTP ${res.status}`);
-      },
-    },
-  ];
-}
-
 export async function startApi(config: Config, log: Logger): Promise<ApiApp> {
   const db = createDb(config.DATABASE_URL, config.DATABASE_POOL_MAX);
-  const redis = createRedis(config.REDIS_URL);
+  const redis = createRedis(redisTarget(config));
   const kafka = createKafka(config.KAFKA_BROKERS, `${config.KAFKA_CLIENT_ID}-api`, log);
   const kafkaAdmin = kafka.admin({ retry: { retries: 0 } });
 
   await migrate(db);
+  // A cluster takes no command before it has its slot map (no offline queue): wait for it once.
+  await redisReady(redis);
   await kafkaAdmin.connect();
   const topics = topicNames(config.KAFKA_TOPIC_PREFIX);
-  await ensureTopics(kafkaAdmin, { partitions: config.KAFKA_TOPIC_PARTITIONS, replicationFactor: config.KAFKA_REPLICATION_FACTOR }, Object.values(topics));
+  await ensureTopics(kafkaAdmin, { partitions: config.KAFKA_TOPIC_PARTITIONS, replicationFactor: config.KAFKA_REPLICATION_FACTOR, minInsyncReplicas: config.KAFKA_MIN_INSYNC_REPLICAS }, Object.values(topics));
 
   // Every producer registers its schema before serving; an incompatible schema stops the start.
   const registry = new EventRegistry({ url: config.SCHEMA_REGISTRY_URL, compatibility: config.SCHEMA_COMPATIBILITY });
   const issueCodec = await registry.forTopic(topics.issue, CouponIssueRequestedSchema);
 
-  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false, retry: { retries: 3, initialRetryTime: 100, maxRetryTime: 1_000 } });
-  await producer.connect();
-  const publisher = new BatchingPublisher(producer, { lingerMs: config.PUBLISH_LINGER_MS, maxBatch: config.PUBLISH_MAX_BATCH, timeoutMs: config.PUBLISH_TIMEOUT_MS }, log);
-  const scripts = new CouponScripts(redis);
-  const issuerCaughtUp = consumerCaughtUp(kafkaAdmin, config.KAFKA_ISSUER_GROUP, topics.issue, 2_000);
-  const indexKey = couponIndexKey(config.KAFKA_TOPIC_PREFIX);
-  const gate = new Gate({ db, redis, scripts, publisher, encoder: issueCodec, topic: topics.issue, indexKey, log, issuerCaughtUp, publishTimeoutMs: config.PUBLISH_TIMEOUT_MS, failpoint: config.FAILPOINT });
-  const recovery = every(config.RECOVERY_INTERVAL_MS, () => gate.recoverStale(config.RECOVERY_STALE_MS), log);
-  const redemption = await createRedemption({ config, log, db, redis, registry, publisher, admin: kafkaAdmin });
+  // Its own client: the bound on every send (PUBLISH_TIMEOUT_MS) resets this client's connections.
+  const publishing = createPublishingKafka(config.KAFKA_BROKERS, `${config.KAFKA_CLIENT_ID}-api-publish`, log, config.PUBLISH_TIMEOUT_MS);
+  const publisher = new BatchingPublisher(publishing.producer, { lingerMs: config.PUBLISH_LINGER_MS, maxBatch: config.PUBLISH_MAX_BATCH, timeoutMs: config.PUBLISH_TIMEOUT_MS, fence: publishing.fence }, log);
+  await publisher.connect();
+  // The coupons the recovery loops walk: marked by the gate's and redemption's scripts (store/active-coupons.ts).
+  const active = new ActiveCoupons(redis, activeCouponsKey(config.KAFKA_TOPIC_PREFIX));
+  const scripts = new CouponScripts(redis, { active, retentionMs: config.REDIS_RETENTION });
+  const alerter = new Alerter(log, config.ALERT_WEBHOOK_URL);
+  const catalog = new CouponCatalog({ db, redis, scripts, log });
+  const guard = new LossGuard({
+    redis, scripts, db, alerter, log,
+    state: 'gate',
+    settleMs: lossSettleMs(config.PUBLISH_TIMEOUT_MS),
+    consumerCaughtUp: consumerCaughtUp(kafkaAdmin, config.KAFKA_ISSUER_GROUP, topics.issue, 2_000),
+    topic: topics.issue,
+    dltTopic: topics.issueDlt,
+    blockedAlert: 'coupon.gate.rebuild_blocked',
+  });
+  const rebuilder = new GateRebuilder({ db, redis, scripts, log, guard });
+  const gate = new Gate({
+    redis, scripts, publisher, encoder: issueCodec, topic: topics.issue, rebuilder, log,
+    recordRelease: (release) => recordGateRelease(db, release),
+    publishTimeoutMs: config.PUBLISH_TIMEOUT_MS, failpoint: config.FAILPOINT,
+    acks: new ReplicaAcks(redis, { replicas: config.REDIS_WAIT_REPLICAS, timeoutMs: config.REDIS_WAIT_TIMEOUT_MS }),
+  });
+  const recoveryDeps = { redis, scripts, active, legacyIndexKey: legacyCouponIndexKey(config.KAFKA_TOPIC_PREFIX), publisher, encoder: issueCodec, topic: topics.issue, log };
+  const recovery = every(config.RECOVERY_INTERVAL_MS, () => recoverStaleReservations(recoveryDeps, config.RECOVERY_STALE_MS), log);
+  const redemption = await createRedemption({ config, log, db, redis, registry, publisher, admin: kafkaAdmin, alerter });
   const redemptionRecovery = every(config.RECOVERY_INTERVAL_MS, () => redemption.recoverStale(config.RECOVERY_STALE_MS), log);
 
   const health = new HealthMonitor({
@@ -71,15 +91,37 @@ export async function startApi(config: Config, log: Logger): Promise<ApiApp> {
   });
   await health.start();
 
+  const metrics = await exposeProcessMetrics(config.API_HOST, config.API_METRICS_PORT);
+  if (config.AUTH_MODE === 'off') log.warn({ host: config.API_HOST }, 'AUTH_MODE=off: every caller may call every RPC (allowed on loopback only)');
   const server = await listen({
     host: config.API_HOST,
     port: config.API_PORT,
     maxMessageBytes: config.API_MAX_MESSAGE_BYTES,
-    routes: routes({ ...gateHandlers(gate), ...readHandlers(db, redis), ...redemptionHandlers(redemption) }, health),
-    interceptors: [errorMapping(log)],
+    acceptSockets: config.API_ACCEPT_SOCKETS,
+    // A worker's primary checked the port and picked it (API_PORT=0); workers share it.
+    sharedPort: cluster.isWorker,
+    tls: config.API_TLS_CERT && config.API_TLS_KEY
+      ? { cert: readFileSync(config.API_TLS_CERT), key: readFileSync(config.API_TLS_KEY), clientCa: config.API_TLS_CLIENT_CA ? readFileSync(config.API_TLS_CLIENT_CA) : undefined }
+      : undefined,
+    limits: {
+      firstByteTimeoutMs: config.API_FIRST_BYTE_TIMEOUT_MS,
+      headersTimeoutMs: config.API_HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: config.API_REQUEST_TIMEOUT_MS,
+      idleTimeoutMs: config.API_IDLE_TIMEOUT_MS,
+      maxConnections: config.API_MAX_CONNECTIONS,
+      maxConcurrentStreams: config.API_MAX_CONCURRENT_STREAMS,
+      maxSessionMemoryMb: config.API_MAX_SESSION_MEMORY_MB,
+    },
+    routes: routes({ ...gateHandlers(catalog, gate), ...readHandlers(db, redis), ...redemptionHandlers(redemption) }, health),
+    interceptors: config.AUTH_MODE === 'jwt'
+      ? [grpcMetrics([CouponService]), rpcTracing(), authInterceptor({ keys: jwksFrom({ url: config.AUTH_JWKS_URL, file: config.AUTH_JWKS_FILE }), issuer: config.AUTH_ISSUER, audience: config.AUTH_AUDIENCE, log }), errorMapping(log)]
+      : [grpcMetrics([CouponService]), rpcTracing(), errorMapping(log)],
     log,
   });
-  log.info({ url: server.url, port: server.port, health: health.problems() }, 'coupon-api listening');
+  const ready = { url: server.url, port: server.port, tls: Boolean(config.API_TLS_CERT), mutualTls: Boolean(config.API_TLS_CLIENT_CA), health: health.problems() };
+  // A node:cluster worker says so with its pid; its primary prints `coupon-api listening` once all listen.
+  if (cluster.isWorker) log.info({ ...ready, pid: process.pid }, 'worker listening');
+  else log.info({ ...ready, metricsPort: metrics?.port }, 'coupon-api listening');
 
   return {
     server,
@@ -88,8 +130,9 @@ export async function startApi(config: Config, log: Logger): Promise<ApiApp> {
       recovery.stop();
       redemptionRecovery.stop();
       await server.close(config.API_SHUTDOWN_GRACE_MS);
+      await metrics?.close();
       await publisher.flush();
-      await Promise.allSettled([producer.disconnect(), kafkaAdmin.disconnect()]);
+      await Promise.allSettled([publisher.disconnect(), kafkaAdmin.disconnect()]);
       await Promise.allSettled([redis.quit(), db.destroy()]);
     },
   };

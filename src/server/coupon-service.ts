@@ -4,13 +4,14 @@ import { create } from '@bufbuild/protobuf';
 import { timestampDate, timestampFromDate, type Timestamp } from '@bufbuild/protobuf/wkt';
 import { CouponService } from '../../gen/coupon/v1/coupon_service_pb.js';
 import { CouponSchema, CouponStatus, UserCouponState } from '../../gen/coupon/v1/coupon_pb.js';
-import type { CouponView, Gate, UserCouponStateName } from '../gate/gate.ts';
-import { getUserCoupon, listUserCoupons, type UserCouponView } from '../gate/user-coupons.ts';
+import type { CouponCatalog, CouponView, UserCouponStateName } from '../catalog/catalog.ts';
+import { getUserCoupon, listUserCoupons, type UserCouponView } from '../catalog/user-coupons.ts';
+import { invalidField } from '../domain/errors.ts';
+import { requireId, requireIntInRange, requireText } from '../domain/ids.ts';
+import type { Gate } from '../gate/gate.ts';
 import type { Db } from '../store/db.ts';
 import type { Redis } from '../store/redis.ts';
 import { UserCouponSchema } from '../../gen/coupon/v1/coupon_pb.js';
-import { invalidField } from './errors.ts';
-import { requireId, requireIntInRange, requireText } from './validate.ts';
 
 export const MAX_TOTAL_QUANTITY = 10_000_000;
 // Timestamps a caller may send: years 1970 to 9999.
@@ -70,7 +71,7 @@ export function readHandlers(db: Db, redis: Redis): Pick<ServiceImpl<typeof Coup
   };
 }
 
-export function gateHandlers(gate: Gate): Pick<ServiceImpl<typeof CouponService>, 'createCoupon' | 'getCoupon' | 'issueCoupon'> {
+export function gateHandlers(catalog: CouponCatalog, gate: Gate): Pick<ServiceImpl<typeof CouponService>, 'createCoupon' | 'getCoupon' | 'issueCoupon'> {
   return {
     async createCoupon(req) {
       const name = requireText('name', req.name, 200);
@@ -81,11 +82,13 @@ export function gateHandlers(gate: Gate): Pick<ServiceImpl<typeof CouponService>
       const validUntil = requireTime('valid_until', req.validUntil);
       if (closesAt && closesAt <= opensAt) throw invalidField('closes_at', 'must be after opens_at');
       if (validUntil && validUntil <= opensAt) throw invalidField('valid_until', 'must be after opens_at');
-      const view = await gate.createCoupon({ name, totalQuantity, opensAt, closesAt, discountAmount, validUntil });
+      // A coupon won at the last moment of the window must still be redeemable.
+      if (validUntil && closesAt && validUntil < closesAt) throw invalidField('valid_until', 'must not be before closes_at');
+      const view = await catalog.createCoupon({ name, totalQuantity, opensAt, closesAt, discountAmount, validUntil });
       return { coupon: couponMessage(view) };
     },
     async getCoupon(req) {
-      const view = await gate.getCoupon(requireId('coupon_id', req.couponId));
+      const view = await catalog.getCoupon(requireId('coupon_id', req.couponId));
       return { coupon: couponMessage(view) };
     },
     async issueCoupon(req) {

@@ -1,14 +1,38 @@
 // grpc.health.v1.Health (Check, Watch, List). A background probe checks every dependency the API
 // needs; the overall status ("") and coupon.v1.CouponService are SERVING only while all of them
 // answer. Check reads the cached result, so health checks never pile load onto the dependencies.
+// Each probe's result is also coupon_dependency_up{dependency}; coupon-issuer runs the same probes
+// for that gauge alone.
 import { EventEmitter, on } from 'node:events';
 import { Code, ConnectError, type ConnectRouter } from '@connectrpc/connect';
 import { create } from '@bufbuild/protobuf';
+import type { Admin } from 'kafkajs';
 import { Health, HealthCheckResponseSchema, HealthCheckResponse_ServingStatus as Status } from '../../gen/health/v1/health_pb.js';
+import type { Config } from '../config.ts';
 import type { Logger } from '../log.ts';
+import { dependencyUp } from '../metrics/dependencies.ts';
+import type { Db } from '../store/db.ts';
+import { pingAll, type Redis } from '../store/redis.ts';
 
 /** A named dependency check; it rejects (or times out) when the dependency is unreachable. */
 export interface Probe { name: string; check(): Promise<unknown> }
+
+/** Cheap checks of PostgreSQL, Redis, Kafka and the schema registry, named as coupon_dependency_up labels them. */
+export function dependencyProbes(config: Config, clients: { db: Db; redis: Redis; kafkaAdmin: Admin }): Probe[] {
+  return [
+    { name: 'postgres', check: () => clients.db.raw('select 1') },
+    // On a Redis Cluster: every master, and the cluster's own state.
+    { name: 'redis', check: () => pingAll(clients.redis) },
+    { name: 'kafka', check: () => clients.kafkaAdmin.describeCluster() },
+    {
+      name: 'registry',
+      check: async () => {
+        const res = await fetch(`${config.SCHEMA_REGISTRY_URL}/subjects`, { signal: AbortSignal.timeout(1_500) });
+        if (!res.ok) throw new Error(`registry answered HTTP ${res.status}`);
+      },
+    },
+  ];
+}
 
 export class HealthMonitor {
   private readonly events = new EventEmitter();
@@ -71,6 +95,7 @@ export class HealthMonitor {
       }
     }));
     for (const [name, problem] of results) {
+      dependencyUp.set({ dependency: name }, problem === undefined ? 1 : 0);
       const before = this.failing.get(name);
       if (problem === undefined) {
         if (before !== undefined) this.log.info({ dependency: name }, 'dependency reachable again');

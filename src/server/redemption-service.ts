@@ -4,7 +4,7 @@ import type { ServiceImpl } from '@connectrpc/connect';
 import type { CouponService } from '../../gen/coupon/v1/coupon_service_pb.js';
 import type { Redemption } from '../redemption/redemption.ts';
 import { userCouponMessage } from './coupon-service.ts';
-import { requireId } from './validate.ts';
+import { requireId } from '../domain/ids.ts';
 
 export function redemptionHandlers(redemption: Redemption): Pick<ServiceImpl<typeof CouponService>, 'redeemCoupon' | 'cancelRedemption'> {
   return {

@@ -16,7 +16,8 @@ export class ReflectionIndex {
   private readonly files = new Map<string, DescFile>();
   private readonly serviceNames: string[];
 
-  constructor(services: GenService<GenServiceMethods>[]) {
+  /** `extraFiles`: files no service imports but callers need, such as the error detail types. */
+  constructor(services: GenService<GenServiceMethods>[], extraFiles: DescFile[] = []) {
     this.serviceNames = services.map((s) => s.typeName);
     const collect = (f: DescFile) => {
       if (this.files.has(f.name)) return;
@@ -24,6 +25,7 @@ export class ReflectionIndex {
       f.dependencies.forEach(collect);
     };
     services.forEach((s) => collect(s.file));
+    extraFiles.forEach(collect);
     this.registry = createRegistry(...this.files.values());
   }
 
@@ -84,8 +86,8 @@ function notFound(message: string): ResponseBody {
 }
 
 /** Registers both reflection versions; `services` are the services the server exposes. */
-export function reflectionRoutes(router: ConnectRouter, services: GenService<GenServiceMethods>[]): void {
-  const index = new ReflectionIndex([...services, v1.ServerReflection, v1alpha.ServerReflection]);
+export function reflectionRoutes(router: ConnectRouter, services: GenService<GenServiceMethods>[], extraFiles: DescFile[] = []): void {
+  const index = new ReflectionIndex([...services, v1.ServerReflection, v1alpha.ServerReflection], extraFiles);
   router.service(v1.ServerReflection, {
     async *serverReflectionInfo(requests) {
       for await (const request of requests) {

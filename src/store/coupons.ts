@@ -42,7 +42,30 @@ export async function findUserCoupon(db: Db, couponId: string, userId: string): 
   return db<UserCouponRow>('user_coupons').where({ coupon_id: couponId, user_id: userId }).first();
 }
 
-export async function ledgerOf(db: Db, couponId: string): Promise<{ userId: string; seq: number; issuedAtMs: number }[]> {
-  const rows = await db<UserCouponRow>('user_coupons').where({ coupon_id: couponId }).select('user_id', 'seq', 'issued_at');
-  return rows.map((r) => ({ userId: r.user_id, seq: r.seq, issuedAtMs: r.issued_at.getTime() }));
+/** A ledger row as the gate rebuild needs it. */
+export interface LedgerRow { userId: string; seq: number; issuedAtMs: number }
+
+/** Rows per ledger page: a rebuild holds one page in memory, never the coupon. */
+export const LEDGER_PAGE = 5_000;
+
+/**
+ * The coupon's seqs in windows (from, to] of `size`, up to the highest seq in the ledger. Seqs are
+ * unique per coupon, so a window holds at most `size` rows, and a query for one reads one bounded
+ * range of the (coupon_id, seq) index whatever plan PostgreSQL picks (a LIMIT after `seq > x` can
+ * turn into sorting the rest of the coupon, page after page, when the table's statistics are stale).
+ */
+export async function* seqWindows(db: Db, couponId: string, size: number): AsyncGenerator<[from: number, to: number]> {
+  const [top] = await db<UserCouponRow>('user_coupons').where({ coupon_id: couponId }).max<{ top: number | null }[]>('seq as top');
+  for (let from = 0; from < (top?.top ?? 0); from += size) yield [from, from + size];
+}
+
+/** The coupon's ledger rows in ascending seq order, a page (seq window) at a time. */
+export async function* ledgerPages(db: Db, couponId: string, pageSize = LEDGER_PAGE): AsyncGenerator<LedgerRow[]> {
+  for await (const [from, to] of seqWindows(db, couponId, pageSize)) {
+    const rows = await db<UserCouponRow>('user_coupons')
+      .where({ coupon_id: couponId }).andWhere('seq', '>', from).andWhere('seq', '<=', to)
+      .orderBy('seq')
+      .select<Pick<UserCouponRow, 'user_id' | 'seq' | 'issued_at'>[]>('user_id', 'seq', 'issued_at');
+    if (rows.length > 0) yield rows.map((r) => ({ userId: r.user_id, seq: r.seq, issuedAtMs: r.issued_at.getTime() }));
+  }
 }

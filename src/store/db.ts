@@ -17,8 +17,12 @@ export function createDb(url: string, poolMax = 10): Db {
   });
 }
 
-/** Applies pending migrations; safe to run from several processes (knex takes a lock). */
+/**
+ * Applies pending migrations; safe to run from several processes (knex takes a lock). A database
+ * already migrated by a newer release is accepted (migrations only add), so a rollback of the
+ * service does not refuse to start.
+ */
 export async function migrate(db: Db): Promise<string[]> {
-  const [, applied] = (await db.migrate.latest({ migrationSource, tableName: 'knex_migrations' })) as [number, string[]];
+  const [, applied] = (await db.migrate.latest({ migrationSource, tableName: 'knex_migrations', disableMigrationsListValidation: true })) as [number, string[]];
   return applied;
 }

@@ -1,7 +1,9 @@
 // Redis key layout. Every key of one coupon carries the hash tag {<coupon id>}, so each script
 // touches one slot and runs unchanged on Redis Cluster.
 //
-//   coupon:{id}:meta      hash   total, opens_ms, closes_ms (0 = never), valid_until_ms (0 = never)
+//   coupon:{id}:meta      hash   total, opens_ms, closes_ms (0 = never), valid_until_ms (0 = never),
+//                                expire_at_ms (when every key of the coupon expires; 0 = never) and
+//                                retention_ms (REDIS_RETENTION when armed; see "Retention" below)
 //   coupon:{id}:winners   hash   user → seq, every user who passed the gate (HLEN = accepted count)
 //   coupon:{id}:next      string the highest fresh seq handed out
 //   coupon:{id}:free      list   seqs released after a failed publish, handed out again first
@@ -16,9 +18,25 @@
 //                                redemption changes whose event Kafka has not acknowledged yet
 //   coupon:{id}:redeem-loaded string "1" once redeem and cancelled hold every user's state from the
 //                                ledger; redemption decides nothing without it (reloaded after a loss)
-//   gate:coupons[:<prefix>] set  coupon ids created under this KAFKA_TOPIC_PREFIX, which the
-//                                recovery loops walk (so one environment never republishes
-//                                another's reservations onto its own topics)
+//   coupon:{id}:free:staging:<token>  list  the free list one gate rebuild is building; renamed
+//                                to free when that rebuild arms the gate (so two rebuilds at once
+//                                never list a seq twice); dropped when another armed first, and
+//                                expiring 10 minutes after its last write if its rebuild died
+//   coupon:{id}:rebuild-after string when (ms, Redis time) the gate, found lost, may be rebuilt from
+//                                the ledger: first noticed + settle (gate/loss-guard.ts); removed
+//                                once rebuilt
+//   coupon:{id}:redeem-load-after string the same for the redemption state (redeem-loaded lost)
+//   gate:active[:<prefix>] zset  coupon id → last time (ms) a script that can add a pending
+//                                reservation or an outbox entry was about to run, under this
+//                                KAFKA_TOPIC_PREFIX; the recovery loops walk only these (so one
+//                                environment never republishes another's), and drop a coupon once
+//                                it has neither and has been idle a while (store/active-coupons.ts)
+//   gate:coupons[:<prefix>] set  the index before gate:active (every coupon ever created); the
+//                                recovery loop drains what is left of it into gate:active
+//
+// Retention: every key of a coupon expires at the same moment, meta's expire_at_ms. Arming sets it
+// on every key that exists, and each script that creates a key gives it the same deadline
+// (lib/expiry.lua), so a coupon's keys never outlive one another.
 
 export const couponKeys = (couponId: string) => {
   const p = `coupon:{${couponId}}`;
@@ -35,10 +53,22 @@ export const couponKeys = (couponId: string) => {
     cancelled: `${p}:cancelled`,
     outbox: `${p}:outbox`,
     redeemLoaded: `${p}:redeem-loaded`,
+    rebuildAfter: `${p}:rebuild-after`,
+    redeemLoadAfter: `${p}:redeem-load-after`,
   };
 };
 
-export const couponIndexKey = (topicPrefix: string) => (topicPrefix ? `gate:coupons:${topicPrefix}` : 'gate:coupons');
+/** Every key of the coupon, in the order scripts that touch all of them take them (arming sets their expiry). */
+export const allCouponKeys = (couponId: string): string[] => Object.values(couponKeys(couponId));
+
+/** The free list one rebuild builds under its own token, renamed to `free` when it arms. */
+export const stagedFreeKey = (couponId: string, token: string) => `coupon:{${couponId}}:free:staging:${token}`;
+
+/** The coupons the recovery loops walk: those that may hold pending reservations or outbox entries. */
+export const activeCouponsKey = (topicPrefix: string) => (topicPrefix ? `gate:active:${topicPrefix}` : 'gate:active');
+
+/** The index the code before gate:active kept: every coupon ever created (drained into activeCouponsKey). */
+export const legacyCouponIndexKey = (topicPrefix: string) => (topicPrefix ? `gate:coupons:${topicPrefix}` : 'gate:coupons');
 
 /** The redemption field in `redeem` and in outbox entries: "<R|C>|<order id>|<version>|<at ms>". */
 export interface RedemptionValue { state: 'R' | 'C'; orderId: string; version: number; atMs: number }

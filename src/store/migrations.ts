@@ -64,6 +64,49 @@ const migrations: Migration[] = [
       await db.schema.dropTableIfExists('redemption_cancellations');
     },
   },
+  {
+    // Every record sent to a dead-letter topic, until it is replayed. A coupon with unreplayed dead
+    // letters still owns their seqs (issue) or their changes (redemption): rebuilding its Redis
+    // state without them could hand a seq out twice (DESIGN.md, "Redis loses everything").
+    name: '003_dead_letters',
+    async up(db) {
+      await db.schema.createTable('dead_letters', (t) => {
+        t.text('topic').notNullable();
+        t.integer('partition').notNullable();
+        t.bigInteger('offset').notNullable();
+        // The record's key: the coupon id on the issue and redemption topics; null elsewhere.
+        t.text('coupon_id').nullable();
+        t.text('reason').notNullable();
+        t.timestamp('dead_lettered_at', { useTz: true }).notNullable().defaultTo(db.fn.now());
+        t.timestamp('replayed_at', { useTz: true }).nullable();
+        t.primary(['topic', 'partition', 'offset']);
+      });
+      await db.raw('CREATE INDEX dead_letters_unreplayed_idx ON dead_letters (topic, coupon_id) WHERE replayed_at IS NULL');
+    },
+    async down(db) {
+      await db.schema.dropTableIfExists('dead_letters');
+    },
+  },
+  {
+    // Slots the gate gave back after a failed publish. Redis keeps its tombstone only while it lives;
+    // this copy outlives a Redis loss, so the issuer can still drop the released record if it lands
+    // (issuer/issue-batch.ts, when the gate is unarmed). requested_at tells a released reservation
+    // from the same user's later one with the same seq.
+    name: '004_gate_releases',
+    async up(db) {
+      await db.schema.createTable('gate_releases', (t) => {
+        t.uuid('coupon_id').notNullable().references('id').inTable('coupons');
+        t.text('user_id').notNullable();
+        t.bigInteger('seq').notNullable();
+        t.timestamp('requested_at', { useTz: true }).notNullable();
+        t.timestamp('released_at', { useTz: true }).notNullable().defaultTo(db.fn.now());
+        t.primary(['coupon_id', 'user_id', 'seq', 'requested_at']);
+      });
+    },
+    async down(db) {
+      await db.schema.dropTableIfExists('gate_releases');
+    },
+  },
 ];
 
 export const migrationSource: Knex.MigrationSource<Migration> = {

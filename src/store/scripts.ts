@@ -1,29 +1,41 @@
 // The one typed wrapper over the project's Redis Lua scripts (src/store/lua/*.lua), loaded with
 // ioredis defineCommand (EVALSHA, falling back to EVAL once per connection). Keys are passed in KEYS.
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Redis } from 'ioredis';
-import { couponKeys } from './keys.ts';
+import type { Redis } from './redis.ts';
+import type { ActiveCoupons } from './active-coupons.ts';
+import type { CouponRow, LedgerRow } from './coupons.ts';
+import { allCouponKeys, couponKeys, stagedFreeKey } from './keys.ts';
 
-const lua = (name: string) => readFileSync(join(import.meta.dirname, 'lua', `${name}.lua`), 'utf8');
+export const luaScript = (name: string) => readFileSync(join(import.meta.dirname, 'lua', `${name}.lua`), 'utf8');
+// Scripts that share helpers get lib/<name>.lua files in front of their own text (one script per
+// call, so Redis still runs each as one atomic unit).
+const withLibs = (libs: readonly string[], body: string) => [...libs.map((lib) => luaScript(`lib/${lib}`)), body].join('\n');
+
+const COUPON_KEY_COUNT = allCouponKeys('x').length;
 
 const SCRIPTS = {
-  gateLoad: { file: 'gate-load', keys: 5 },
-  gateReserve: { file: 'gate-reserve', keys: 7 },
-  gateConfirm: { file: 'gate-confirm', keys: 1 },
-  gateRelease: { file: 'gate-release', keys: 5 },
-  issuerClaim: { file: 'issuer-claim', keys: 4 },
-  issuerMarkIssued: { file: 'issuer-mark-issued', keys: 3 },
-  redeem: { file: 'redeem', keys: 7 },
-  cancelRedemption: { file: 'cancel-redemption', keys: 7 },
-  restoreRedemption: { file: 'restore-redemption', keys: 5 },
-} as const;
+  gateLoad: { file: 'gate-load', keys: 6 + COUPON_KEY_COUNT, libs: ['expiry'] },
+  gateReserve: { file: 'gate-reserve', keys: 7, libs: ['expiry'] },
+  gateConfirm: { file: 'gate-confirm', keys: 1, libs: [] },
+  gateRelease: { file: 'gate-release', keys: 6, libs: ['expiry'] },
+  issuerClaim: { file: 'issuer-claim', keys: 4, libs: ['expiry'] },
+  issuerMarkIssued: { file: 'issuer-mark-issued', keys: 3 + COUPON_KEY_COUNT, libs: ['expiry'] },
+  redeem: { file: 'redeem', keys: 7, libs: ['expiry', 'redemption'] },
+  cancelRedemption: { file: 'cancel-redemption', keys: 7, libs: ['expiry', 'redemption'] },
+  restoreRedemption: { file: 'restore-redemption', keys: 6, libs: ['expiry'] },
+  lossNoticed: { file: 'loss-noticed', keys: 2, libs: [] },
+} as const satisfies Record<string, { file: string; keys: number; libs: readonly string[] }>;
 
 type ScriptName = keyof typeof SCRIPTS;
 
 // Script calls that take many rows are split: a call's arguments are spread on the JS stack, and
-// one long script would block Redis for every other caller while it runs.
-const CHUNK = 1_000;
+// one long script would block Redis for every other caller while it runs. No script call carries
+// more than CHUNK items (rows, seqs or records).
+export const CHUNK = 1_000;
+/** How long a rebuild's staged free list outlives its last call (a rebuild that died leaves it to expire). */
+const STAGED_FREE_TTL_MS = 10 * 60_000;
 function* chunks<T>(items: readonly T[]): Generator<T[]> {
   for (let i = 0; i < items.length; i += CHUNK) yield items.slice(i, i + CHUNK);
 }
@@ -50,20 +62,81 @@ export type LedgerRedemptionRecord =
   | { kind: 'row'; userId: string; seq: number; issuedAtMs: number; value: string; version: number }
   | { kind: 'cancelled'; userId: string; orderId: string };
 
-export interface GateMeta { total: number; opensMs: number; closesMs: number; validUntilMs: number }
+/** The issuer's verdict on one record (issuer-claim.lua). */
+export type ClaimVerdict = 'OK' | 'STALE' | 'LOST' | 'UNARMED';
+
+/** State of a coupon that Redis can lose and the ledger rebuilds (gate/loss-guard.ts). */
+export type RebuiltState = 'gate' | 'redemption';
+
+export type LossNoticed = { status: 'PRESENT' } | { status: 'LOST'; rebuildAfterMs: number; nowMs: number };
+
+/** The key whose absence means the state is lost, and the marker of when it may be rebuilt. */
+export function lossKeys(couponId: string, state: RebuiltState): { present: string; marker: string } {
+  const k = couponKeys(couponId);
+  return state === 'gate' ? { present: k.meta, marker: k.rebuildAfter } : { present: k.redeemLoaded, marker: k.redeemLoadAfter };
+}
+
+export interface GateMeta {
+  total: number; opensMs: number; closesMs: number; validUntilMs: number;
+  /** When every key of the coupon expires (0 = never): see retentionDeadline. */
+  expireAtMs: number;
+  /** REDIS_RETENTION, kept in meta for the issuer to set the deadline when the coupon completes. */
+  retentionMs: number;
+}
+
+/**
+ * Retention (README, "Retention"): when a coupon's Redis state may go, 0 for never. A coupon is
+ * finished once it can no longer be issued (after closes_at, or once complete: sold out and every
+ * unit issued) nor redeemed (after valid_until); its state then stays `retentionMs` longer. A
+ * coupon without valid_until can be redeemed forever, and one with neither closes_at nor a
+ * completion can still be issued, so those keep their state. Later reads come from the ledger.
+ */
+export function retentionDeadline(row: Pick<CouponRow, 'closes_at' | 'completed_at' | 'valid_until'>, retentionMs: number): number {
+  const issuingEnds = row.closes_at ?? row.completed_at;
+  if (!row.valid_until || !issuingEnds) return 0;
+  return Math.max(issuingEnds.getTime(), row.valid_until.getTime()) + retentionMs;
+}
+
+export const gateMetaOf = (row: CouponRow, retentionMs: number): GateMeta => ({
+  total: row.total_quantity,
+  opensMs: row.opens_at.getTime(),
+  closesMs: row.closes_at?.getTime() ?? 0,
+  validUntilMs: row.valid_until?.getTime() ?? 0,
+  expireAtMs: retentionDeadline(row, retentionMs),
+  retentionMs,
+});
+
+/** The gate's view of the coupon when Redis has no gate for it: from the ledger row, for redeem.lua. */
+export interface WithoutGate { validUntilMs: number; deadlineMs: number }
+
+export interface CouponScriptsOptions {
+  /** Marked before each script that can add a pending reservation or an outbox entry. */
+  active?: ActiveCoupons;
+  /** REDIS_RETENTION in ms (default 7 days). */
+  retentionMs?: number;
+}
 
 export class CouponScripts {
   private readonly redis: Redis;
-  constructor(redis: Redis) {
+  private readonly active: ActiveCoupons | undefined;
+  readonly retentionMs: number;
+  constructor(redis: Redis, options: CouponScriptsOptions = {}) {
     this.redis = redis;
-    for (const [name, { file, keys }] of Object.entries(SCRIPTS)) {
-      try {
-        redis.defineCommand(name, { numberOfKeys: keys, lua: lua(file) });
-      } catch (err) {
-        // Scripts of later features may not exist yet in a partial checkout; fail on first use.
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      }
+    this.active = options.active;
+    this.retentionMs = options.retentionMs ?? 7 * 86_400_000;
+    for (const [name, spec] of Object.entries(SCRIPTS)) {
+      redis.defineCommand(name, { numberOfKeys: spec.keys, lua: withLibs(spec.libs, luaScript(spec.file)) });
     }
+  }
+
+  /**
+   * The deadline for keys written while the coupon has no gate in Redis (redemption state restored
+   * from the ledger): the one arming will set, or, for a coupon already past it that someone still
+   * asks about, REDIS_RETENTION from now. One value per load, so the keys of one load expire together.
+   */
+  deadlineWithoutGate(row: CouponRow, nowMs: number): number {
+    const deadline = retentionDeadline(row, this.retentionMs);
+    return deadline === 0 || deadline > nowMs ? deadline : nowMs + this.retentionMs;
   }
 
   private call(name: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown> {
@@ -72,88 +145,173 @@ export class CouponScripts {
     return fn.call(this.redis, ...keys, ...args);
   }
 
-  /** Arms the gate; `ledger` rebuilds winners and issued state from PostgreSQL rows, in chunks. */
-  async gateLoad(couponId: string, meta: GateMeta, ledger: { userId: string; seq: number; issuedAtMs: number }[] = []): Promise<boolean> {
+  /**
+   * Starts loading a gate (gate-load.lua): feed it the ledger in seq order with `rows`, then `arm`.
+   * It holds at most one chunk of free seqs, never the coupon.
+   */
+  gateLoad(couponId: string, meta: GateMeta): GateLoad {
     const k = couponKeys(couponId);
-    const keys = [k.meta, k.winners, k.next, k.issued, k.free];
-    let maxSeq = 0;
-    const held = new Set<number>();
-    for (const rows of chunks(ledger)) {
-      await this.call('gateLoad', keys, ['rows', ...rows.flatMap((r) => [r.userId, r.seq, r.issuedAtMs])]);
-      for (const r of rows) { maxSeq = Math.max(maxSeq, r.seq); held.add(r.seq); }
-    }
-    // Seqs below the highest that no ledger row holds were released (or never published) before
-    // the loss: they go back to the pool, or the coupon could never sell its last units (I4).
-    const gaps: number[] = [];
-    for (let seq = 1; seq < maxSeq; seq++) if (!held.has(seq)) gaps.push(seq);
-    for (const part of chunks(gaps)) await this.call('gateLoad', keys, ['free', ...part]);
-    const armed = await this.call('gateLoad', keys, ['arm', meta.total, meta.opensMs, meta.closesMs, meta.validUntilMs, maxSeq]);
-    return armed === 1;
+    const keys = [k.meta, k.winners, k.next, k.issued, k.free, stagedFreeKey(couponId, randomUUID()), ...allCouponKeys(couponId)];
+    return new GateLoad(meta, (args) => this.call('gateLoad', keys, args));
+  }
+
+  /** Arms a new coupon's gate (meta last: nothing answers IssueCoupon before it). False if already armed. */
+  gateArm(couponId: string, meta: GateMeta): Promise<boolean> {
+    return this.gateLoad(couponId, meta).arm();
   }
 
   async gateReserve(couponId: string, userId: string, nowMs: number): Promise<ReserveResult> {
     const k = couponKeys(couponId);
-    const [status, seq, third, fourth] = (await this.call('gateReserve', [k.meta, k.winners, k.next, k.free, k.pending, k.issued, k.redeem], [userId, nowMs])) as [string, string?, string?, string?];
+    const keys = [k.meta, k.winners, k.next, k.free, k.pending, k.issued, k.redeem];
+    const reserve = async (marked: boolean) => (await this.call('gateReserve', keys, [userId, nowMs, marked ? '1' : '0'])) as [string, string?, string?, string?];
+    let reply = await reserve(!this.active || this.active.markedRecently(couponId));
+    if (reply[0] === 'MARK_FIRST' && this.active) {
+      // About to join the pending journal: mark the coupon active first (active-coupons.ts). Calls
+      // that cannot reserve (unknown, closed, sold out, a repeat) never get here.
+      await this.active.touch(couponId);
+      reply = await reserve(true);
+    }
+    const [status, seq, third, fourth] = reply;
     if (status === 'RESERVED') return { status, seq: Number(seq), total: Number(third) };
     if (status === 'EXISTING') return { status, seq: Number(seq), state: third as 'PENDING' | 'ISSUED' | 'REDEEMED', unacked: fourth === '1' };
     return { status: status as 'NOT_FOUND' | 'NOT_OPEN' | 'CLOSED' | 'SOLD_OUT' };
   }
 
-  async gateConfirm(couponId: string, userId: string): Promise<void> {
-    await this.call('gateConfirm', [couponKeys(couponId).pending], [userId]);
+  /** Drops the reservation made at `reservedAtMs` from the pending journal (not a later one of the user). */
+  async gateConfirm(couponId: string, userId: string, reservedAtMs: number): Promise<void> {
+    await this.call('gateConfirm', [couponKeys(couponId).pending], [userId, reservedAtMs]);
   }
 
-  async gateRelease(couponId: string, userId: string, seq: number): Promise<'RELEASED' | 'CLAIMED' | 'STALE'> {
+  /** Releases the reservation made at `reservedAtMs` after its publish failed (gate-release.lua). */
+  async gateRelease(couponId: string, userId: string, seq: number, reservedAtMs: number): Promise<'RELEASED' | 'CLAIMED' | 'STALE'> {
     const k = couponKeys(couponId);
-    return (await this.call('gateRelease', [k.winners, k.free, k.pending, k.released, k.claimed], [userId, seq])) as 'RELEASED' | 'CLAIMED' | 'STALE';
+    return (await this.call('gateRelease', [k.winners, k.free, k.pending, k.released, k.claimed, k.meta], [userId, seq, reservedAtMs])) as 'RELEASED' | 'CLAIMED' | 'STALE';
   }
 
-  /** One verdict per record, in order: true to write it, false when it is stale. */
-  async issuerClaim(couponId: string, records: { userId: string; seq: number }[]): Promise<boolean[]> {
+  /** One verdict per record, in order (issuer-claim.lua). */
+  async issuerClaim(couponId: string, records: { userId: string; seq: number }[]): Promise<ClaimVerdict[]> {
     const k = couponKeys(couponId);
-    const verdicts: boolean[] = [];
+    const verdicts: ClaimVerdict[] = [];
     for (const part of chunks(records)) {
-      const reply = (await this.call('issuerClaim', [k.meta, k.winners, k.released, k.claimed], part.flatMap((r) => [r.userId, r.seq]))) as string[];
-      for (const v of reply) verdicts.push(v === 'OK');
+      const reply = (await this.call('issuerClaim', [k.meta, k.winners, k.released, k.claimed], part.flatMap((r) => [r.userId, r.seq]))) as ClaimVerdict[];
+      verdicts.push(...reply);
     }
     return verdicts;
+  }
+
+  /**
+   * Notes that the coupon's `state` is missing, unless it is present after all (loss-noticed.lua).
+   * The first process to notice sets when a rebuild may start: noticed + `settleMs`, Redis time.
+   */
+  async lossNoticed(couponId: string, state: RebuiltState, settleMs: number, markerTtlMs: number): Promise<LossNoticed> {
+    const k = lossKeys(couponId, state);
+    const [status, after, now] = (await this.call('lossNoticed', [k.present, k.marker], [settleMs, markerTtlMs])) as [string, string?, string?];
+    if (status === 'PRESENT') return { status };
+    return { status: 'LOST', rebuildAfterMs: Number(after), nowMs: Number(now) };
   }
 
   async issuerMarkIssued(couponId: string, rows: { userId: string; seq: number; issuedAtMs: number }[]): Promise<void> {
     const k = couponKeys(couponId);
     for (const part of chunks(rows)) {
-      await this.call('issuerMarkIssued', [k.issued, k.winners, k.meta], part.flatMap((r) => [r.userId, r.seq, r.issuedAtMs]));
+      await this.call('issuerMarkIssued', [k.issued, k.winners, k.meta, ...allCouponKeys(couponId)], [Date.now(), ...part.flatMap((r) => [r.userId, r.seq, r.issuedAtMs])]);
     }
   }
 
-  /** RedeemCoupon's decision (redeem.lua). `validUntilMs` replaces meta's after Redis lost it. */
-  async redeem(couponId: string, userId: string, orderId: string, nowMs: number, validUntilMs?: number): Promise<RedemptionOutcome<RedeemStatus>> {
+  /**
+   * RedeemCoupon's decision (redeem.lua). `withoutGate`, read from the ledger after Redis lost the
+   * gate (or it expired), replaces meta's valid_until and deadline.
+   */
+  async redeem(couponId: string, userId: string, orderId: string, nowMs: number, withoutGate?: WithoutGate): Promise<RedemptionOutcome<RedeemStatus>> {
     const k = couponKeys(couponId);
-    const reply = await this.call('redeem', [k.meta, k.winners, k.issued, k.redeem, k.cancelled, k.outbox, k.redeemLoaded], [userId, orderId, nowMs, validUntilMs ?? '']);
+    // Before the script: the change joins the outbox (active-coupons.ts).
+    await this.active?.touch(couponId);
+    const reply = await this.call('redeem', [k.meta, k.winners, k.issued, k.redeem, k.cancelled, k.outbox, k.redeemLoaded], [userId, orderId, nowMs, withoutGate?.validUntilMs ?? '', withoutGate?.deadlineMs ?? '']);
     return redemptionOutcome<RedeemStatus>(reply);
   }
 
-  /** CancelRedemption's decision (cancel-redemption.lua). `ledgerChecked` after the ledger was consulted. */
-  async cancelRedemption(couponId: string, userId: string, orderId: string, nowMs: number, ledgerChecked: boolean): Promise<RedemptionOutcome<CancelStatus>> {
+  /**
+   * CancelRedemption's decision (cancel-redemption.lua). `ledgerChecked` after the ledger was
+   * consulted; `deadlineMs` (deadlineWithoutGate) for keys it creates while there is no gate.
+   */
+  async cancelRedemption(couponId: string, userId: string, orderId: string, nowMs: number, ledgerChecked: boolean, deadlineMs?: number): Promise<RedemptionOutcome<CancelStatus>> {
     const k = couponKeys(couponId);
-    const reply = await this.call('cancelRedemption', [k.meta, k.winners, k.issued, k.redeem, k.cancelled, k.outbox, k.redeemLoaded], [userId, orderId, nowMs, ledgerChecked ? '1' : '0']);
+    await this.active?.touch(couponId);
+    const reply = await this.call('cancelRedemption', [k.meta, k.winners, k.issued, k.redeem, k.cancelled, k.outbox, k.redeemLoaded], [userId, orderId, nowMs, ledgerChecked ? '1' : '0', deadlineMs ?? '']);
     return redemptionOutcome<CancelStatus>(reply);
   }
 
   /**
    * Puts ledger state back where Redis lost it, in chunks; never overwrites newer state. With
-   * `markLoaded` (a whole-coupon load) the coupon is marked loaded after the last chunk.
+   * `markLoaded` (a whole-coupon load) the coupon is marked loaded by a last call. `deadlineMs`
+   * (deadlineWithoutGate) is used while there is no gate; pass the same one to every call of a load.
    */
-  async restoreRedemption(couponId: string, records: LedgerRedemptionRecord[], markLoaded: boolean): Promise<number> {
+  async restoreRedemption(couponId: string, records: readonly LedgerRedemptionRecord[], markLoaded: boolean, deadlineMs?: number): Promise<number> {
     const k = couponKeys(couponId);
-    const keys = [k.winners, k.issued, k.redeem, k.cancelled, k.redeemLoaded];
+    const keys = [k.winners, k.issued, k.redeem, k.cancelled, k.redeemLoaded, k.meta];
+    const deadline = deadlineMs ?? '';
     let written = 0;
     for (const part of chunks(records)) {
       const args = part.flatMap((r) => r.kind === 'row' ? ['U', r.userId, r.seq, r.issuedAtMs, r.value, r.version] : ['X', r.userId, r.orderId]);
-      written += Number(await this.call('restoreRedemption', keys, ['0', ...args]));
+      written += Number(await this.call('restoreRedemption', keys, ['0', deadline, ...args]));
     }
-    if (markLoaded) await this.call('restoreRedemption', keys, ['1']);
+    if (markLoaded) await this.call('restoreRedemption', keys, ['1', deadline]);
     return written;
+  }
+}
+
+/**
+ * One gate load (gate-load.lua). Rows must come in ascending seq order, as the ledger pages them;
+ * the seqs between consecutive rows that no row holds (released, or never published, before the
+ * loss) are sent as they are found, a chunk at a time, so nothing here grows with the coupon.
+ * They go back to the pool, or the coupon could never sell its last units (I4).
+ */
+export class GateLoad {
+  private readonly meta: GateMeta;
+  private readonly run: (args: (string | number)[]) => Promise<unknown>;
+  private highest = 0;
+  private gaps: number[] = [];
+  private armedElsewhere = false;
+
+  constructor(meta: GateMeta, run: (args: (string | number)[]) => Promise<unknown>) {
+    this.meta = meta;
+    this.run = run;
+  }
+
+  /** Loads a page of ledger rows. False once another process has armed the gate: stop loading. */
+  async rows(page: readonly LedgerRow[]): Promise<boolean> {
+    if (this.armedElsewhere) return false;
+    for (const part of chunks(page)) {
+      if (!(await this.step(['rows', STAGED_FREE_TTL_MS, this.meta.expireAtMs, ...part.flatMap((r) => [r.userId, r.seq, r.issuedAtMs])]))) return false;
+    }
+    for (const r of page) {
+      if (r.seq <= this.highest) throw new Error(`ledger rows out of seq order: ${r.seq} after ${this.highest}`);
+      for (let seq = this.highest + 1; seq < r.seq; seq++) {
+        this.gaps.push(seq);
+        if (this.gaps.length >= CHUNK && !(await this.flushGaps())) return false;
+      }
+      this.highest = r.seq;
+    }
+    return true;
+  }
+
+  /** Writes meta last and sets every key's expiry. False if another process armed the gate first. */
+  async arm(): Promise<boolean> {
+    if (this.armedElsewhere || !(await this.flushGaps())) return false;
+    const m = this.meta;
+    return this.step(['arm', m.total, m.opensMs, m.closesMs, m.validUntilMs, this.highest, m.expireAtMs, m.retentionMs]);
+  }
+
+  private async flushGaps(): Promise<boolean> {
+    if (this.gaps.length === 0) return true;
+    const part = this.gaps;
+    this.gaps = [];
+    return this.step(['free', STAGED_FREE_TTL_MS, ...part]);
+  }
+
+  private async step(args: (string | number)[]): Promise<boolean> {
+    if ((await this.run(args)) === 1) return true;
+    this.armedElsewhere = true;
+    return false;
   }
 }
 

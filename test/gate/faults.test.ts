@@ -47,10 +47,19 @@ describe('the broker stops mid-sale', () => {
     const health = createGrpcClient(Health, api.address);
     try {
       const coupon = await createCoupon(client, 30);
+      const other = await createCoupon(client, 5);
       const before = await ask(client, coupon.id, Array.from({ length: 10 }, (_, i) => `early-${i}`));
       expect(before.every((o) => o.ok)).toBe(true);
 
       await kafkaDown(inst, 'SIGKILL');
+      // PUBLISH_FAILED promises "the slot was released, retry is safe". When Redis lost the
+      // coupon's state while the publish was failing, nothing was released: the answer must not
+      // promise it (issue #9 §7).
+      const lost = client.issueCoupon({ couponId: other.id, userId: 'lost-reservation' }, { timeoutMs: 30_000 }).then(() => undefined, (err: CouponCallError) => err);
+      await until('the reservation', async () => (await r.hget(couponKeys(other.id).winners, 'lost-reservation')) !== null, 5_000, 20);
+      await r.del(...(await r.keys(`coupon:{${other.id}}:*`)));
+      const lostErr = await lost;
+      expect(lostErr && { code: lostErr.code, reason: lostErr.reason }).toEqual({ code: grpc.status.UNAVAILABLE, reason: 'BACKEND_UNAVAILABLE' });
       // Each of these users asks three times at once: no repeat may answer OK on the strength of a
       // first request whose publish is about to fail.
       const during = await ask(client, coupon.id, Array.from({ length: 30 }, (_, i) => `during-${i % 10}`));
@@ -101,7 +110,8 @@ describe('a crash between reserve and publish', () => {
   it('leaves a journaled reservation that the next coupon-api republishes; nothing is lost', { timeout: 120_000 }, async () => {
     const env = uniqueEnv('crash');
     const issuer = await startService('issuer', env);
-    const crashing = await startService('api', { ...env, FAILPOINT: 'crash-after-reserve' });
+    // One process (no cluster): the failpoint kills process.pid, and this test waits for coupon-api itself to die.
+    const crashing = await startService('api', { ...env, FAILPOINT: 'crash-after-reserve', API_WORKERS: '1' });
     const c1 = couponClient(crashing.address);
     const coupon = await createCoupon(c1, 5);
     const err = await c1.issueCoupon({ couponId: coupon.id, userId: 'victim' }).catch((e: CouponCallError) => e);
@@ -153,10 +163,11 @@ describe('a publish that timed out but reached the broker', () => {
     const scripts = new CouponScripts(r);
     // What coupon-api does on IssueCoupon, up to a send whose ack never arrives.
     const reserveAndSend = async (couponId: string, userId: string) => {
-      const res = await scripts.gateReserve(couponId, userId, Date.now());
+      const reservedAt = Date.now();
+      const res = await scripts.gateReserve(couponId, userId, reservedAt);
       if (res.status !== 'RESERVED') throw new Error(res.status);
       await producer.send({ topic: topics.issue, acks: -1, messages: [{ key: couponId, value: codec.encode(create(CouponIssueRequestedSchema, { couponId, userId, seq: BigInt(res.seq), requestedAt: timestampNow(), totalQuantity: 3n })) }] });
-      return res.seq;
+      return { seq: res.seq, reservedAt };
     };
     const close = async () => { client.close(); await producer.disconnect(); await Promise.all([api.stop(), issuer.stop()]); };
     return { env, topics, client, scripts, reserveAndSend, close };
@@ -169,9 +180,10 @@ describe('a publish that timed out but reached the broker', () => {
       await t.client.issueCoupon({ couponId: coupon.id, userId: 'issued-early' });
       // Stop issuing until the release has happened, so the record is read only afterwards.
       const seq = await (async () => {
-        const s = await t.scripts.gateReserve(coupon.id, 'timed-out', Date.now());
+        const reservedAt = Date.now();
+        const s = await t.scripts.gateReserve(coupon.id, 'timed-out', reservedAt);
         if (s.status !== 'RESERVED') throw new Error(s.status);
-        expect(await t.scripts.gateRelease(coupon.id, 'timed-out', s.seq)).toBe('RELEASED');
+        expect(await t.scripts.gateRelease(coupon.id, 'timed-out', s.seq, reservedAt)).toBe('RELEASED');
         return s.seq;
       })();
       // The "failed" record arrives at the broker after all.
@@ -198,13 +210,15 @@ describe('a publish that timed out but reached the broker', () => {
     try {
       const coupon = await createCoupon(t.client, 3);
       await t.client.issueCoupon({ couponId: coupon.id, userId: 'early' });
-      const first = await t.scripts.gateReserve(coupon.id, 'twice', Date.now());
+      const firstAt = Date.now();
+      const first = await t.scripts.gateReserve(coupon.id, 'twice', firstAt);
       expect(first).toMatchObject({ status: 'RESERVED', seq: 2 });
-      expect(await t.scripts.gateRelease(coupon.id, 'twice', 2)).toBe('RELEASED');
+      expect(await t.scripts.gateRelease(coupon.id, 'twice', 2, firstAt)).toBe('RELEASED');
       expect((await t.client.issueCoupon({ couponId: coupon.id, userId: 'x' })).seq).toBe(2n);
-      const second = await t.scripts.gateReserve(coupon.id, 'twice', Date.now());
+      const secondAt = Date.now() + 1;
+      const second = await t.scripts.gateReserve(coupon.id, 'twice', secondAt);
       expect(second).toMatchObject({ status: 'RESERVED', seq: 3 });
-      expect(await t.scripts.gateRelease(coupon.id, 'twice', 3)).toBe('RELEASED');
+      expect(await t.scripts.gateRelease(coupon.id, 'twice', 3, secondAt)).toBe('RELEASED');
       // Only now does the first "failed" record reach the broker.
       const registry = new EventRegistry({ url: config.SCHEMA_REGISTRY_URL, compatibility: config.SCHEMA_COMPATIBILITY });
       const codec = await registry.forTopic(t.topics.issue, CouponIssueRequestedSchema);
@@ -224,9 +238,9 @@ describe('a publish that timed out but reached the broker', () => {
     const t = await setup('ambiguous-claimed');
     try {
       const coupon = await createCoupon(t.client, 3);
-      const seq = await t.reserveAndSend(coupon.id, 'slow-ack');
+      const { seq, reservedAt } = await t.reserveAndSend(coupon.id, 'slow-ack');
       await until('the issuer to take it', async () => (await ledger(coupon.id)).length === 1);
-      expect(await t.scripts.gateRelease(coupon.id, 'slow-ack', seq)).toBe('CLAIMED');
+      expect(await t.scripts.gateRelease(coupon.id, 'slow-ack', seq, reservedAt)).toBe('CLAIMED');
       expect((await t.client.issueCoupon({ couponId: coupon.id, userId: 'slow-ack' })).seq).toBe(BigInt(seq));
       const rest = await ask(t.client, coupon.id, ['p', 'q', 'r', 's']);
       expect(rest.filter((o) => o.ok)).toHaveLength(2);
@@ -240,7 +254,7 @@ describe('a publish that timed out but reached the broker', () => {
 
 describe('Redis loses a coupon\'s gate state mid-sale', () => {
   it('refuses with UNAVAILABLE until the issuer has drained the topic, then rebuilds from the ledger and sells exactly the total', { timeout: 120_000 }, async () => {
-    const env = uniqueEnv('redis-loss');
+    const env = { ...uniqueEnv('redis-loss'), PUBLISH_TIMEOUT_MS: '1000' };
     const topics = topicNames(env.KAFKA_TOPIC_PREFIX);
     const api = await startService('api', env);
     const client = couponClient(api.address);
@@ -252,11 +266,12 @@ describe('Redis loses a coupon\'s gate state mid-sale', () => {
       expect(first.every((o) => o.ok)).toBe(true);
       // A gap: seq 21 is reserved and released (a failed publish), seq 22 is sold after it.
       const scripts = new CouponScripts(r);
-      const gap = await scripts.gateReserve(coupon.id, 'gap-user', Date.now());
+      const gapAt = Date.now();
+      const gap = await scripts.gateReserve(coupon.id, 'gap-user', gapAt);
       expect(gap).toMatchObject({ status: 'RESERVED', seq: 21 });
       const after = await ask(client, coupon.id, ['w20']);
       expect(after[0]).toMatchObject({ ok: true, seq: 22 });
-      expect(await scripts.gateRelease(coupon.id, 'gap-user', 21)).toBe('RELEASED');
+      expect(await scripts.gateRelease(coupon.id, 'gap-user', 21, gapAt)).toBe('RELEASED');
       // Redis restarts: this coupon's keys are gone.
       const keys = await r.keys(`coupon:{${coupon.id}}:*`);
       expect(keys.length).toBeGreaterThan(0);
@@ -272,8 +287,13 @@ describe('Redis loses a coupon\'s gate state mid-sale', () => {
 
       // Rebuilt from the ledger: old winners keep their seq; the gap (21) and 23..50 go to new
       // winners, and no more.
-      const again = await ask(client, coupon.id, ['w3']);
-      expect(again[0]).toMatchObject({ ok: true, seq: (first[3] as { seq: number }).seq });
+      // The rebuild also waits until nothing published before the loss can still land
+      // (PUBLISH_TIMEOUT_MS + 2 s after the loss was noticed).
+      const again = await until('the gate rebuilt', async () => {
+        const [o] = await ask(client, coupon.id, ['w3']);
+        return o!.ok || o!.reason !== 'BACKEND_UNAVAILABLE' ? o : undefined;
+      }, 30_000, 250);
+      expect(again).toMatchObject({ ok: true, seq: (first[3] as { seq: number }).seq });
       const rest = await ask(client, coupon.id, Array.from({ length: 60 }, (_, i) => `n${i}`));
       const won = rest.filter((o): o is Extract<Outcome, { ok: true }> => o.ok);
       expect(won).toHaveLength(29);

@@ -8,6 +8,7 @@ import { timestampDate, timestampNow } from '@bufbuild/protobuf/wkt';
 import { UserCouponState } from '../../gen/coupon/v1/coupon_pb.js';
 import { CouponRedemptionChangedSchema, RedemptionTransition } from '../../gen/coupon/events/v1/redemption_pb.js';
 import { PaymentResultSchema, PaymentStatus } from '../../gen/payment/v1/payment_pb.js';
+import { CouponCallError } from '../../src/client/grpc.ts';
 import { createPaymentCoupons, type PaymentCoupons } from '../../src/client/payment.ts';
 import { EventRegistry } from '../../src/events/registry.ts';
 import { topicNames } from '../../src/events/topics.ts';
@@ -16,13 +17,15 @@ import { redemptionGroups } from '../../src/redemption/app.ts';
 import { parseRedemptionValue } from '../../src/redemption/redemption.ts';
 import { couponKeys } from '../../src/store/keys.ts';
 import { CouponScripts } from '../../src/store/scripts.ts';
+import { tokenFor } from '../support/auth.ts';
 import { startService, type ServiceProcess } from '../support/processes.ts';
 import { callError, couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
 import { config, db as newDb, kafka, readTopic, redis as newRedis, uniqueEnv, until, waitForCaughtUp } from '../support/stack.ts';
 
 // The recovery loops run often; the stale age stays long enough that this file's coupon-api never
 // republishes what another test file's processes are still working on (Redis is shared).
-const env = { ...uniqueEnv('redemption'), RECOVERY_INTERVAL_MS: '200', RECOVERY_STALE_MS: '10000' };
+// A rebuild after a Redis loss waits PUBLISH_TIMEOUT_MS + 2 s: shorter than the default here.
+const env = { ...uniqueEnv('redemption'), RECOVERY_INTERVAL_MS: '200', RECOVERY_STALE_MS: '10000', PUBLISH_TIMEOUT_MS: '3000' };
 const topics = topicNames(env.KAFKA_TOPIC_PREFIX);
 const groups = redemptionGroups(env.KAFKA_REDEMPTION_GROUP);
 const db = newDb();
@@ -36,7 +39,7 @@ let payments: PaymentCoupons;
 beforeAll(async () => {
   [api, issuer] = await Promise.all([startService('api', env), startService('issuer', env)]);
   client = couponClient(api.address);
-  payments = createPaymentCoupons(api.address);
+  payments = createPaymentCoupons(api.address, { token: () => tokenFor('payment') });
 });
 afterAll(async () => {
   client?.close();
@@ -55,6 +58,20 @@ async function issuedCoupon(users: string[], opts: { validForMs?: number } = {})
     return states.every((s) => s.userCoupon!.state === UserCouponState.ISSUED);
   });
   return coupon.id;
+}
+
+/** After Redis lost a coupon, its first call is UNAVAILABLE until nothing published before the loss
+ * can still land (PUBLISH_TIMEOUT_MS + 2 s); a caller retries. */
+async function onceRebuilt<T>(call: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      return await call();
+    } catch (err) {
+      if (!(err instanceof CouponCallError) || err.reason !== 'BACKEND_UNAVAILABLE' || Date.now() > deadline) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
 }
 
 const redeem = (couponId: string, userId: string, orderId: string) => client.redeemCoupon({ couponId, userId, orderId });
@@ -154,11 +171,34 @@ describe('CancelRedemption', () => {
     expect(await refusal(redeem(couponId, 'carol', 'o1'))).toEqual(failedPrecondition('REDEMPTION_CANCELLED'));
     const again = (await redeem(couponId, 'carol', 'o3')).userCoupon!;
     expect({ state: again.state, orderId: again.orderId }).toEqual({ state: UserCouponState.REDEEMED, orderId: 'o3' });
-    // A stray repeat of the old compensation must not release the new order's redemption.
+    // A stray repeat of the old compensation (its first answer may have been lost) answers as the
+    // coupon is now, and must not release the new order's redemption.
     expect((await cancel(couponId, 'carol', 'o1')).userCoupon!.orderId).toBe('o3');
 
-    expect(await eventsOf(couponId)).toEqual([['carol', 'REDEEMED', 'o1', 1], ['carol', 'CANCELLED', 'o1', 2], ['carol', 'REDEEMED', 'o3', 3]]);
+    // o2's cancel is remembered with version 0: it never changes the coupon's state.
+    expect(await eventsOf(couponId)).toEqual([['carol', 'REDEEMED', 'o1', 1], ['carol', 'CANCELLED', 'o2', 0], ['carol', 'CANCELLED', 'o1', 2], ['carol', 'REDEEMED', 'o3', 3]]);
     await expectLedgerMatchesRedis(couponId);
+  });
+
+  it('a cancel answered ORDER_MISMATCH is remembered: once the holding order is compensated, a late redeem of the cancelled order is refused, also from the ledger', async () => {
+    const couponId = await issuedCoupon(['erin']);
+    await redeem(couponId, 'erin', 'order-b');
+    expect(await refusal(cancel(couponId, 'erin', 'order-a'))).toEqual(failedPrecondition('ORDER_MISMATCH'));
+    expect((await client.getUserCoupon({ couponId, userId: 'erin' })).userCoupon!.orderId).toBe('order-b');
+    await cancel(couponId, 'erin', 'order-b');
+    expect(await refusal(redeem(couponId, 'erin', 'order-a'))).toEqual(failedPrecondition('REDEMPTION_CANCELLED'));
+
+    // The ledger remembers it too, without the version-0 event touching the coupon's state.
+    await waitForCaughtUp(k, groups.ledger, topics.redemption);
+    const cancellations = await db('redemption_cancellations').where({ coupon_id: couponId }).orderBy('order_id').select<{ order_id: string }[]>('order_id');
+    expect(cancellations.map((c) => c.order_id)).toEqual(['order-a', 'order-b']);
+    expect(await db('user_coupons').where({ coupon_id: couponId, user_id: 'erin' }).first<{ order_id: string | null; redemption_version: number }>('order_id', 'redemption_version')).toEqual({ order_id: null, redemption_version: 2 });
+    await expectLedgerMatchesRedis(couponId);
+
+    // Redis loses the coupon's redemption state: the ledger still refuses order-a.
+    await r.del(...(await r.keys(`coupon:{${couponId}}:*`)));
+    expect(await refusal(onceRebuilt(() => redeem(couponId, 'erin', 'order-a')))).toEqual(failedPrecondition('REDEMPTION_CANCELLED'));
+    expect((await redeem(couponId, 'erin', 'order-c')).userCoupon!.orderId).toBe('order-c');
   });
 
   it('a blind cancel of a coupon the order never redeemed is an OK no-op, and that order can never redeem it later', async () => {
@@ -172,6 +212,36 @@ describe('CancelRedemption', () => {
 
     expect(await eventsOf(couponId)).toEqual([['dave', 'CANCELLED', 'o-timeout', 1], ['dave', 'REDEEMED', 'o-next', 2]]);
     await expectLedgerMatchesRedis(couponId);
+  });
+
+  it('a blind cancel while the coupon is still pending, recorded by the ledger before the issuer writes the row, leaves Redis and the ledger equal', async () => {
+    const coupon = await createCoupon(client, 1);
+    // The issuer's bulk insert also bumps the coupon's issued_count: holding that row keeps the
+    // insert from committing, while the redemption ledger (which never writes the coupon, and whose
+    // foreign-key checks take only a key-share lock) goes on.
+    const hold = await db.transaction();
+    try {
+      await hold.raw('SELECT 1 FROM coupons WHERE id = ? FOR NO KEY UPDATE', [coupon.id]);
+      expect((await client.issueCoupon({ couponId: coupon.id, userId: 'pat' })).seq).toBe(1n);
+      // The payment service gave up on a redeem that was refused (not issued yet) and compensates.
+      const noop = await payments.cancel({ couponId: coupon.id, userId: 'pat' }, 'o-early');
+      expect(noop.ok && noop.userCoupon.state).toBe(UserCouponState.PENDING);
+      await until('the ledger remembers the cancelled order', async () =>
+        (await db('redemption_cancellations').where({ coupon_id: coupon.id, user_id: 'pat', order_id: 'o-early' })).length === 1);
+      expect(await db('user_coupons').where({ coupon_id: coupon.id })).toEqual([]);
+    } finally {
+      await hold.commit();
+    }
+    await until('ISSUED', async () => (await client.getUserCoupon({ couponId: coupon.id, userId: 'pat' })).userCoupon!.state === UserCouponState.ISSUED);
+
+    await expectLedgerMatchesRedis(coupon.id);
+    expect(await payments.redeem({ couponId: coupon.id, userId: 'pat' }, 'o-early')).toMatchObject({ ok: false, reason: 'REDEMPTION_CANCELLED' });
+    const next = await payments.redeem({ couponId: coupon.id, userId: 'pat' }, 'o-next');
+    expect(next.ok && next.userCoupon.orderId).toBe('o-next');
+    // The cancel changed no coupon state (there was none yet): it carries version 0, as a cancel
+    // answered ORDER_MISMATCH does, and the first real change is version 1 in both stores.
+    expect(await eventsOf(coupon.id)).toEqual([['pat', 'CANCELLED', 'o-early', 0], ['pat', 'REDEEMED', 'o-next', 1]]);
+    await expectLedgerMatchesRedis(coupon.id);
   });
 });
 
@@ -212,7 +282,7 @@ describe('a failed payment through Kafka', () => {
 });
 
 describe('Redis loses redemption state', () => {
-  it('RedeemCoupon and CancelRedemption rebuild it from the ledger: issued coupons stay redeemable, redeemed ones stay taken, cancelled orders stay refused', async () => {
+  it('RedeemCoupon and CancelRedemption rebuild it from the ledger: issued coupons stay redeemable, redeemed ones stay taken, cancelled orders stay refused', { timeout: 120_000 }, async () => {
     const couponId = await issuedCoupon(['keeper', 'fresh']);
     const held = (await redeem(couponId, 'keeper', 'k1')).userCoupon!;
     await cancel(couponId, 'keeper', 'k1');
@@ -223,25 +293,25 @@ describe('Redis loses redemption state', () => {
     };
 
     await forget();
-    const fresh = (await redeem(couponId, 'fresh', 'f1')).userCoupon!;
+    const fresh = (await onceRebuilt(() => redeem(couponId, 'fresh', 'f1'))).userCoupon!;
     expect({ state: fresh.state, orderId: fresh.orderId, seq: fresh.seq > 0n }).toEqual({ state: UserCouponState.REDEEMED, orderId: 'f1', seq: true });
     expect((await client.getUserCoupon({ couponId, userId: 'fresh' })).userCoupon).toEqual(fresh);
 
     await forget();
-    expect((await redeem(couponId, 'keeper', 'k2')).userCoupon).toEqual(kept);
+    expect((await onceRebuilt(() => redeem(couponId, 'keeper', 'k2'))).userCoupon).toEqual(kept);
     expect(await refusal(redeem(couponId, 'keeper', 'k3'))).toEqual(failedPrecondition('COUPON_ALREADY_REDEEMED'));
 
     // The gate may be rebuilt first (by an IssueCoupon), and it restores issued state only: the
     // redeemed coupon must still be taken, the cancelled order still refused.
     await forget();
-    expect((await client.issueCoupon({ couponId, userId: 'keeper' })).seq).toBe(held.seq);
-    expect(await refusal(redeem(couponId, 'keeper', 'k3'))).toEqual(failedPrecondition('COUPON_ALREADY_REDEEMED'));
+    expect((await onceRebuilt(() => client.issueCoupon({ couponId, userId: 'keeper' }))).seq).toBe(held.seq);
+    expect(await refusal(onceRebuilt(() => redeem(couponId, 'keeper', 'k3')))).toEqual(failedPrecondition('COUPON_ALREADY_REDEEMED'));
     expect(await refusal(redeem(couponId, 'keeper', 'k1'))).toEqual(failedPrecondition('REDEMPTION_CANCELLED'));
 
     await forget();
-    expect((await cancel(couponId, 'keeper', 'k2')).userCoupon!.state).toBe(UserCouponState.ISSUED);
+    expect((await onceRebuilt(() => cancel(couponId, 'keeper', 'k2'))).userCoupon!.state).toBe(UserCouponState.ISSUED);
     await forget();
-    expect(await refusal(redeem(couponId, 'keeper', 'k2'))).toEqual(failedPrecondition('REDEMPTION_CANCELLED'));
+    expect(await refusal(onceRebuilt(() => redeem(couponId, 'keeper', 'k2')))).toEqual(failedPrecondition('REDEMPTION_CANCELLED'));
     expect((await redeem(couponId, 'keeper', 'k4')).userCoupon!.orderId).toBe('k4');
 
     expect(await eventsOf(couponId)).toEqual([

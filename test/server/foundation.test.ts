@@ -6,6 +6,7 @@ import { createClient } from '@connectrpc/connect';
 import { createGrpcTransport } from '@connectrpc/connect-node';
 import { Health, HealthCheckResponse_ServingStatus } from '../../gen/health/v1/health_pb.js';
 import { createGrpcClient, CouponCallError } from '../../src/client/grpc.ts';
+import { authHeader } from '../support/auth.ts';
 import { bufBin, run, startService, type ServiceProcess } from '../support/processes.ts';
 
 describe('coupon-api foundation', () => {
@@ -63,7 +64,7 @@ describe('coupon-api foundation', () => {
 
   it('gives a well-formed Connect error over plain HTTP/1.1 JSON for a malformed body', async () => {
     const res = await fetch(`${api.url}/coupon.v1.CouponService/GetCoupon`, {
-      method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"coupon_id": ',
+      method: 'POST', headers: { 'content-type': 'application/json', ...(await authHeader('operator')) }, body: '{"coupon_id": ',
     });
     expect(res.status).toBe(400);
     expect(res.headers.get('content-type')).toContain('application/json');
@@ -74,7 +75,7 @@ describe('coupon-api foundation', () => {
 
   it('refuses an oversized message with RESOURCE_EXHAUSTED', async () => {
     const res = await fetch(`${api.url}/coupon.v1.CouponService/GetCoupon`, {
-      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ couponId: 'x'.repeat(200_000) }),
+      method: 'POST', headers: { 'content-type': 'application/json', ...(await authHeader('operator')) }, body: JSON.stringify({ couponId: 'x'.repeat(200_000) }),
     });
     const body = (await res.json()) as { code: string };
     expect(body.code).toBe('resource_exhausted');

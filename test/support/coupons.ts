@@ -2,11 +2,16 @@
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { CouponService } from '../../gen/coupon/v1/coupon_service_pb.js';
 import { createGrpcClient, CouponCallError, type GrpcClient } from '../../src/client/grpc.ts';
+import { tokenFor, type Role } from './auth.ts';
 
 export type CouponClient = GrpcClient<typeof CouponService>;
 
-export const couponClient = (address: string, separateConnection = false): CouponClient =>
-  createGrpcClient(CouponService, address, separateConnection ? { channelOptions: { 'grpc.use_local_subchannel_pool': 1 } } : {});
+/** A CouponService client acting as `roles` (an operator unless told otherwise). */
+export const couponClient = (address: string, separateConnection = false, roles: Role[] = ['operator']): CouponClient =>
+  createGrpcClient(CouponService, address, {
+    ...(separateConnection ? { channelOptions: { 'grpc.use_local_subchannel_pool': 1 } } : {}),
+    token: () => tokenFor(...roles),
+  });
 
 export async function createCoupon(client: CouponClient, total: number, opts: { opensInMs?: number; closesInMs?: number; validForMs?: number; name?: string } = {}) {
   const now = Date.now();
@@ -29,4 +34,21 @@ export async function callError(p: Promise<unknown>): Promise<CouponCallError> {
     throw err;
   }
   throw new Error('expected the call to fail, but it succeeded');
+}
+
+/**
+ * Calls until the answer is not UNAVAILABLE BACKEND_UNAVAILABLE: after Redis lost (or expired) a
+ * coupon's state, the first calls wait for the rebuild (PUBLISH_TIMEOUT_MS + 2 s at least).
+ */
+export async function afterRebuild<T>(call: () => Promise<T>, timeoutMs = 90_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await call();
+    } catch (err) {
+      const waiting = err instanceof CouponCallError && err.reason === 'BACKEND_UNAVAILABLE';
+      if (!waiting || Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
 }

@@ -5,8 +5,11 @@ import { createDb, migrate } from '../../src/store/db.ts';
 import { createKafka } from '../../src/events/kafka.ts';
 import { ensureTopics } from '../../src/events/topics.ts';
 import { createLogger } from '../../src/log.ts';
+import { withLocalAuth } from '../../scripts/local-auth.mjs';
 
 export default async function setup(): Promise<void> {
+  // coupon-api processes started by tests trust the local signing key, also under a bare `vitest`.
+  Object.assign(process.env, await withLocalAuth(process.env));
   const config = loadConfig();
   const db = createDb(config.DATABASE_URL);
   try { await migrate(db); } finally { await db.destroy(); }

@@ -4,6 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
+import { withLocalAuth } from '../../scripts/local-auth.mjs';
 
 const root = join(import.meta.dirname, '..', '..');
 
@@ -14,6 +15,8 @@ export interface ServiceProcess {
   readonly address: string;
   /** http://host:port (api only). */
   readonly url: string;
+  /** http://host:port/metrics of this process (Prometheus text). */
+  readonly metricsUrl: string;
   /** SIGTERM and wait for exit; returns the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
   /** SIGKILL: a crash. */
@@ -25,7 +28,9 @@ export interface ServiceProcess {
 export async function startService(name: 'api' | 'issuer', env: Record<string, string> = {}, readyMsg?: string): Promise<ServiceProcess> {
   const child = spawn(process.execPath, [join(root, 'src', 'bin', `${name}.ts`)], {
     cwd: root,
-    env: { ...process.env, API_PORT: '0', LOG_LEVEL: 'info', LOG_PRETTY: 'false', ...env },
+    // coupon-api trusts the local signing key unless the caller configured auth otherwise.
+    // Port 0 everywhere: test files run in parallel, and each process picks free ports.
+    env: await withLocalAuth({ ...process.env, API_PORT: '0', API_METRICS_PORT: '0', ISSUER_METRICS_PORT: '0', LOG_LEVEL: 'info', LOG_PRETTY: 'false', ...env }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: Record<string, unknown>[] = [];
@@ -57,6 +62,7 @@ export async function startService(name: 'api' | 'issuer', env: Record<string, s
     child, logs, waitForLog,
     address: `127.0.0.1:${port}`,
     url: `http://127.0.0.1:${port}`,
+    metricsUrl: `http://127.0.0.1:${Number(ready.metricsPort ?? 0)}/metrics`,
     async stop(signal = 'SIGTERM') {
       if (child.exitCode !== null) return child.exitCode;
       child.kill(signal);

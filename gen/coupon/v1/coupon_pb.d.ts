@@ -123,7 +123,7 @@ export declare type UserCoupon = Message<"coupon.v1.UserCoupon"> & {
   couponId: string;
 
   /**
-   * The caller's user id, as given to IssueCoupon.
+   * The caller's user id, as given to IssueCoupon (an id: see IssueCouponRequest.user_id).
    *
    * @generated from field: string user_id = 2;
    */
@@ -151,7 +151,8 @@ export declare type UserCoupon = Message<"coupon.v1.UserCoupon"> & {
   issuedAt?: Timestamp | undefined;
 
   /**
-   * The order that redeemed the coupon; empty unless state is REDEEMED.
+   * The order that redeemed the coupon (an id: see RedeemCouponRequest.order_id); empty unless
+   * state is REDEEMED.
    *
    * @generated from field: string order_id = 6;
    */

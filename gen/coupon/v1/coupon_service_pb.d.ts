@@ -54,7 +54,9 @@ export declare type CreateCouponRequest = Message<"coupon.v1.CreateCouponRequest
   discountAmount: bigint;
 
   /**
-   * Last moment an issued coupon can be redeemed. Unset means no expiry. Must be after opens_at.
+   * Last moment an issued coupon can be redeemed. Unset means no expiry. Must be after opens_at and,
+   * when closes_at is set, not before closes_at (a coupon won at the last moment must still be
+   * redeemable); otherwise INVALID_ARGUMENT, reason INVALID_FIELD, field valid_until.
    *
    * @generated from field: optional google.protobuf.Timestamp valid_until = 6;
    */
@@ -94,7 +96,11 @@ export declare const CreateCouponResponseSchema: GenMessage<CreateCouponResponse
  */
 export declare type GetCouponRequest = Message<"coupon.v1.GetCouponRequest"> & {
   /**
-   * The coupon's id.
+   * The coupon's id: the UUID CreateCoupon returned (any other valid id is NOT_FOUND). An id is 1 to
+   * 128 characters: Unicode letters, combining marks and digits of any script (categories L, M, N)
+   * and the punctuation "-_.:@/+=", in Unicode NFC, not starting with a mark. Anything else (spaces,
+   * controls, bidi overrides, zero-width and other format characters, symbols, emoji, other
+   * punctuation) is INVALID_ARGUMENT, reason INVALID_FIELD naming this field.
    *
    * @generated from field: string coupon_id = 1;
    */
@@ -134,14 +140,22 @@ export declare const GetCouponResponseSchema: GenMessage<GetCouponResponse>;
  */
 export declare type IssueCouponRequest = Message<"coupon.v1.IssueCouponRequest"> & {
   /**
-   * The coupon to win.
+   * The coupon to win. An id is 1 to 128 characters: Unicode letters, combining marks and digits of
+   * any script (categories L, M, N) and the punctuation "-_.:@/+=", in Unicode NFC, not starting
+   * with a mark. Anything else (spaces, controls, bidi overrides, zero-width and other format
+   * characters, symbols, emoji, other punctuation) is INVALID_ARGUMENT, reason INVALID_FIELD naming
+   * this field.
    *
    * @generated from field: string coupon_id = 1;
    */
   couponId: string;
 
   /**
-   * The caller's user id. One unit per (coupon, user), ever.
+   * The caller's user id. One unit per (coupon, user), ever. An id is 1 to 128 characters: Unicode
+   * letters, combining marks and digits of any script (categories L, M, N) and the punctuation
+   * "-_.:@/+=", in Unicode NFC, not starting with a mark. Anything else (spaces, controls, bidi
+   * overrides, zero-width and other format characters, symbols, emoji, other punctuation) is
+   * INVALID_ARGUMENT, reason INVALID_FIELD naming this field.
    *
    * @generated from field: string user_id = 2;
    */
@@ -188,14 +202,21 @@ export declare const IssueCouponResponseSchema: GenMessage<IssueCouponResponse>;
  */
 export declare type GetUserCouponRequest = Message<"coupon.v1.GetUserCouponRequest"> & {
   /**
-   * The coupon's id.
+   * The coupon's id. An id is 1 to 128 characters: Unicode letters, combining marks and digits of
+   * any script (categories L, M, N) and the punctuation "-_.:@/+=", in Unicode NFC, not starting
+   * with a mark. Anything else (spaces, controls, bidi overrides, zero-width and other format
+   * characters, symbols, emoji, other punctuation) is INVALID_ARGUMENT, reason INVALID_FIELD naming
+   * this field.
    *
    * @generated from field: string coupon_id = 1;
    */
   couponId: string;
 
   /**
-   * The user's id.
+   * The user's id. An id is 1 to 128 characters: Unicode letters, combining marks and digits of any
+   * script (categories L, M, N) and the punctuation "-_.:@/+=", in Unicode NFC, not starting with a
+   * mark. Anything else (spaces, controls, bidi overrides, zero-width and other format characters,
+   * symbols, emoji, other punctuation) is INVALID_ARGUMENT, reason INVALID_FIELD naming this field.
    *
    * @generated from field: string user_id = 2;
    */
@@ -235,7 +256,11 @@ export declare const GetUserCouponResponseSchema: GenMessage<GetUserCouponRespon
  */
 export declare type ListUserCouponsRequest = Message<"coupon.v1.ListUserCouponsRequest"> & {
   /**
-   * The user whose coupons to list.
+   * The user whose coupons to list. An id is 1 to 128 characters: Unicode letters, combining marks
+   * and digits of any script (categories L, M, N) and the punctuation "-_.:@/+=", in Unicode NFC,
+   * not starting with a mark. Anything else (spaces, controls, bidi overrides, zero-width and other
+   * format characters, symbols, emoji, other punctuation) is INVALID_ARGUMENT, reason INVALID_FIELD
+   * naming this field.
    *
    * @generated from field: string user_id = 1;
    */
@@ -296,21 +321,33 @@ export declare const ListUserCouponsResponseSchema: GenMessage<ListUserCouponsRe
  */
 export declare type RedeemCouponRequest = Message<"coupon.v1.RedeemCouponRequest"> & {
   /**
-   * The coupon's id.
+   * The coupon's id. An id is 1 to 128 characters: Unicode letters, combining marks and digits of
+   * any script (categories L, M, N) and the punctuation "-_.:@/+=", in Unicode NFC, not starting
+   * with a mark. Anything else (spaces, controls, bidi overrides, zero-width and other format
+   * characters, symbols, emoji, other punctuation) is INVALID_ARGUMENT, reason INVALID_FIELD naming
+   * this field.
    *
    * @generated from field: string coupon_id = 1;
    */
   couponId: string;
 
   /**
-   * The user who holds the coupon.
+   * The user who holds the coupon. An id is 1 to 128 characters: Unicode letters, combining marks
+   * and digits of any script (categories L, M, N) and the punctuation "-_.:@/+=", in Unicode NFC,
+   * not starting with a mark. Anything else (spaces, controls, bidi overrides, zero-width and other
+   * format characters, symbols, emoji, other punctuation) is INVALID_ARGUMENT, reason INVALID_FIELD
+   * naming this field.
    *
    * @generated from field: string user_id = 2;
    */
   userId: string;
 
   /**
-   * The payment service's order id; the idempotency key of this call.
+   * The payment service's order id; the idempotency key of this call. An id is 1 to 128 characters:
+   * Unicode letters, combining marks and digits of any script (categories L, M, N) and the
+   * punctuation "-_.:@/+=", in Unicode NFC, not starting with a mark. Anything else (spaces,
+   * controls, bidi overrides, zero-width and other format characters, symbols, emoji, other
+   * punctuation) is INVALID_ARGUMENT, reason INVALID_FIELD naming this field.
    *
    * @generated from field: string order_id = 3;
    */
@@ -350,21 +387,33 @@ export declare const RedeemCouponResponseSchema: GenMessage<RedeemCouponResponse
  */
 export declare type CancelRedemptionRequest = Message<"coupon.v1.CancelRedemptionRequest"> & {
   /**
-   * The coupon's id.
+   * The coupon's id. An id is 1 to 128 characters: Unicode letters, combining marks and digits of
+   * any script (categories L, M, N) and the punctuation "-_.:@/+=", in Unicode NFC, not starting
+   * with a mark. Anything else (spaces, controls, bidi overrides, zero-width and other format
+   * characters, symbols, emoji, other punctuation) is INVALID_ARGUMENT, reason INVALID_FIELD naming
+   * this field.
    *
    * @generated from field: string coupon_id = 1;
    */
   couponId: string;
 
   /**
-   * The user who holds the coupon.
+   * The user who holds the coupon. An id is 1 to 128 characters: Unicode letters, combining marks
+   * and digits of any script (categories L, M, N) and the punctuation "-_.:@/+=", in Unicode NFC,
+   * not starting with a mark. Anything else (spaces, controls, bidi overrides, zero-width and other
+   * format characters, symbols, emoji, other punctuation) is INVALID_ARGUMENT, reason INVALID_FIELD
+   * naming this field.
    *
    * @generated from field: string user_id = 2;
    */
   userId: string;
 
   /**
-   * The order whose redemption to cancel. Once cancelled, this order can never redeem again.
+   * The order whose redemption to cancel. Once cancelled, this order can never redeem again. An id
+   * is 1 to 128 characters: Unicode letters, combining marks and digits of any script (categories L,
+   * M, N) and the punctuation "-_.:@/+=", in Unicode NFC, not starting with a mark. Anything else
+   * (spaces, controls, bidi overrides, zero-width and other format characters, symbols, emoji, other
+   * punctuation) is INVALID_ARGUMENT, reason INVALID_FIELD naming this field.
    *
    * @generated from field: string order_id = 3;
    */
@@ -400,8 +449,12 @@ export declare const CancelRedemptionResponseSchema: GenMessage<CancelRedemption
 /**
  * First-come coupon issuance. Operators create coupons, users race for them through IssueCoupon,
  * and the payment service redeems and compensates them. Every error carries a coupon.v1.ErrorDetail
- * with a machine-readable reason. Ids (coupon_id, user_id, order_id) are 1 to 128 characters with
- * no control characters; anything else is INVALID_ARGUMENT, reason INVALID_FIELD.
+ * with a machine-readable reason. Ids (coupon_id, user_id, order_id) are 1 to 128 characters of
+ * the id alphabet (Unicode letters, marks and digits, and - _ . : @ / + =, in NFC; see each id
+ * field); anything else is INVALID_ARGUMENT, reason INVALID_FIELD.
+ * Every call carries `Authorization: Bearer <JWT>` (UNAUTHENTICATED without a valid one), and each
+ * RPC lists the roles that may call it in its coupon.v1.allowed_roles option (PERMISSION_DENIED
+ * otherwise).
  *
  * @generated from service coupon.v1.CouponService
  */

@@ -13,8 +13,20 @@ export declare const file_coupon_v1_error: GenFile;
 /**
  * Attached as an error detail to every error the CouponService returns, so callers can branch on a
  * stable reason instead of parsing messages. Shaped like google.rpc.ErrorInfo (AIP-193).
- * One exception: a request larger than the server's limit (API_MAX_MESSAGE_BYTES) is refused by
- * the transport before any handler runs, with RESOURCE_EXHAUSTED and no detail.
+ * This includes requests refused before any handler runs: bytes that are not a request
+ * (MALFORMED_REQUEST), a message over the size limit (REQUEST_TOO_LARGE), unknown compression
+ * (UNSUPPORTED_COMPRESSION) and a method this server does not have (UNKNOWN_METHOD).
+ * The exceptions are answers below the RPC layer, which carry no RPC status at all, only an HTTP
+ * status (gRPC clients derive a code from it):
+ *   - HTTP 415 with no body: a Content-Type of none of the protocols (gRPC application/grpc[+proto|+json],
+ *     gRPC-Web application/grpc-web[+proto|+json], Connect application/proto or application/json),
+ *     including gRPC-Web's base64 text form application/grpc-web-text;
+ *   - HTTP 405 with no body: an HTTP method other than POST (Connect GET is not offered: no
+ *     CouponService method is marked free of side effects);
+ *   - HTTP 404 with no body: a path outside /coupon.v1.CouponService/, or one inside it whose
+ *     Content-Type names no protocol;
+ *   - a request Node.js's HTTP/1.1 or HTTP/2 layer cannot parse, or that breaks its limits (headers too
+ *     large, a protocol error): HTTP 400/431, RST_STREAM or GOAWAY, or the connection is closed.
  *
  * @generated from message coupon.v1.ErrorDetail
  */
@@ -22,6 +34,22 @@ export declare type ErrorDetail = Message<"coupon.v1.ErrorDetail"> & {
   /**
    * Stable, machine-readable reason in UPPER_SNAKE_CASE. One of:
    *   INVALID_FIELD           (INVALID_ARGUMENT) a request field is malformed or out of range; see field
+   *   MALFORMED_REQUEST       (INVALID_ARGUMENT) the request is not a message of the RPC's request type:
+   *                           protobuf bytes that do not decode (including strings that are not UTF-8),
+   *                           JSON that does not fit the message (bad syntax, a value of the wrong type,
+   *                           a number out of range such as 1e30 for an int64, a lone surrogate, an array
+   *                           or null instead of an object, a key the message does not have), a body that
+   *                           is not UTF-8, a gRPC or gRPC-Web body without exactly one complete
+   *                           length-prefixed message, compressed data that does not decompress, or an
+   *                           unreadable grpc-timeout / connect-timeout-ms header. field names the
+   *                           request field when the JSON value of one is at fault. Unknown fields in
+   *                           protobuf binary are skipped, as protobuf requires; in JSON they are refused
+   *   REQUEST_TOO_LARGE       (RESOURCE_EXHAUSTED) the request message is larger than the server's limit
+   *                           (API_MAX_MESSAGE_BYTES, 64 KiB by default), before or after decompression
+   *   UNSUPPORTED_COMPRESSION (UNIMPLEMENTED) grpc-encoding or content-encoding names a compression the
+   *                           server does not accept (it accepts gzip and br; the answer lists them)
+   *   UNKNOWN_METHOD          (UNIMPLEMENTED) the path names no method of coupon.v1.CouponService
+   *   INTERNAL_ERROR          (INTERNAL) a failure the server did not foresee; it is logged. Retrying may not help
    *   COUPON_NOT_FOUND        (NOT_FOUND) no coupon has this id
    *   COUPON_NOT_OPEN         (FAILED_PRECONDITION) before opens_at
    *   COUPON_CLOSED           (FAILED_PRECONDITION) after closes_at
@@ -36,6 +64,10 @@ export declare type ErrorDetail = Message<"coupon.v1.ErrorDetail"> & {
    *   REDEMPTION_CANCELLED    (FAILED_PRECONDITION) this order's redemption was cancelled; it cannot redeem again
    *   ORDER_MISMATCH          (FAILED_PRECONDITION) a cancel names an order other than the redeeming one
    *   INVALID_PAGE_TOKEN      (INVALID_ARGUMENT) page_token was not returned by this server
+   *   TOKEN_MISSING           (UNAUTHENTICATED) no `Authorization: Bearer <JWT>` header
+   *   TOKEN_INVALID           (UNAUTHENTICATED) the token is malformed, badly signed, or for another issuer or audience
+   *   TOKEN_EXPIRED           (UNAUTHENTICATED) the token is past its exp (or before its nbf)
+   *   ROLE_NOT_ALLOWED        (PERMISSION_DENIED) none of the caller's roles may call this RPC (see allowed_roles)
    *
    * @generated from field: string reason = 1;
    */

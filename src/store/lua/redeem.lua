@@ -4,6 +4,8 @@
 -- ARGV[1] user id  ARGV[2] order id  ARGV[3] now (ms)
 -- ARGV[4] valid_until_ms to use instead of meta's ('' = read meta; set when meta was lost and the
 --         caller read the coupon from the ledger)
+-- ARGV[5] the coupon's deadline computed from the ledger, for keys created while there is no gate
+--         ('' = none; lib/expiry.lua)
 -- Returns {status, seq, issued_ms, redeem value, outbox members of this user...}:
 --   'REDEEMED'          ISSUED became REDEEMED for the order; its event is journaled in the outbox
 --   'UNCHANGED'         already REDEEMED for this order (a repeat)
@@ -15,9 +17,7 @@
 --   'NO_META'           no gate state for the coupon: unknown, or lost by Redis
 --   'UNLOADED'          the coupon's redemption state is not (or no longer) in Redis: the caller
 --                       loads it from the ledger first
--- The redeem value is "<R|C>|<order id>|<version>|<at ms>"; version grows by one per change.
--- Outbox members are "<user>\n<redeem value>"; user ids hold no control characters, so the range
--- ["<user>\n", "<user>\v") holds exactly this user's.
+-- Value and outbox formats, and the helpers used here, are in lib/redemption.lua.
 local user, order, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local validUntil
 if ARGV[4] ~= '' then
@@ -30,20 +30,8 @@ end
 -- restores issued state only).
 if redis.call('EXISTS', KEYS[7]) == 0 then return {'UNLOADED'} end
 
-local seq = redis.call('HGET', KEYS[2], user) or ''
-local issued = redis.call('HGET', KEYS[3], user) or ''
-local current = redis.call('HGET', KEYS[4], user) or ''
--- Greedy (.*) keeps order ids that contain '|' whole: version and time are digits only.
-local state, held, version = string.match(current, '^([RC])|(.*)|(%d+)|%d+$')
-version = tonumber(version or '0')
-
-local function reply(status, value)
-  local out = {status, seq, issued, value}
-  for _, m in ipairs(redis.call('ZRANGEBYLEX', KEYS[6], '[' .. user .. '\n', '(' .. user .. '\011')) do
-    out[#out + 1] = m
-  end
-  return out
-end
+local seq, issued, current, state, held, version = redemption_state(user)
+local function reply(status, value) return reply_with_outbox(status, user, seq, issued, value) end
 
 -- A cancelled order is refused first, whatever holds the coupon now: it can never redeem again.
 -- (A cancelled order never holds the coupon: redeeming it is refused, cancelling releases it.)
@@ -56,6 +44,6 @@ if issued == '' then return {'MISSING', seq, issued, current} end
 if validUntil > 0 and now > validUntil then return {'EXPIRED', seq, issued, current} end
 
 local value = 'R|' .. order .. '|' .. (version + 1) .. '|' .. ARGV[3]
-redis.call('HSET', KEYS[4], user, value)
-redis.call('ZADD', KEYS[6], 0, user .. '\n' .. value)
+journal(user, value)
+expire_new(coupon_deadline(KEYS[1], ARGV[5]), KEYS[4], KEYS[6])
 return reply('REDEEMED', value)

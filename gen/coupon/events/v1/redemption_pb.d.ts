@@ -55,6 +55,9 @@ export declare type CouponRedemptionChanged = Message<"coupon.events.v1.CouponRe
 
   /**
    * Increases by one on every change of this (coupon, user); the ledger ignores older versions.
+   * 0 only on a CANCELLED event that records an order as cancelled without changing the coupon:
+   * another order held it, or it was not issued yet. The ledger remembers the order as cancelled
+   * and never changes the coupon's state for it.
    *
    * @generated from field: int64 version = 6;
    */

@@ -1,0 +1,91 @@
+// coupon-api and coupon-issuer for the bench, started as `npm start` starts them (node
+// src/bin/<name>.ts, the local signing key trusted through scripts/local-auth.mjs, LOG_LEVEL info
+// unless told otherwise), on free ports and under the bench's own topic prefix. Unlike
+// test/support/processes.ts their logs are not parsed line by line (coupon-api logs one line per
+// IssueCoupon at info, and parsing them would cost the bench process CPU the servers need): they
+// go to a file beside the results, and only the lines the bench waits for are read.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { createWriteStream, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { withLocalAuth } from '../scripts/local-auth.mjs';
+
+const root = join(import.meta.dirname, '..');
+
+export interface Service {
+  readonly name: 'api' | 'issuer';
+  readonly child: ChildProcess;
+  readonly pid: number;
+  /** http://127.0.0.1:port (api). */
+  readonly url: string;
+  /** host:port for @grpc/grpc-js (api). */
+  readonly address: string;
+  readonly metricsUrl: string;
+  readonly logFile: string;
+  /** Lines whose msg is one of `keep`, parsed. */
+  readonly kept: Record<string, unknown>[];
+  stop(): Promise<number | null>;
+}
+
+export async function startService(name: 'api' | 'issuer', env: Record<string, string>, logFile: string, keep: string[] = []): Promise<Service> {
+  const child = spawn(process.execPath, [join(root, 'src', 'bin', `${name}.ts`)], {
+    cwd: root,
+    env: await withLocalAuth({ ...process.env, API_PORT: '0', API_METRICS_PORT: '0', ISSUER_METRICS_PORT: '0', LOG_PRETTY: 'false', ...env }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const out = createWriteStream(logFile);
+  out.on('error', () => { /* a log line after the end: dropped */ });
+  child.stderr.pipe(out, { end: false });
+  const readyMsg = name === 'api' ? '"msg":"coupon-api listening"' : '"msg":"coupon-issuer consuming"';
+  const kept: Record<string, unknown>[] = [];
+  const exited = once(child, 'exit');
+  const ready = new Promise<Record<string, unknown>>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`coupon-${name} did not start within 90 s; see ${logFile}`)), 90_000);
+    void exited.then(() => {
+      clearTimeout(timer);
+      const tail = (() => { try { return readFileSync(logFile, 'utf8').split('\n').slice(-15).join('\n'); } catch { return ''; } })();
+      reject(new Error(`coupon-${name} exited (code ${child.exitCode}); last lines of ${logFile}:\n${tail}`));
+    });
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      out.write(`${line}\n`);
+      if (line.includes(readyMsg)) { clearTimeout(timer); resolve(JSON.parse(line) as Record<string, unknown>); }
+      for (const msg of keep) if (line.includes(`"msg":"${msg}"`)) kept.push(JSON.parse(line) as Record<string, unknown>);
+    });
+  });
+  const info = await ready;
+  const port = Number(info.port ?? 0);
+  return {
+    name, child, pid: child.pid!, kept, logFile,
+    url: `http://127.0.0.1:${port}`,
+    address: `127.0.0.1:${port}`,
+    metricsUrl: `http://127.0.0.1:${Number(info.metricsPort ?? 0)}/metrics`,
+    async stop() {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        await exited.catch(() => undefined);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+      out.end();
+      return child.exitCode;
+    },
+  };
+}
+
+/** The sum of a Prometheus text metric's samples whose labels include all of `labels`. */
+export function metricSum(text: string, name: string, labels: Record<string, string> = {}): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const m = /^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const set = m[2] ?? '';
+    if (Object.entries(labels).every(([k, v]) => set.includes(`${k}="${v}"`))) sum += Number(m[3]);
+  }
+  return sum;
+}
+
+export async function scrape(url: string): Promise<string> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(5_000) });
+  return res.text();
+}

@@ -1,0 +1,62 @@
+// Validation of what callers send, shared by the RPC handlers and the Kafka consumers. Every
+// failure is a DomainError INVALID_FIELD naming the field; validation runs before anything is written.
+import { invalidField } from './errors.ts';
+
+export const MAX_ID_LENGTH = 128;
+// C0 and C1 control characters, DEL, and the Unicode line/paragraph separators.
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+
+// The id alphabet: letters, combining marks and digits of any script (Unicode L, M and N), plus
+// - _ . : @ / + =  (enough for UUIDs, e-mail addresses, URNs, base64 and base64url).
+// Everything else is refused, in particular:
+//   - controls, whitespace and format characters (Cc, Z*, Cf): bidi overrides and isolates,
+//     zero-width spaces and joiners, soft hyphens. They make two ids that look the same differ,
+//     or make one id display as another in logs and consoles;
+//   - surrogates, private use and unassigned code points (Cs, Co, Cn): no stable meaning;
+//   - symbols (S*: emoji, U+FFFD) and other punctuation, among them '|', the separator of the
+//     "<user>|<order>" and "<user>|<seq>" members the gate keeps in Redis, and '{' '}', Redis
+//     Cluster's hash-tag braces.
+// Ids are compared code point by code point, so an id must also be in Unicode NFC: "é" as one code
+// point and as "e" + U+0301 would otherwise be two users who look like one.
+const ID = /^[\p{L}\p{M}\p{N}\-_.:@/+=]+$/u;
+const ID_CHAR = /^[\p{L}\p{M}\p{N}\-_.:@/+=]$/u;
+const LEADING_MARK = /^\p{M}/u;
+
+const describe = (ch: string) => `U+${ch.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
+
+/** What is wrong with an id, or undefined when it is a valid one. */
+export function idProblem(value: string): string | undefined {
+  if (value.length === 0) return 'must not be empty';
+  const chars = [...value];
+  if (chars.length > MAX_ID_LENGTH) return `must be at most ${MAX_ID_LENGTH} characters`;
+  const bad = ID.test(value) ? undefined : chars.find((ch) => !ID_CHAR.test(ch));
+  if (bad !== undefined) return `must contain only letters, marks, digits and - _ . : @ / + = (found ${describe(bad)})`;
+  if (LEADING_MARK.test(value)) return 'must not start with a combining mark';
+  if (value.normalize('NFC') !== value) return 'must be in Unicode normalization form NFC';
+  return undefined;
+}
+
+/** An id: 1 to 128 characters of the id alphabet, in NFC (see idProblem). */
+export function requireId(field: string, value: string): string {
+  const problem = idProblem(value);
+  if (problem) throw invalidField(field, problem);
+  return value;
+}
+
+export function requireIntInRange(field: string, value: bigint | number, min: number, max: number): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < min || n > max) throw invalidField(field, `must be between ${min} and ${max}, got ${String(value)}`);
+  return n;
+}
+
+export function requireText(field: string, value: string, maxLength: number): string {
+  if (value.trim().length === 0) throw invalidField(field, 'must not be empty');
+  if ([...value].length > maxLength) throw invalidField(field, `must be at most ${maxLength} characters`);
+  if (CONTROL.test(value)) throw invalidField(field, 'must not contain control characters');
+  return value;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** Coupon ids are UUIDs; anything else names no coupon (and is never sent to PostgreSQL's uuid type). */
+export const isUuid = (s: string) => UUID.test(s);

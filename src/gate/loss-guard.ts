@@ -1,0 +1,129 @@
+// When a coupon's state lost by Redis may be rebuilt from the ledger (DESIGN.md, fault model "Redis
+// loses everything": rebuild only from facts that can no longer change). Used by the gate rebuild
+// (gate/rebuild.ts) and by the redemption load (redemption/redemption.ts).
+//
+// 1. The first process to find the state missing records when, in Redis and with SET NX, so every
+//    process waits for the same moment: rebuild-after = first noticed + settle.
+// 2. settle = PUBLISH_TIMEOUT_MS + SETTLE_MARGIN_MS. No publish accepted before the loss can reach
+//    Kafka later than PUBLISH_TIMEOUT_MS after it started (events/kafka.ts, createPublishingKafka),
+//    and it started before the loss, so before it was noticed.
+// 3. Then the topic's end is read, and the consumer group that writes the ledger must have committed
+//    up to it: every such record is in the ledger, or dropped as stale, or dead-lettered.
+// 4. The coupon has no unreplayed dead letters (checked before reading the end, and again once the
+//    consumer caught up): those records still own their seqs or versions, and a rebuild without them
+//    would hand them out again.
+// Until all of that holds, callers get BACKEND_UNAVAILABLE saying what is awaited.
+import type { Redis } from '../store/redis.ts';
+import { DomainError } from '../domain/errors.ts';
+import type { Alerter } from '../events/alert.ts';
+import type { Logger } from '../log.ts';
+import type { Db } from '../store/db.ts';
+import { unreplayedDeadLetters } from '../store/dead-letters.ts';
+import { lossKeys, type CouponScripts, type RebuiltState } from '../store/scripts.ts';
+
+/**
+ * Covers what the publish bound cannot: a reservation whose Redis reply arrived just before the
+ * loss and whose publish was queued a moment after, bytes already on the wire at the deadline that
+ * the broker appends a moment later, and clock granularity.
+ */
+export const SETTLE_MARGIN_MS = 2_000;
+
+/** How long after a loss is noticed a rebuild may start (see the top of this file). */
+export const lossSettleMs = (publishTimeoutMs: number) => publishTimeoutMs + SETTLE_MARGIN_MS;
+
+// A marker outlives its rebuild-after by this much, then expires: one left by a process that died
+// mid-rebuild must not let a later loss skip the wait. An expired one only makes a rebuild wait again.
+const MARKER_GRACE_MS = 10 * 60_000;
+
+// A blocked coupon is asked about on every request; a person needs to hear about it once in a while.
+const ALERT_EVERY_MS = 60_000;
+
+/** What a rebuild asks before loading from the ledger, and tells once it has. */
+export interface RebuildGuard {
+  ready(couponId: string): Promise<'LOST' | 'PRESENT'>;
+  rebuilt(couponId: string): Promise<void>;
+}
+
+/** For rebuilds that need no wait (benchmarks, tests of the loading mechanics): the ledger is final. */
+export const ledgerIsFinal: RebuildGuard = { ready: () => Promise.resolve('LOST'), rebuilt: () => Promise.resolve() };
+
+export interface LossGuardDeps {
+  redis: Redis;
+  scripts: CouponScripts;
+  db: Db;
+  alerter: Alerter;
+  log: Logger;
+  state: RebuiltState;
+  /** lossSettleMs(PUBLISH_TIMEOUT_MS). */
+  settleMs: number;
+  /** True once the ledger's consumer group has committed every record now on its topic (events/consumer-lag.ts). */
+  consumerCaughtUp: () => Promise<boolean>;
+  /** That consumer's topic (under KAFKA_TOPIC_PREFIX), whose dead letters table dead_letters records. */
+  topic: string;
+  /** Its dead-letter topic, named in messages. */
+  dltTopic: string;
+  /** Alert event raised while unreplayed dead letters block a rebuild. */
+  blockedAlert: string;
+}
+
+const WORDS = {
+  gate: { state: 'gate state', consumer: 'coupon-issuer', replay: 'npm run dlt:replay', owns: 'their seqs' },
+  redemption: { state: 'redemption state', consumer: 'the redemption ledger', replay: 'npm run dlt:replay -- redemption', owns: 'their changes' },
+} as const;
+
+export class LossGuard implements RebuildGuard {
+  private readonly d: LossGuardDeps;
+  private readonly words: (typeof WORDS)[RebuiltState];
+  private readonly alerted = new Map<string, number>();
+
+  constructor(deps: LossGuardDeps) {
+    this.d = deps;
+    this.words = WORDS[deps.state];
+  }
+
+  /**
+   * 'LOST' when the coupon's state is missing and may be rebuilt from the ledger now; 'PRESENT' when
+   * it is there after all (another process rebuilt it). Throws BACKEND_UNAVAILABLE until then.
+   */
+  async ready(couponId: string): Promise<'LOST' | 'PRESENT'> {
+    const noticed = await this.d.scripts.lossNoticed(couponId, this.d.state, this.d.settleMs, this.d.settleMs + MARKER_GRACE_MS);
+    if (noticed.status === 'PRESENT') return 'PRESENT';
+    const waitMs = noticed.rebuildAfterMs - noticed.nowMs;
+    if (waitMs > 0) {
+      throw this.unavailable(couponId, `Redis lost this coupon's ${this.words.state}; it is rebuilt from the ledger in about ${Math.ceil(waitMs / 1000)} s, once nothing accepted before the loss can still reach Kafka; retry shortly`);
+    }
+    await this.refuseDeadLetters(couponId);
+    const caughtUp = await this.d.consumerCaughtUp().catch((err: unknown) => {
+      this.d.log.warn({ couponId, err: (err as Error).message }, 'could not check the consumer that writes the ledger');
+      return false;
+    });
+    if (!caughtUp) {
+      throw this.unavailable(couponId, `Redis lost this coupon's ${this.words.state}; waiting for ${this.words.consumer} to record everything accepted before the loss; retry shortly`);
+    }
+    // Records dead-lettered while the consumer caught up.
+    await this.refuseDeadLetters(couponId);
+    return 'LOST';
+  }
+
+  /** The state is rebuilt: the marker goes, so a later loss is noticed afresh. */
+  async rebuilt(couponId: string): Promise<void> {
+    await this.d.redis.del(lossKeys(couponId, this.d.state).marker);
+    this.alerted.delete(couponId);
+  }
+
+  private async refuseDeadLetters(couponId: string): Promise<void> {
+    const count = await unreplayedDeadLetters(this.d.db, this.d.topic, couponId);
+    if (count === 0) return;
+    const message = `Redis lost this coupon's ${this.words.state}, and ${count} of its records sit unreplayed in the dead-letter topic ${this.d.dltTopic}; they still own ${this.words.owns}, so the state is not rebuilt until they are replayed (${this.words.replay})`;
+    const last = this.alerted.get(couponId) ?? 0;
+    if (Date.now() - last >= ALERT_EVERY_MS) {
+      this.alerted.set(couponId, Date.now());
+      await this.d.alerter.notify({ event: this.d.blockedAlert, topic: this.d.topic, dltTopic: this.d.dltTopic, couponId, records: count, error: message });
+    }
+    throw this.unavailable(couponId, message);
+  }
+
+  private unavailable(couponId: string, message: string): DomainError {
+    return new DomainError('BACKEND_UNAVAILABLE', message, { coupon_id: couponId });
+  }
+}

@@ -1,0 +1,73 @@
+// Republishes reservations whose publish never finished (the process died between reserve and
+// the broker's ack). Duplicates are harmless: the issuer writes each (coupon, user) once.
+//
+// It walks only the index of active coupons (store/active-coupons.ts), a page at a time with one
+// round trip per page, and drops from it the coupons left with nothing to recover, so an idle
+// system does no work per old coupon (DESIGN.md, "Growth").
+import type { Redis } from '../store/redis.ts';
+import type { Logger } from '../log.ts';
+import { IDLE_MS, type ActiveCoupons } from '../store/active-coupons.ts';
+import { couponKeys } from '../store/keys.ts';
+import type { CouponScripts } from '../store/scripts.ts';
+import { publishReservation, type GateDeps } from './gate.ts';
+
+export interface GateRecoveryDeps extends Pick<GateDeps, 'encoder' | 'publisher' | 'topic'> {
+  redis: Redis;
+  scripts: CouponScripts;
+  /** The coupons that may hold pending reservations or outbox entries (gate:active under KAFKA_TOPIC_PREFIX). */
+  active: ActiveCoupons;
+  /** The index kept before gate:active, drained into it a batch per pass. */
+  legacyIndexKey?: string;
+  log: Logger;
+  now?: () => number;
+}
+
+/** What one pass did: coupons looked at, reservations republished, idle coupons dropped from the index. */
+export interface RecoveryPass { visited: number; republished: number; dropped: number }
+
+export async function recoverStaleReservations(d: GateRecoveryDeps, staleMs: number, idleMs = IDLE_MS): Promise<RecoveryPass> {
+  const now = (d.now ?? Date.now)();
+  const cutoff = now - staleMs;
+  const pass: RecoveryPass = { visited: 0, republished: 0, dropped: 0 };
+  if (d.legacyIndexKey) await d.active.drainLegacy(d.legacyIndexKey);
+  for await (const page of d.active.pages()) {
+    pass.visited += page.length;
+    // One round trip for the page (ioredis pipelines commands sent in the same tick): each coupon's
+    // stale reservations, and whether it still holds anything the recovery loops look after.
+    const looks = await Promise.all(page.map(({ couponId }) => {
+      const k = couponKeys(couponId);
+      return Promise.all([
+        d.redis.zrangebyscore(k.pending, '-inf', cutoff, 'WITHSCORES', 'LIMIT', 0, 1000),
+        d.redis.zcard(k.pending),
+        d.redis.zcard(k.outbox),
+      ]);
+    }));
+    const idle = page.filter((c, i) => looks[i]![1] === 0 && looks[i]![2] === 0 && c.lastActiveMs <= now - idleMs);
+    pass.dropped += await d.active.dropIdle(idle.map((c) => c.couponId), now - idleMs);
+    for (const [i, { couponId }] of page.entries()) {
+      const stale = looks[i]![0];
+      if (stale.length > 0) pass.republished += await republish(d, couponId, stale);
+    }
+  }
+  if (pass.republished > 0) d.log.warn({ republished: pass.republished }, 'recovered reservations whose publish had not finished');
+  d.log.debug(pass, 'gate recovery pass');
+  return pass;
+}
+
+/** Republishes one coupon's stale reservations ([user, reserved at, ...] as ZRANGEBYSCORE gives them). */
+async function republish(d: GateRecoveryDeps, couponId: string, stale: string[]): Promise<number> {
+  const k = couponKeys(couponId);
+  let republished = 0;
+  // Informational in the event (the issuer checks seqs against the ledger's total); 0 if meta is gone.
+  const total = Number(await d.redis.hget(k.meta, 'total')) || 0;
+  for (let i = 0; i < stale.length; i += 2) {
+    const userId = stale[i]!;
+    const reservedAt = Number(stale[i + 1]);
+    const seq = await d.redis.hget(k.winners, userId);
+    if (seq === null) { await d.redis.zrem(k.pending, userId); continue; }
+    await publishReservation(d, couponId, userId, Number(seq), reservedAt, total);
+    await d.scripts.gateConfirm(couponId, userId, reservedAt);
+    republished++;
+  }
+  return republished;
+}

@@ -1,0 +1,8 @@
+// coupon-api's per-call metrics, named and labelled as go-grpc-prometheus does (server/grpc-metrics.ts fills them).
+import { counter, histogram } from './registry.ts';
+
+const grpcLabels = ['grpc_type', 'grpc_service', 'grpc_method'] as const;
+
+export const grpcStarted = counter({ name: 'grpc_server_started_total', help: 'Total number of RPCs started on the server.', labelNames: grpcLabels });
+export const grpcHandled = counter({ name: 'grpc_server_handled_total', help: 'Total number of RPCs completed on the server, regardless of success or failure.', labelNames: [...grpcLabels, 'grpc_code'] });
+export const grpcHandlingSeconds = histogram({ name: 'grpc_server_handling_seconds', help: 'Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.', labelNames: grpcLabels });

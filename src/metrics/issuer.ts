@@ -1,0 +1,25 @@
+// coupon-issuer's ledger writes (issuer/issue-batch.ts).
+import { counter, histogram } from './registry.ts';
+
+export const issuerRows = counter({ name: 'coupon_issuer_rows_total', help: 'Coupons the issuer inserted into the ledger (user_coupons rows).' });
+export const issuerBatchSeconds = histogram({
+  name: 'coupon_issuer_batch_seconds',
+  help: 'Time the issuer spent on one attempt at a batch: claim in Redis, INSERT, mark issued.',
+  labelNames: ['outcome'],
+  buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+});
+
+/** Wraps a batch handler so each attempt is timed in coupon_issuer_batch_seconds. */
+export function timedIssueBatch<A extends unknown[], R>(handle: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
+  return async (...args) => {
+    const end = issuerBatchSeconds.startTimer();
+    try {
+      const result = await handle(...args);
+      end({ outcome: 'ok' });
+      return result;
+    } catch (err) {
+      end({ outcome: 'failed' });
+      throw err;
+    }
+  };
+}

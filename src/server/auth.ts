@@ -1,0 +1,92 @@
+// Who may call what (DESIGN.md, "Callers are services with identities"). Every CouponService call
+// carries `Authorization: Bearer <JWT>`, verified with jose against a JWKS with issuer and audience
+// checked; the token's `roles` claim must name one of the roles the RPC's coupon.v1.allowed_roles
+// option lists (proto/coupon/v1/access.proto). Health and reflection stay open for probes and
+// grpcurl. Verified tokens are cached until they expire, so the gate pays for a signature check
+// once per caller token, not once per call.
+import { readFileSync } from 'node:fs';
+import { Code, type Interceptor } from '@connectrpc/connect';
+import { getOption } from '@bufbuild/protobuf';
+import { createLocalJWKSet, createRemoteJWKSet, decodeJwt, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
+import { allowed_roles } from '../../gen/coupon/v1/access_pb.js';
+import { CouponService } from '../../gen/coupon/v1/coupon_service_pb.js';
+import type { Logger } from '../log.ts';
+import { apiError, type AuthReason } from './errors.ts';
+
+export interface Caller { sub: string; roles: string[] }
+
+export interface AuthOptions {
+  /** The keys that sign callers' tokens. */
+  keys: JWTVerifyGetKey;
+  issuer: string;
+  audience: string;
+  log: Logger;
+  /** Most verified tokens remembered at once (oldest forgotten first). */
+  cacheSize?: number;
+}
+
+/** The JWKS named by AUTH_JWKS_URL (fetched and refreshed by jose) or AUTH_JWKS_FILE (read once). */
+export function jwksFrom(o: { url?: string | undefined; file?: string | undefined }): JWTVerifyGetKey {
+  if (o.url) return createRemoteJWKSet(new URL(o.url), { timeoutDuration: 2_000, cooldownDuration: 30_000 });
+  if (o.file) return createLocalJWKSet(JSON.parse(readFileSync(o.file, 'utf8')) as JSONWebKeySet);
+  throw new Error('no JWKS configured');
+}
+
+// RPCs whose successful calls change state: their caller is logged on every call.
+const CHANGES_STATE = new Set(['CreateCoupon', 'IssueCoupon', 'RedeemCoupon', 'CancelRedemption']);
+
+const refuse = (code: Code, reason: AuthReason, message: string) => apiError(code, reason, message);
+
+export function authInterceptor(o: AuthOptions): Interceptor {
+  const cache = new Map<string, { caller: Caller; expiresAtMs: number }>();
+  const cacheSize = o.cacheSize ?? 10_000;
+
+  const verify = async (token: string): Promise<Caller> => {
+    const hit = cache.get(token);
+    if (hit && hit.expiresAtMs > Date.now()) return hit.caller;
+    if (hit) cache.delete(token);
+    try {
+      const { payload } = await jwtVerify(token, o.keys, { issuer: o.issuer, audience: o.audience, requiredClaims: ['exp', 'sub'] });
+      const roles = Array.isArray(payload.roles) ? payload.roles.filter((r): r is string => typeof r === 'string') : [];
+      const caller = { sub: payload.sub!, roles };
+      if (cache.size >= cacheSize) cache.delete(cache.keys().next().value!);
+      cache.set(token, { caller, expiresAtMs: payload.exp! * 1000 });
+      return caller;
+    } catch (err) {
+      if (err instanceof joseErrors.JWTExpired) throw refuse(Code.Unauthenticated, 'TOKEN_EXPIRED', 'the bearer token has expired');
+      if (err instanceof joseErrors.JWTClaimValidationFailed && err.claim === 'nbf') throw refuse(Code.Unauthenticated, 'TOKEN_EXPIRED', 'the bearer token is not valid yet');
+      if (err instanceof joseErrors.JOSEError) throw refuse(Code.Unauthenticated, 'TOKEN_INVALID', `the bearer token was refused: ${err.message}`);
+      // The JWKS could not be fetched: an outage, not the caller's fault.
+      throw apiError(Code.Unavailable, 'BACKEND_UNAVAILABLE', 'the signing keys could not be fetched; retry');
+    }
+  };
+
+  return (next) => async (req) => {
+    if (req.service.typeName !== CouponService.typeName) return next(req);
+    const procedure = req.method.name;
+    const header = req.header.get('authorization') ?? '';
+    const match = /^Bearer\s+([A-Za-z0-9._~+/-]+=*)\s*$/i.exec(header);
+    if (!match) {
+      o.log.warn({ procedure, refused: 'TOKEN_MISSING' }, 'call refused: no bearer token');
+      throw refuse(Code.Unauthenticated, 'TOKEN_MISSING', 'this call needs an Authorization: Bearer <JWT> header');
+    }
+    let caller: Caller;
+    try {
+      caller = await verify(match[1]!);
+    } catch (err) {
+      // The sub the token claims, unverified, so the refusal names who it says it is.
+      let claimedSub: unknown;
+      try { claimedSub = decodeJwt(match[1]!).sub; } catch { claimedSub = undefined; }
+      o.log.warn({ procedure, claimedSub, refused: (err as Error).message }, 'call refused: bad bearer token');
+      throw err;
+    }
+    const allowed = getOption(req.method, allowed_roles);
+    if (!caller.roles.some((r) => allowed.includes(r))) {
+      o.log.warn({ procedure, sub: caller.sub, roles: caller.roles, allowed, refused: 'ROLE_NOT_ALLOWED' }, 'call refused: role not allowed');
+      throw refuse(Code.PermissionDenied, 'ROLE_NOT_ALLOWED', `${procedure} needs one of the roles ${allowed.join(', ')}; the caller has ${caller.roles.join(', ') || 'none'}`);
+    }
+    const res = await next(req);
+    if (CHANGES_STATE.has(procedure)) o.log.info({ procedure, sub: caller.sub }, 'call by');
+    return res;
+  };
+}

@@ -1,0 +1,30 @@
+-- Shared by redeem.lua and cancel-redemption.lua, which are loaded with this file in front of them
+-- (src/store/scripts.ts). Both use the same KEYS: [2] winners [3] issued [4] redeem [6] outbox.
+-- The redeem value is "<R|C>|<order id>|<version>|<at ms>"; version grows by one per change.
+-- Outbox members are "<user>\n<redeem value>"; user ids hold no control characters, so the range
+-- ["<user>\n", "<user>\v") holds exactly this user's.
+
+-- The user's seq, issued_at, current redeem value, and that value parsed (state, order, version).
+local function redemption_state(user)
+  local seq = redis.call('HGET', KEYS[2], user) or ''
+  local issued = redis.call('HGET', KEYS[3], user) or ''
+  local current = redis.call('HGET', KEYS[4], user) or ''
+  -- Greedy (.*) keeps order ids that contain '|' whole: version and time are digits only.
+  local state, held, version = string.match(current, '^([RC])|(.*)|(%d+)|%d+$')
+  return seq, issued, current, state, held, tonumber(version or '0')
+end
+
+-- {status, seq, issued_at, value, the user's outbox members...}
+local function reply_with_outbox(status, user, seq, issued, value)
+  local out = {status, seq, issued, value}
+  for _, m in ipairs(redis.call('ZRANGEBYLEX', KEYS[6], '[' .. user .. '\n', '(' .. user .. '\011')) do
+    out[#out + 1] = m
+  end
+  return out
+end
+
+-- Writes a change: the new value, journaled in the outbox for publishing.
+local function journal(user, value)
+  redis.call('HSET', KEYS[4], user, value)
+  redis.call('ZADD', KEYS[6], 0, user .. '\n' .. value)
+end

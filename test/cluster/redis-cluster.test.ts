@@ -1,0 +1,166 @@
+// Issue #13 §2: coupon-api and coupon-issuer on a Redis Cluster (REDIS_CLUSTER_NODES) of this
+// file's own, 3 masters + 3 replicas. A sale over coupons on different shards, reads, redemption,
+// the recovery index and reconcile across shards; then a master killed mid-sale: every user told OK
+// keeps the seq they were told (I3) and the ledger holds exactly the users told OK; and a replica
+// that cannot acknowledge (stopped) turns OK into UNAVAILABLE until it can (REDIS_WAIT_REPLICAS).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CouponCallError } from '../../src/client/grpc.ts';
+import { topicNames } from '../../src/events/topics.ts';
+import { activeCouponsKey, couponKeys } from '../../src/store/keys.ts';
+import { keySlot } from '../../src/store/redis.ts';
+import { UserCouponState } from '../../gen/coupon/v1/coupon_pb.js';
+import { run, startService, type ServiceProcess } from '../support/processes.ts';
+import { couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
+import { startOwnRedisCluster, type OwnRedisCluster } from '../support/redis-cluster.ts';
+import { config, db as newDb, kafka, readTopic, uniqueEnv, until, waitForCaughtUp } from '../support/stack.ts';
+
+const db = newDb();
+const k = kafka();
+let cluster: OwnRedisCluster;
+let env: Record<string, string>;
+let api: ServiceProcess;
+let issuer: ServiceProcess;
+let client: CouponClient;
+const base = { ...uniqueEnv('redis-cluster'), API_WORKERS: '1', KAFKA_TOPIC_PARTITIONS: '2', ISSUE_BACKOFF_MS: '200', RECOVERY_INTERVAL_MS: '500' };
+const topics = topicNames(base.KAFKA_TOPIC_PREFIX);
+
+beforeAll(async () => {
+  cluster = await startOwnRedisCluster();
+  env = { ...base, REDIS_CLUSTER_NODES: cluster.seeds, REDIS_URL: 'redis://127.0.0.1:1/0' };
+  [api, issuer] = await Promise.all([startService('api', env), startService('issuer', env)]);
+  client = couponClient(api.address);
+});
+
+afterAll(async () => {
+  client?.close();
+  await Promise.all([api?.stop(), issuer?.stop()]);
+  await cluster?.stop();
+  await db.destroy();
+  const admin = k.admin();
+  await admin.connect();
+  await admin.deleteTopics({ topics: Object.values(topics) }).catch(() => undefined);
+  await admin.disconnect();
+  for (const topic of [topics.issue, topics.redemption]) {
+    await fetch(`${config.SCHEMA_REGISTRY_URL}/subjects/${topic}-value`, { method: 'DELETE' }).catch(() => undefined);
+    await fetch(`${config.SCHEMA_REGISTRY_URL}/subjects/${topic}-value?permanent=true`, { method: 'DELETE' }).catch(() => undefined);
+  }
+});
+
+const ledger = (couponId: string) => db('user_coupons').where({ coupon_id: couponId }).orderBy('seq').select<{ user_id: string; seq: number }[]>('user_id', 'seq');
+
+type Answer = { ok: true; seq: number } | { ok: false; reason: string };
+async function issue(couponId: string, userId: string): Promise<Answer> {
+  try {
+    const res = await client.issueCoupon({ couponId, userId });
+    return { ok: true, seq: Number(res.seq) };
+  } catch (err) {
+    if (!(err instanceof CouponCallError)) throw err;
+    return { ok: false, reason: err.reason };
+  }
+}
+
+/** Retries UNAVAILABLE answers (a failover under way) until a decision; records every OK heard. */
+async function issueUntilDecided(told: Map<string, number>, couponId: string, userId: string): Promise<Answer> {
+  const deadline = Date.now() + 40_000;
+  for (;;) {
+    const a = await issue(couponId, userId);
+    if (a.ok) {
+      const before = told.get(userId);
+      if (before !== undefined) expect(a.seq, `${userId} told two seqs`).toBe(before);
+      told.set(userId, a.seq);
+    }
+    if (a.ok || (a.reason !== 'BACKEND_UNAVAILABLE' && a.reason !== 'PUBLISH_FAILED') || Date.now() > deadline) return a;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function expectLedgerIsTheOks(couponId: string, total: number, told: Map<string, number>): Promise<void> {
+  await waitForCaughtUp(k, env.KAFKA_ISSUER_GROUP!, topics.issue);
+  await until('a row for every user told OK', async () => (await ledger(couponId)).length >= told.size, 30_000).catch(() => undefined);
+  const rows = await ledger(couponId);
+  const deadLettered = await readTopic(k, topics.issueDlt, (key) => key === couponId);
+  const held = new Map(rows.map((r) => [r.user_id, r.seq]));
+  const missing = [...told].filter(([u, seq]) => held.get(u) !== seq);
+  expect({ missing, extra: rows.filter((r) => !told.has(r.user_id)), deadLetters: deadLettered.map((m) => m.headers['x-error-reason']) }).toEqual({ missing: [], extra: [], deadLetters: [] });
+  expect(rows.length).toBeLessThanOrEqual(total);
+  expect(new Set(rows.map((r) => r.seq)).size).toBe(rows.length);
+  expect(held).toEqual(told);
+}
+
+describe('coupon services on a Redis Cluster', () => {
+  it('a sale over coupons on different shards grants exactly each quantity; reads, redemption, recovery index and reconcile work', { timeout: 60_000 }, async () => {
+    const coupons = await Promise.all(Array.from({ length: 6 }, () => createCoupon(client, 5, { validForMs: 3_600_000 })));
+    const masters = new Set(await Promise.all(coupons.map(async (c) => (await cluster.masterOf(couponKeys(c.id).meta)).port)));
+    expect(masters.size, 'coupons spread over shards').toBeGreaterThan(1);
+    // The client computes the same slot as the cluster.
+    for (const c of coupons) expect(keySlot(couponKeys(c.id).meta)).toBe(await cluster.nodes[0]!.client.cluster('KEYSLOT', couponKeys(c.id).meta));
+
+    const told = coupons.map(() => new Map<string, number>());
+    await Promise.all(coupons.flatMap((c, i) => Array.from({ length: 9 }, (_, u) => issueUntilDecided(told[i]!, c.id, `user-${u}`))));
+    for (const [i, c] of coupons.entries()) {
+      expect(told[i]!.size).toBe(5);
+      expect([...told[i]!.values()].sort()).toEqual([1, 2, 3, 4, 5]);
+      await expectLedgerIsTheOks(c.id, 5, told[i]!);
+    }
+
+    const [first] = coupons;
+    const winner = [...told[0]!.keys()][0]!;
+    await until('ISSUED', async () => (await client.getUserCoupon({ couponId: first!.id, userId: winner })).userCoupon!.state === UserCouponState.ISSUED, 20_000);
+    const redeemed = await client.redeemCoupon({ couponId: first!.id, userId: winner, orderId: 'order-1' });
+    expect(redeemed.userCoupon!.state).toBe(UserCouponState.REDEEMED);
+    expect((await client.getUserCoupon({ couponId: first!.id, userId: winner })).userCoupon!.orderId).toBe('order-1');
+    await client.cancelRedemption({ couponId: first!.id, userId: winner, orderId: 'order-1' });
+    expect((await client.getUserCoupon({ couponId: first!.id, userId: winner })).userCoupon!.state).toBe(UserCouponState.ISSUED);
+
+    // The recovery index (one key, on one shard) lists every coupon that reserved.
+    const indexKey = activeCouponsKey(env.KAFKA_TOPIC_PREFIX!);
+    const indexNode = await cluster.masterOf(indexKey);
+    for (const c of coupons) expect(await indexNode.client.zscore(indexKey, c.id)).not.toBeNull();
+    // Reconcile walks coupons on every shard: no drift.
+    await until('redemption in the ledger', async () => Number((await db('user_coupons').where({ coupon_id: first!.id, user_id: winner }).first<{ redemption_version: string | number }>())?.redemption_version) === 2, 20_000);
+    const reconcile = await run(process.execPath, ['src/bin/reconcile.ts', ...coupons.map((c) => c.id)], env);
+    expect(reconcile.stdout + reconcile.stderr).toContain('6 coupons, 0 with drift');
+    expect(reconcile.code).toBe(0);
+  });
+
+  it('a replica that cannot acknowledge turns OK into UNAVAILABLE; once it can, the retry answers OK with the same seq', { timeout: 40_000 }, async () => {
+    const coupon = await createCoupon(client, 3);
+    const master = await cluster.masterOf(couponKeys(coupon.id).meta);
+    const [replica] = await cluster.replicasOf(master.port);
+    replica!.child.kill('SIGSTOP');
+    let paused: Answer;
+    try {
+      paused = await issue(coupon.id, 'slow-replica');
+    } finally {
+      replica!.child.kill('SIGCONT');
+    }
+    expect(paused).toEqual({ ok: false, reason: 'BACKEND_UNAVAILABLE' });
+    const told = new Map<string, number>();
+    expect(await issueUntilDecided(told, coupon.id, 'slow-replica')).toEqual({ ok: true, seq: 1 });
+    await expectLedgerIsTheOks(coupon.id, 3, told);
+  });
+
+  it('a master killed mid-sale: every user told OK keeps their seq, and the ledger holds exactly them', { timeout: 90_000 }, async () => {
+    const total = 150;
+    const coupon = await createCoupon(client, total);
+    const master = await cluster.masterOf(couponKeys(coupon.id).meta);
+    const told = new Map<string, number>();
+    const users = Array.from({ length: 200 }, (_, i) => `buyer-${i}`);
+    let next = 0;
+    let killed: Promise<unknown> | undefined;
+    const worker = async () => {
+      while (next < users.length) {
+        const userId = users[next++]!;
+        await issueUntilDecided(told, coupon.id, userId);
+        // The killed master comes back (as a supervisor would restart it) and rejoins as the new
+        // master's replica: until then its shard has no replica to acknowledge, and answers UNAVAILABLE.
+        if (!killed && told.size >= 40) killed = cluster.killMaster(master.port).then(async (promoted) => { await cluster.restart(master.port); return promoted; });
+      }
+    };
+    await Promise.all(Array.from({ length: 16 }, worker));
+    const promoted = await killed;
+    expect(promoted).toBeDefined();
+    expect(told.size).toBe(total);
+    await expectLedgerIsTheOks(coupon.id, total, told);
+  });
+});

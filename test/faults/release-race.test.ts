@@ -1,0 +1,56 @@
+// A late release must free only its own unconfirmed reservation (review finding): if the user's
+// pending entry is gone while they still hold the seq, someone else made the record durable (the
+// recovery loop republished and confirmed it, or a rebuild took it from the ledger), and freeing
+// the seq would hand it to a second user whose record then loses on (coupon_id, seq).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { couponKeys } from '../../src/store/keys.ts';
+import { CouponScripts } from '../../src/store/scripts.ts';
+import { startService, type ServiceProcess } from '../support/processes.ts';
+import { couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
+import { startOwnRedis, type OwnRedis } from '../support/redis-server.ts';
+import { uniqueEnv } from '../support/stack.ts';
+
+let redis: OwnRedis;
+let api: ServiceProcess;
+let client: CouponClient;
+beforeAll(async () => {
+  redis = await startOwnRedis();
+  api = await startService('api', { ...uniqueEnv('release-race'), REDIS_URL: redis.url });
+  client = couponClient(api.address);
+});
+afterAll(async () => { client?.close(); await api?.stop(); await redis?.stop(); });
+
+describe('a publish that gives up after its reservation was made durable by someone else', () => {
+  it('is not released: the answer is OK (the coupon is coming) and the seq is never handed out again', async () => {
+    const coupon = await createCoupon(client, 5);
+    const r = redis.client();
+    const scripts = new CouponScripts(r);
+    const k = couponKeys(coupon.id);
+
+    // coupon-api P1 reserves for A; its publish is slow.
+    const reservedAt = Date.now();
+    expect(await scripts.gateReserve(coupon.id, 'A', reservedAt)).toMatchObject({ status: 'RESERVED', seq: 1 });
+    // Another coupon-api's recovery loop finds the entry stale, republishes it and confirms it.
+    await scripts.gateConfirm(coupon.id, 'A', reservedAt);
+    expect(await r.zscore(k.pending, 'A')).toBeNull();
+    // P1's own publish finally gives up and it tries to release.
+    expect(await scripts.gateRelease(coupon.id, 'A', 1, reservedAt)).toBe('CLAIMED');
+    expect(await r.hget(k.winners, 'A')).toBe('1');
+    expect(await r.llen(k.free)).toBe(0);
+    // The next user gets seq 2, not A's seq 1.
+    expect((await client.issueCoupon({ couponId: coupon.id, userId: 'B' })).seq).toBe(2n);
+  });
+
+  it('a release naming another reservation of the same user releases nothing', async () => {
+    const coupon = await createCoupon(client, 5);
+    const r = redis.client();
+    const scripts = new CouponScripts(r);
+    const reservedAt = Date.now();
+    expect(await scripts.gateReserve(coupon.id, 'A', reservedAt)).toMatchObject({ status: 'RESERVED', seq: 1 });
+    expect(await scripts.gateRelease(coupon.id, 'A', 1, reservedAt - 5_000)).toBe('STALE');
+    expect(await r.hget(couponKeys(coupon.id).winners, 'A')).toBe('1');
+    // Its own release does release.
+    expect(await scripts.gateRelease(coupon.id, 'A', 1, reservedAt)).toBe('RELEASED');
+    expect(await r.hget(couponKeys(coupon.id).winners, 'A')).toBeNull();
+  });
+});
