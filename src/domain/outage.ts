@@ -11,11 +11,14 @@ const PG_OUTAGE = /^(08\d{3}|53\d{3}|57014|57P0[1-3]|40001|40P01|25006)$/;
 // Node socket errors.
 const NET_OUTAGE = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOTFOUND', 'ECONNABORTED']);
 // Error classes of the clients: knex pool timeouts, ioredis giving up on a command, kafkajs and the
-// project's publisher and registry client.
+// project's publisher, registry client and replica acknowledgements.
 const OUTAGE_NAMES = new Set([
   'KnexTimeoutError', 'MaxRetriesPerRequestError', 'PublishError', 'SchemaRegistryError',
   'KafkaJSConnectionError', 'KafkaJSRequestTimeoutError', 'KafkaJSNumberOfRetriesExceeded', 'KafkaJSBrokerNotFound', 'KafkaJSLockTimeout',
   'KafkaJSConnectionClosedError', 'ClusterAllFailedError',
+  // Fewer Redis replicas acknowledged a write than REDIS_WAIT_REPLICAS asks for (a replica slow,
+  // stopped or resyncing, a shard between failover and its new replica): wait until one can.
+  'ReplicaNotAcknowledged',
 ]);
 // Redis replies that mean "busy, full or failing over" (OOM: maxmemory reached under the
 // noeviction policy; MISCONF: it cannot persist), client messages of a closed connection, and

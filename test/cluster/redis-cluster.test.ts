@@ -140,6 +140,29 @@ describe('coupon services on a Redis Cluster', () => {
     await expectLedgerIsTheOks(coupon.id, 3, told);
   });
 
+  it('the issuer waits out a replica that cannot acknowledge (an outage, never a dead letter), then issues every user told OK', { timeout: 60_000 }, async () => {
+    const coupon = await createCoupon(client, 10);
+    await issuer.stop();
+    const told = new Map<string, number>();
+    for (let u = 0; u < 6; u++) await issueUntilDecided(told, coupon.id, `patient-${u}`);
+    expect(told.size).toBe(6);
+    const master = await cluster.masterOf(couponKeys(coupon.id).meta);
+    const [replica] = await cluster.replicasOf(master.port);
+    // The issuer claims the records, but its WAIT cannot be acknowledged: each attempt fails for
+    // far longer than ISSUE_MAX_ATTEMPTS attempts (5 x 200 ms doubling, about 3 s) would allow.
+    replica!.child.kill('SIGSTOP');
+    try {
+      issuer = await startService('issuer', env);
+      await new Promise((r) => setTimeout(r, 6_000));
+    } finally {
+      replica!.child.kill('SIGCONT');
+    }
+    await expectLedgerIsTheOks(coupon.id, 10, told);
+    // Told as an outage: the alert once, then the recovery.
+    expect(issuer.logs.filter((l) => l.msg === 'coupon.dependency.outage').map((l) => l.error)).toEqual([expect.stringContaining('Redis replicas acknowledged')]);
+    await issuer.waitForLog('coupon.dependency.recovered', 10_000);
+  });
+
   it('a master killed mid-sale: every user told OK keeps their seq, and the ledger holds exactly them', { timeout: 90_000 }, async () => {
     const total = 150;
     const coupon = await createCoupon(client, total);
