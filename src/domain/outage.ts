@@ -19,6 +19,8 @@ const OUTAGE_NAMES = new Set([
   // Fewer Redis replicas acknowledged a write than REDIS_WAIT_REPLICAS asks for (a replica slow,
   // stopped or resyncing, a shard between failover and its new replica): wait until one can.
   'ReplicaNotAcknowledged',
+  // A consumer could not write to its dead-letter topic: retried, never answered with more dead letters.
+  'DeadLetterWriteFailed',
 ]);
 // Redis replies that mean "busy, full or failing over" (OOM: maxmemory reached under the
 // noeviction policy; MISCONF: it cannot persist), client messages of a closed connection, and

@@ -58,6 +58,11 @@ const abortOn = (isRunning: () => boolean, isStale: () => boolean) => (err: unkn
   throw err;
 };
 
+/** Writing to the dead-letter topic (or recording it) failed: an outage (src/domain/outage.ts). */
+export class DeadLetterWriteFailed extends Error {
+  override name = 'DeadLetterWriteFailed';
+}
+
 export interface RunningConsumer { consumer: Consumer; stop(): Promise<void> }
 
 export async function startBatchConsumer<T>(o: BatchConsumerOptions<T>): Promise<RunningConsumer> {
@@ -73,7 +78,13 @@ export async function startBatchConsumer<T>(o: BatchConsumerOptions<T>): Promise
   await consumer.connect();
   await consumer.subscribe({ topic: o.topic, fromBeginning: true });
 
-  const deadLetter = async (rejections: { message: KafkaMessage; partition: number; reason: string; error: string; attempts: number; firstFailureAt: Date }[]) => {
+  // The dead-letter topic and the ledger's record of it are dependencies like any other: a write
+  // to them that fails is retried as an outage (alert once, nothing committed), whatever the error,
+  // never answered by dead-lettering more records.
+  const deadLetter = (rejections: Parameters<typeof writeDeadLetters>[0]) => writeDeadLetters(rejections).catch((err: unknown) => {
+    throw new DeadLetterWriteFailed(`could not dead-letter ${rejections.length} record(s) to ${o.dltTopic}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+  });
+  const writeDeadLetters = async (rejections: { message: KafkaMessage; partition: number; reason: string; error: string; attempts: number; firstFailureAt: Date }[]) => {
     await o.recordDeadLetters(rejections.map((r) => ({
       topic: o.topic, partition: r.partition, offset: r.message.offset, reason: r.reason,
       couponId: o.keyIsCouponId ? (r.message.key?.toString() ?? null) : null,
@@ -146,13 +157,9 @@ export async function startBatchConsumer<T>(o: BatchConsumerOptions<T>): Promise
       }
 
       if (records.length > 0) {
+        let rejected: Rejection<T>[] = [];
         try {
-          const result = await withRetries(o.policy, () => o.handle(records, { heartbeat }), hooks);
-          const rejected = result?.rejected ?? [];
-          if (rejected.length > 0) {
-            await withRetries(o.policy, () => deadLetter(rejected.map((r) => ({ message: r.record.message, partition: r.record.partition, reason: r.reason, error: r.error, attempts: 1, firstFailureAt: new Date() }))), hooks);
-            await o.alerter.raise({ event: o.alertEvent, ...where, reason: rejected[0]!.reason, records: rejected.length, error: rejected[0]!.error, attempts: 1 });
-          }
+          rejected = (await withRetries(o.policy, () => o.handle(records, { heartbeat }), hooks))?.rejected ?? [];
         } catch (err) {
           if (err instanceof RetryAborted) return;
           if (!(err instanceof AttemptsExhausted)) throw err;
@@ -162,6 +169,13 @@ export async function startBatchConsumer<T>(o: BatchConsumerOptions<T>): Promise
             .then(() => true, abortOn(isRunning, isStale));
           if (!sent) return;
           await o.alerter.raise({ event: o.alertEvent, ...where, reason: 'ATTEMPTS_EXHAUSTED', records: records.length, error: cause, attempts: err.attempts });
+        }
+        // Only the records the handler rejected; the rest of the batch is handled and stays so.
+        if (rejected.length > 0) {
+          const sent = await withRetries(o.policy, () => deadLetter(rejected.map((r) => ({ message: r.record.message, partition: r.record.partition, reason: r.reason, error: r.error, attempts: 1, firstFailureAt: new Date() }))), hooks)
+            .then(() => true, abortOn(isRunning, isStale));
+          if (!sent) return;
+          await o.alerter.raise({ event: o.alertEvent, ...where, reason: rejected[0]!.reason, records: rejected.length, error: rejected[0]!.error, attempts: 1 });
         }
       }
       if (!isRunning() || isStale()) return;
