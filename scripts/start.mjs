@@ -60,7 +60,10 @@ if (cluster) {
 }
 
 const children = processes.map(([name, env]) => {
-  const child = spawn(process.execPath, [join(root, 'src', 'bin', `${name}.ts`)], { cwd: root, env, stdio: 'inherit' });
+  // Each service in a process group of its own: a terminal's Ctrl-C (SIGINT to the foreground
+  // group) then reaches only this script, which passes one SIGTERM on. Sent to the services as well,
+  // it would count as their second signal, which means "exit now" instead of draining.
+  const child = spawn(process.execPath, [join(root, 'src', 'bin', `${name}.ts`)], { cwd: root, env, stdio: 'inherit', detached: true });
   child.on('exit', (code, signal) => {
     if (!stopping) {
       console.error(`[start] coupon-${name} (pid ${child.pid}) exited (${signal ?? code}); stopping the others`);
@@ -78,6 +81,9 @@ function stop(code = 0) {
 }
 process.on('SIGINT', () => stop(0));
 process.on('SIGTERM', () => stop(0));
+process.on('SIGHUP', () => stop(0));
+// Out of the terminal's group, the services would outlive this script if it ended any other way.
+process.on('exit', () => { for (const c of children) if (c.exitCode === null) c.kill('SIGTERM'); });
 
 const [apiName, apiEnv] = processes[0];
 const port = apiEnv.API_PORT ?? '8080';
