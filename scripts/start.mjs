@@ -60,10 +60,10 @@ if (cluster) {
 }
 
 const children = processes.map(([name, env]) => {
-  // Each service in a process group of its own: a terminal's Ctrl-C (SIGINT to the foreground
-  // group) then reaches only this script, which passes one SIGTERM on. Sent to the services as well,
-  // it would count as their second signal, which means "exit now" instead of draining.
-  const child = spawn(process.execPath, [join(root, 'src', 'bin', `${name}.ts`)], { cwd: root, env, stdio: 'inherit', detached: true });
+  // In this script's process group: a terminal's Ctrl-C (SIGINT to the whole foreground group), a
+  // process-group kill or the terminal closing reach the services too. A service takes the signals
+  // of one stop (the terminal's and the SIGTERM passed on below, within a second) as one.
+  const child = spawn(process.execPath, [join(root, 'src', 'bin', `${name}.ts`)], { cwd: root, env, stdio: 'inherit' });
   child.on('exit', (code, signal) => {
     if (!stopping) {
       console.error(`[start] coupon-${name} (pid ${child.pid}) exited (${signal ?? code}); stopping the others`);
@@ -74,16 +74,20 @@ const children = processes.map(([name, env]) => {
 });
 
 let stopping = false;
+let stoppedAt = 0;
+const running = (c) => c.exitCode === null && c.signalCode === null;
 function stop(code = 0) {
+  // One Ctrl-C can arrive twice (from the terminal and passed on by npm): signals within a second
+  // of the first are one stop. A later one is a second Ctrl-C, which the services take as "exit now".
+  if (stopping && Date.now() - stoppedAt < 1_000) return;
+  if (!stopping) stoppedAt = Date.now();
   stopping = true;
-  for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
-  Promise.all(children.map((c) => c.exitCode !== null ? null : new Promise((r) => c.once('exit', r)))).then(() => process.exit(code));
+  for (const c of children) if (running(c)) c.kill('SIGTERM');
+  Promise.all(children.map((c) => running(c) ? new Promise((r) => c.once('exit', r)) : null)).then(() => process.exit(code));
 }
 process.on('SIGINT', () => stop(0));
 process.on('SIGTERM', () => stop(0));
 process.on('SIGHUP', () => stop(0));
-// Out of the terminal's group, the services would outlive this script if it ended any other way.
-process.on('exit', () => { for (const c of children) if (c.exitCode === null) c.kill('SIGTERM'); });
 
 const [apiName, apiEnv] = processes[0];
 const port = apiEnv.API_PORT ?? '8080';

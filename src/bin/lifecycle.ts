@@ -2,12 +2,16 @@
 import { ConfigError, loadConfig, type Config } from '../config.ts';
 import type { Logger } from '../log.ts';
 
+/** Signals this soon after the first belong to the same stop. */
+const SAME_STOP_MS = 1_000;
+
 /**
  * Installs the handlers before `started` settles, so a signal that arrives while the process is
  * still starting waits for the start and then closes cleanly. Returns a way to start the same
  * shutdown without a signal (a node:cluster worker told by its primary); that never counts as the
  * "second signal" that makes the process exit at once, so a Ctrl-C that reaches both the primary
- * and its workers still drains.
+ * and its workers still drains. Nor do signals within a second of the first (one Ctrl-C seen
+ * twice); a later one exits at once.
  */
 export function onShutdown(log: Logger, close: () => Promise<void>): (reason: string) => void {
   let closing = false;
@@ -21,9 +25,17 @@ export function onShutdown(log: Logger, close: () => Promise<void>): (reason: st
       (err: unknown) => { log.error({ err }, 'error while shutting down'); process.exit(1); },
     );
   };
+  let firstSignalAt = 0;
   const handle = (signal: NodeJS.Signals) => {
-    if (signalled) { log.warn({ signal }, 'second signal; exiting now'); process.exit(1); }
+    if (signalled) {
+      // One stop can arrive as two signals: a terminal's Ctrl-C reaches the whole process group,
+      // and a supervisor (npm start) passes a SIGTERM on as well. A second Ctrl-C is later.
+      if (Date.now() - firstSignalAt < SAME_STOP_MS) { log.info({ signal }, 'signal of the same stop; still draining'); return; }
+      log.warn({ signal }, 'second signal; exiting now');
+      process.exit(1);
+    }
     signalled = true;
+    firstSignalAt = Date.now();
     begin(signal);
   };
   process.on('SIGTERM', handle);
