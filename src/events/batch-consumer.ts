@@ -58,6 +58,15 @@ const abortOn = (isRunning: () => boolean, isStale: () => boolean) => (err: unkn
   throw err;
 };
 
+/** The most one dead-letter send carries (Kafka's default limit per request batch is 1 MiB). */
+const DLT_SEND_BYTES = 512 * 1024;
+
+const approxSize = (m: { key: Buffer | null; value: Buffer | null; headers: Record<string, unknown> }) => {
+  let n = 64 + (m.key?.length ?? 0) + (m.value?.length ?? 0);
+  for (const [k, v] of Object.entries(m.headers)) n += k.length + (typeof v === 'string' ? Buffer.byteLength(v) : Buffer.isBuffer(v) ? v.length : 16);
+  return n;
+};
+
 /** Writing to the dead-letter topic (or recording it) failed: an outage (src/domain/outage.ts). */
 export class DeadLetterWriteFailed extends Error {
   override name = 'DeadLetterWriteFailed';
@@ -89,10 +98,7 @@ export async function startBatchConsumer<T>(o: BatchConsumerOptions<T>): Promise
       topic: o.topic, partition: r.partition, offset: r.message.offset, reason: r.reason,
       couponId: o.keyIsCouponId ? (r.message.key?.toString() ?? null) : null,
     })));
-    await o.dltProducer.send({
-      topic: o.dltTopic,
-      acks: -1,
-      messages: rejections.map((r) => ({
+    const messages = rejections.map((r) => ({
         key: r.message.key,
         value: r.message.value,
         headers: {
@@ -105,8 +111,16 @@ export async function startBatchConsumer<T>(o: BatchConsumerOptions<T>): Promise
           'x-source-partition': String(r.partition),
           'x-source-offset': r.message.offset,
         },
-      })),
-    });
+      }));
+    // In sends of at most DLT_SEND_BYTES: a whole exhausted batch (up to maxBytesPerPartition, plus
+    // up to 2 KB of x-error per record) would be more than a topic takes in one request.
+    for (let i = 0; i < messages.length;) {
+      let bytes = 0;
+      let j = i;
+      while (j < messages.length && (j === i || bytes + approxSize(messages[j]!) <= DLT_SEND_BYTES)) bytes += approxSize(messages[j++]!);
+      await o.dltProducer.send({ topic: o.dltTopic, acks: -1, messages: messages.slice(i, j) });
+      i = j;
+    }
   };
 
   const joined = new Promise<void>((resolve) => consumer.on(consumer.events.GROUP_JOIN, () => resolve()));

@@ -6,10 +6,14 @@ import type { Db } from './db.ts';
 export interface DeadLetterEntry { topic: string; partition: number; offset: string; couponId: string | null; reason: string }
 
 export async function recordDeadLetters(db: Db, entries: DeadLetterEntry[]): Promise<void> {
-  if (entries.length === 0) return;
-  await db('dead_letters')
-    .insert(entries.map((e) => ({ topic: e.topic, partition: e.partition, offset: e.offset, coupon_id: e.couponId, reason: e.reason })))
-    .onConflict(['topic', 'partition', 'offset']).merge({ reason: db.raw('excluded.reason'), replayed_at: null });
+  // In statements of 1,000 rows: a whole exhausted batch can hold tens of thousands of records, more
+  // than one statement's 65,535 parameters. A key is whatever the record carried: PostgreSQL text
+  // cannot hold NUL.
+  for (let i = 0; i < entries.length; i += 1_000) {
+    await db('dead_letters')
+      .insert(entries.slice(i, i + 1_000).map((e) => ({ topic: e.topic, partition: e.partition, offset: e.offset, coupon_id: e.couponId?.replaceAll('\u0000', '') ?? null, reason: e.reason })))
+      .onConflict(['topic', 'partition', 'offset']).merge({ reason: db.raw('excluded.reason'), replayed_at: null });
+  }
 }
 
 /** Marks source records as replayed (they are back on their source topic). */

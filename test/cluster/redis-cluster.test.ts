@@ -148,12 +148,14 @@ describe('coupon services on a Redis Cluster', () => {
     expect(told.size).toBe(6);
     const master = await cluster.masterOf(couponKeys(coupon.id).meta);
     const [replica] = await cluster.replicasOf(master.port);
-    // The issuer claims the records, but its WAIT cannot be acknowledged: each attempt fails for
-    // far longer than ISSUE_MAX_ATTEMPTS attempts (5 x 200 ms doubling, about 3 s) would allow.
+    // The issuer claims the records, but its WAIT cannot be acknowledged: the replica stays stopped
+    // until the outage alert, i.e. for 5 failed attempts (ISSUE_MAX_ATTEMPTS: a poison batch would
+    // be dead-lettered by then), and 2 s more.
     replica!.child.kill('SIGSTOP');
     try {
       issuer = await startService('issuer', env);
-      await new Promise((r) => setTimeout(r, 6_000));
+      await issuer.waitForLog('coupon.dependency.outage', 30_000);
+      await new Promise((r) => setTimeout(r, 2_000));
     } finally {
       replica!.child.kill('SIGCONT');
     }

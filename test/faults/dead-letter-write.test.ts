@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Alerter } from '../../src/events/alert.ts';
 import { startBatchConsumer, type RunningConsumer } from '../../src/events/batch-consumer.ts';
 import { recordDeadLetters } from '../../src/store/dead-letters.ts';
@@ -26,6 +26,11 @@ const producer = k.producer({ idempotent: true, maxInFlightRequests: 1, allowAut
 const dltProducer = k.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
 const admin = k.admin();
 
+beforeAll(async () => {
+  await migrate(db);
+  await Promise.all([admin.connect(), producer.connect(), dltProducer.connect()]);
+});
+
 afterAll(async () => {
   await running?.stop();
   await Promise.allSettled([producer.disconnect(), dltProducer.disconnect()]);
@@ -37,11 +42,8 @@ afterAll(async () => {
 
 describe('a dead-letter topic that refuses the rejected record', () => {
   it('holds the batch (an alert, no commit, no good record dead-lettered) until the topic takes it, then dead-letters only that record', { timeout: 60_000 }, async () => {
-    await migrate(db);
-    await admin.connect();
     // The dead-letter record carries the original value and seven x-* headers: far more than 200 bytes.
     await admin.createTopics({ waitForLeaders: true, topics: [{ topic, numPartitions: 1 }, { topic: dltTopic, numPartitions: 1, configEntries: [{ name: 'max.message.bytes', value: '200' }] }] });
-    await Promise.all([producer.connect(), dltProducer.connect()]);
     await producer.send({ topic, acks: -1, messages: ['good-1', 'bad', 'good-2'].map((value) => ({ key: 'k', value })) });
 
     const handled: string[] = [];
@@ -77,5 +79,36 @@ describe('a dead-letter topic that refuses the rejected record', () => {
     expect(logs.some((l) => l.msg === 'coupon.dependency.recovered')).toBe(true);
     // The good records were handled (at least once), never dead-lettered.
     expect(new Set(handled)).toEqual(new Set(['good-1', 'bad', 'good-2']));
+  });
+
+  it('a batch of 20,000 rejected records (more than one statement or one Kafka request takes) is recorded and dead-lettered whole', { timeout: 90_000 }, async () => {
+    const bigTopic = `${prefix}.big`;
+    const bigDlt = `${prefix}.big.dlt`;
+    const bigGroup = `${prefix}-big`;
+    await admin.createTopics({ waitForLeaders: true, topics: [{ topic: bigTopic, numPartitions: 1 }, { topic: bigDlt, numPartitions: 1 }] });
+    // One send: one record batch, which the consumer gets as one batch. Keys as a producer might
+    // send them, one with a NUL (PostgreSQL text cannot hold it).
+    await producer.send({ topic: bigTopic, acks: -1, messages: Array.from({ length: 20_000 }, (_, i) => ({ key: i === 7 ? 'k\u00007' : `k${i}`, value: `poison-${i}` })) });
+    const bigRun = await startBatchConsumer<string>({
+      kafka: k, groupId: bigGroup, topic: bigTopic, dltTopic: bigDlt, dltProducer, log, alertEvent: 'test.big.dead_lettered', keyIsCouponId: true,
+      decoder: { decode: (bytes) => Promise.resolve(Buffer.from(bytes).toString()) },
+      handle: (records) => Promise.resolve({ rejected: records.map((record) => ({ record, reason: 'TEST_POISON', error: 'x'.repeat(2_000) })) }),
+      policy: { maxAttempts: 3, backoffMs: 50, maxBackoffMs: 200 },
+      alerter: new Alerter(log, undefined),
+      recordDeadLetters: (entries) => recordDeadLetters(db, entries),
+    });
+    try {
+      const committed = async () => (await admin.fetchOffsets({ groupId: bigGroup, topics: [bigTopic] }))[0]!.partitions[0]!.offset;
+      await until('every record dead-lettered and committed', async () => (await committed()) === '20000', 60_000);
+      const [row] = await db('dead_letters').where({ topic: bigTopic, reason: 'TEST_POISON' }).count<{ count: string }[]>('* as count');
+      expect(Number(row!.count)).toBe(20_000);
+      expect((await db('dead_letters').where({ topic: bigTopic, offset: '7' }).first<{ coupon_id: string }>())?.coupon_id).toBe('k7');
+      expect((await readTopic(k, bigDlt)).length).toBe(20_000);
+      expect(logs.filter((l) => l.msg === 'coupon.dependency.outage' && l.topic === bigTopic)).toEqual([]);
+    } finally {
+      await bigRun.stop();
+      await admin.deleteTopics({ topics: [bigTopic, bigDlt] }).catch(() => undefined);
+      await db('dead_letters').where({ topic: bigTopic }).delete();
+    }
   });
 });
