@@ -9,7 +9,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Alerter } from '../../src/events/alert.ts';
 import { startBatchConsumer, type RunningConsumer } from '../../src/events/batch-consumer.ts';
-import { recordDeadLetters } from '../../src/store/dead-letters.ts';
+import { recordDeadLetters, type DeadLetterEntry } from '../../src/store/dead-letters.ts';
 import { migrate } from '../../src/store/db.ts';
 import { db as newDb, kafka, readTopic, until } from '../support/stack.ts';
 
@@ -25,6 +25,14 @@ let running: RunningConsumer | undefined;
 const producer = k.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
 const dltProducer = k.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
 const admin = k.admin();
+// What both consumers below share: the records are plain strings, few attempts, short backoff.
+const common = () => ({
+  kafka: k, dltProducer, log,
+  decoder: { decode: (bytes: Uint8Array) => Promise.resolve(Buffer.from(bytes).toString()) },
+  policy: { maxAttempts: 3, backoffMs: 50, maxBackoffMs: 200 },
+  alerter: new Alerter(log, undefined),
+  recordDeadLetters: (entries: DeadLetterEntry[]) => recordDeadLetters(db, entries),
+});
 
 beforeAll(async () => {
   await migrate(db);
@@ -48,15 +56,11 @@ describe('a dead-letter topic that refuses the rejected record', () => {
 
     const handled: string[] = [];
     running = await startBatchConsumer<string>({
-      kafka: k, groupId, topic, dltTopic, dltProducer, log, alertEvent: 'test.dead_lettered', keyIsCouponId: false,
-      decoder: { decode: (bytes) => Promise.resolve(Buffer.from(bytes).toString()) },
+      ...common(), groupId, topic, dltTopic, alertEvent: 'test.dead_lettered', keyIsCouponId: false,
       handle: (records) => {
         handled.push(...records.map((r) => r.value));
         return Promise.resolve({ rejected: records.filter((r) => r.value === 'bad').map((record) => ({ record, reason: 'TEST_POISON', error: 'the test refuses it' })) });
       },
-      policy: { maxAttempts: 3, backoffMs: 50, maxBackoffMs: 200 },
-      alerter: new Alerter(log, undefined),
-      recordDeadLetters: (entries) => recordDeadLetters(db, entries),
     });
 
     // Far longer than 3 attempts at 50–200 ms take.
@@ -90,12 +94,8 @@ describe('a dead-letter topic that refuses the rejected record', () => {
     // send them, one with a NUL (PostgreSQL text cannot hold it).
     await producer.send({ topic: bigTopic, acks: -1, messages: Array.from({ length: 20_000 }, (_, i) => ({ key: i === 7 ? 'k\u00007' : `k${i}`, value: `poison-${i}` })) });
     const bigRun = await startBatchConsumer<string>({
-      kafka: k, groupId: bigGroup, topic: bigTopic, dltTopic: bigDlt, dltProducer, log, alertEvent: 'test.big.dead_lettered', keyIsCouponId: true,
-      decoder: { decode: (bytes) => Promise.resolve(Buffer.from(bytes).toString()) },
+      ...common(), groupId: bigGroup, topic: bigTopic, dltTopic: bigDlt, alertEvent: 'test.big.dead_lettered', keyIsCouponId: true,
       handle: (records) => Promise.resolve({ rejected: records.map((record) => ({ record, reason: 'TEST_POISON', error: 'x'.repeat(2_000) })) }),
-      policy: { maxAttempts: 3, backoffMs: 50, maxBackoffMs: 200 },
-      alerter: new Alerter(log, undefined),
-      recordDeadLetters: (entries) => recordDeadLetters(db, entries),
     });
     try {
       const committed = async () => (await admin.fetchOffsets({ groupId: bigGroup, topics: [bigTopic] }))[0]!.partitions[0]!.offset;
