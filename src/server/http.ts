@@ -9,6 +9,7 @@
 //
 // Graceful close: stop accepting, let in-flight calls finish within the grace period, then cut what
 // is left.
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
 import net, { type Socket } from 'node:net';
@@ -292,10 +293,37 @@ function listenOnce(server: net.Server, options: net.ListenOptions): Promise<num
  * fixed port fails that bind, and for port 0 is vanishingly unlikely.
  */
 export async function reservePort(host: string, port: number): Promise<number> {
+  if (port !== 0) return probePort(host, port);
+  // Port 0: a free port below the kernel's ephemeral range. The port is free only when checked,
+  // and the sockets that bind it come a moment later (in workers: much later); a port from the
+  // ephemeral range can be taken meanwhile by any outgoing connection of any process (seen in CI).
+  const below = ephemeralLow() - 1;
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const candidate = 10_000 + Math.floor(Math.random() * (below - 10_000));
+    try {
+      return await probePort(host, candidate);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+    }
+  }
+  return probePort(host, 0);
+}
+
+async function probePort(host: string, port: number): Promise<number> {
   const probe = net.createServer();
   const bound = await listenOnce(probe, { host, port, exclusive: true });
   await new Promise<void>((resolve) => probe.close(() => resolve()));
   return bound;
+}
+
+/** The lowest port the kernel hands out for outgoing connections (Linux; 32768 elsewhere). */
+function ephemeralLow(): number {
+  try {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    return Number.isInteger(low) && low > 11_000 ? low : 32_768;
+  } catch {
+    return 32_768;
+  }
 }
 
 /**

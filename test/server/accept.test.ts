@@ -9,6 +9,7 @@ import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run, startService, type ServiceProcess } from '../support/processes.ts';
+import { reservePort } from '../../src/server/http.ts';
 import { withLocalAuth } from '../../scripts/local-auth.mjs';
 
 /** The listening TCP sockets on `port`, as socket inodes per pid among `pids` (Linux: /proc). */
@@ -80,5 +81,20 @@ describe('coupon-api with API_WORKERS=2', () => {
     expect(listenersByPid(port, [api.child.pid!, ...workers])).toEqual(new Map([[api.child.pid!, 0], [workers[0]!, 4], [workers[1]!, 4]]));
     const statuses = await burst(port, 300);
     expect(statuses.filter((s) => s !== '200')).toEqual([]);
+  });
+});
+
+describe('API_PORT=0', () => {
+  it('picks a free port below the kernel\'s ephemeral range, which no outgoing connection can take before the workers bind it', async () => {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    for (let i = 0; i < 20; i++) {
+      const port = await reservePort('127.0.0.1', 0);
+      expect(port).toBeGreaterThanOrEqual(10_000);
+      expect(port).toBeLessThan(low);
+      // Free: it binds.
+      const server = net.createServer();
+      await new Promise<void>((resolve, reject) => server.once('error', reject).listen({ host: '127.0.0.1', port }, resolve));
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 });
