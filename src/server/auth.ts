@@ -11,6 +11,7 @@ import { createLocalJWKSet, createRemoteJWKSet, decodeJwt, errors as joseErrors,
 import { allowed_roles } from '../../gen/coupon/v1/access_pb.js';
 import { CouponService } from '../../gen/coupon/v1/coupon_service_pb.js';
 import type { Logger } from '../log.ts';
+import { countIssueCall } from '../metrics/grpc.ts';
 import { apiError, type AuthReason } from './errors.ts';
 
 export interface Caller { sub: string; roles: string[] }
@@ -32,8 +33,22 @@ export function jwksFrom(o: { url?: string | undefined; file?: string | undefine
   throw new Error('no JWKS configured');
 }
 
-// RPCs whose successful calls change state: their caller is logged on every call.
-const CHANGES_STATE = new Set(['CreateCoupon', 'IssueCoupon', 'RedeemCoupon', 'CancelRedemption']);
+// Operator and payment RPCs that change state: each successful call leaves an audit line naming
+// the caller and what changed. IssueCoupon is the hot path of a sale: its callers are counted in
+// coupon_issue_calls_total{caller} instead of a line per call (a handful of storefront services, so
+// the label stays small; only a token signed by a trusted key can name a new one).
+const AUDITED = new Set(['CreateCoupon', 'RedeemCoupon', 'CancelRedemption']);
+
+interface AuditedMessage { coupon?: { id: string; totalQuantity: bigint }; userCoupon?: { couponId: string; userId: string; orderId: string } }
+interface AuditedRequest { orderId?: string }
+
+/** What an audited call changed, from its answer (canonical ids) and request. */
+function audited(response: unknown, request: unknown): Record<string, string> {
+  const m = response as AuditedMessage;
+  if (m.coupon) return { coupon_id: m.coupon.id, total_quantity: String(m.coupon.totalQuantity) };
+  if (m.userCoupon) return { coupon_id: m.userCoupon.couponId, user_id: m.userCoupon.userId, order_id: (request as AuditedRequest).orderId ?? '' };
+  return {};
+}
 
 const refuse = (code: Code, reason: AuthReason, message: string) => apiError(code, reason, message);
 
@@ -85,8 +100,9 @@ export function authInterceptor(o: AuthOptions): Interceptor {
       o.log.warn({ procedure, sub: caller.sub, roles: caller.roles, allowed, refused: 'ROLE_NOT_ALLOWED' }, 'call refused: role not allowed');
       throw refuse(Code.PermissionDenied, 'ROLE_NOT_ALLOWED', `${procedure} needs one of the roles ${allowed.join(', ')}; the caller has ${caller.roles.join(', ') || 'none'}`);
     }
+    if (procedure === 'IssueCoupon') countIssueCall(caller.sub);
     const res = await next(req);
-    if (CHANGES_STATE.has(procedure)) o.log.info({ procedure, sub: caller.sub }, 'call by');
+    if (AUDITED.has(procedure) && !res.stream) o.log.info({ procedure, sub: caller.sub, ...audited(res.message, req.message) }, 'audit');
     return res;
   };
 }

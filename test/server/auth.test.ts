@@ -14,6 +14,7 @@ import { tokenFor } from '../support/auth.ts';
 import { bufBin, run, startService, type ServiceProcess } from '../support/processes.ts';
 import { callError, couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
 import { db as newDb, uniqueEnv } from '../support/stack.ts';
+import { scrape, sumOf } from '../../src/metrics/text-format.ts';
 
 const db = newDb();
 let api: ServiceProcess;
@@ -96,7 +97,11 @@ describe('roles', () => {
       // The refused issue took no slot; the refusal is logged with the caller.
       expect((await operator.getCoupon({ couponId: coupon.id })).coupon!.acceptedCount).toBe(1n);
       expect(api.logs.some((l) => l.msg === 'call refused: role not allowed' && l.sub === 'test-payment' && l.procedure === 'IssueCoupon')).toBe(true);
-      expect(api.logs.some((l) => l.msg === 'call by' && l.sub === 'test-storefront' && l.procedure === 'IssueCoupon')).toBe(true);
+      // An IssueCoupon is counted by caller, never logged per call.
+      expect(sumOf(await scrape(api.metricsUrl, 10_000), 'coupon_issue_calls_total', { caller: 'test-storefront' })).toBeGreaterThanOrEqual(1);
+      expect(api.logs.filter((l) => l.procedure === 'IssueCoupon' && l.level === 30)).toEqual([]);
+      // Creating a coupon leaves an audit line: who, and which coupon (in its canonical spelling).
+      expect(api.logs.filter((l) => l.msg === 'audit' && l.procedure === 'CreateCoupon' && l.coupon_id === coupon.id)).toMatchObject([{ sub: 'test-operator', total_quantity: '5' }]);
     } finally {
       storefront.close(); payment.close(); nobody.close();
     }
