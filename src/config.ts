@@ -70,6 +70,15 @@ const fields = z.object({
   REDIS_WAIT_TIMEOUT_MS: int(1, 60_000).default(500),
   /** How long a finished coupon's Redis state outlives the last moment it could be issued or redeemed. */
   REDIS_RETENTION: duration(3_650 * 86_400_000).default(7 * 86_400_000),
+  /**
+   * The in-process sold-out view (docs/decisions): once a coupon's sell-out is final, each coupon-api
+   * process refuses users who are certainly not winners without Redis. false: every call goes to Redis.
+   */
+  GATE_LOCAL_SOLD_OUT: bool.default(true),
+  /** How old a sold-out view's last check of the gate's epoch may be before a call starts another: the staleness bound. */
+  GATE_LOCAL_RECHECK_MS: int(10, 60_000).default(100),
+  /** How long after its last successful check a sold-out view still answers (while Redis does not). */
+  GATE_LOCAL_LIFETIME_MS: int(10, 3_600_000).default(1_000),
   RECOVERY_INTERVAL_MS: int(100, 3_600_000).default(5_000),
   RECOVERY_STALE_MS: int(100, 3_600_000).default(30_000),
   ISSUE_MAX_ATTEMPTS: int(1, 100).default(5),
@@ -118,6 +127,13 @@ const schema = fields.superRefine((c, ctx) => {
       code: 'custom',
       path: ['KAFKA_MIN_INSYNC_REPLICAS'],
       message: `is ${c.KAFKA_MIN_INSYNC_REPLICAS} and must not exceed KAFKA_REPLICATION_FACTOR (${c.KAFKA_REPLICATION_FACTOR}), or no acks=all write could succeed`,
+    });
+  }
+  if (c.GATE_LOCAL_LIFETIME_MS < c.GATE_LOCAL_RECHECK_MS) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['GATE_LOCAL_LIFETIME_MS'],
+      message: `is ${c.GATE_LOCAL_LIFETIME_MS} ms and must be at least GATE_LOCAL_RECHECK_MS (${c.GATE_LOCAL_RECHECK_MS} ms), or a view would stop answering before it is checked again`,
     });
   }
   // The headers are part of the request: Node refuses a headers timeout longer than the request timeout.

@@ -17,6 +17,7 @@ import type { CouponScripts } from '../store/scripts.ts';
 import type { GateRelease } from '../store/gate-releases.ts';
 import type { ReplicaAcks } from '../store/replica-acks.ts';
 import type { GateRebuilder } from './rebuild.ts';
+import type { SoldOutViews } from './sold-out-view.ts';
 
 /** Encodes CouponIssueRequested in the registry's wire format. */
 export interface IssueEncoder { encode(message: ReturnType<typeof create<typeof CouponIssueRequestedSchema>>): Buffer }
@@ -43,6 +44,8 @@ export interface GateDeps {
   acks?: ReplicaAcks | undefined;
   /** PUBLISH_TIMEOUT_MS: bounds how long a repeat waits for the first request's publish. */
   publishTimeoutMs: number;
+  /** The in-process sold-out view (gate/sold-out-view.ts); absent: every call goes to Redis. */
+  soldOut?: SoldOutViews | undefined;
   /** Testing only: "crash-after-reserve" kills the process between reserve and publish. */
   failpoint?: string | undefined;
 }
@@ -64,6 +67,9 @@ export async function publishReservation(d: Pick<GateDeps, 'encoder' | 'publishe
 const unreplicated = (couponId: string, cause: unknown) => new DomainError('BACKEND_UNAVAILABLE', 'the request was recorded, but no Redis replica confirmed it yet; retry to learn its outcome', { coupon_id: couponId }, cause);
 
 const released = (couponId: string, cause?: unknown) => new DomainError('PUBLISH_FAILED', 'could not record the request; the slot was released, retry', { coupon_id: couponId }, cause);
+
+const soldOut = (couponId: string) => new DomainError('COUPON_SOLD_OUT', 'the coupon is sold out', { coupon_id: couponId });
+const closed = (couponId: string) => new DomainError('COUPON_CLOSED', 'the coupon is closed', { coupon_id: couponId });
 
 type Settled = { ok: true } | { ok: false; err: DomainError };
 
@@ -92,6 +98,9 @@ export class Gate {
 
   private async issueOnce(couponId: string, userId: string): Promise<{ seq: number; state: UserCouponStateName } | 'RELEASED_WHILE_WAITING'> {
     const nowMs = this.now();
+    const local = this.d.soldOut?.answer(couponId, userId, nowMs);
+    if (local === 'SOLD_OUT') throw soldOut(couponId);
+    if (local === 'CLOSED') throw closed(couponId);
     let result = await this.d.scripts.gateReserve(couponId, userId, nowMs);
     if (result.status === 'NOT_FOUND') {
       // No gate in Redis: rebuilt from the ledger, or, for an unknown or finished coupon, answered without one.
@@ -102,8 +111,10 @@ export class Gate {
     switch (result.status) {
       case 'NOT_FOUND': throw couponNotFound(couponId);
       case 'NOT_OPEN': throw new DomainError('COUPON_NOT_OPEN', 'the coupon is not open yet', { coupon_id: couponId });
-      case 'CLOSED': throw new DomainError('COUPON_CLOSED', 'the coupon is closed', { coupon_id: couponId });
-      case 'SOLD_OUT': throw new DomainError('COUPON_SOLD_OUT', 'the coupon is sold out', { coupon_id: couponId });
+      case 'CLOSED': throw closed(couponId);
+      case 'SOLD_OUT':
+        this.d.soldOut?.soldOut(couponId);
+        throw soldOut(couponId);
       case 'EXISTING': {
         const node = this.d.acks?.nodeOf(couponKeys(couponId).meta);
         if (result.unacked && !(await this.acknowledged(couponId, userId, result.seq))) return 'RELEASED_WHILE_WAITING';

@@ -20,3 +20,17 @@ export function countGateRefusal(status: string): void {
 export function countGateDecision(outcome: GateOutcome): void { gateDecisions.inc({ outcome }); }
 
 export const gateRebuilds = counter({ name: 'coupon_gate_rebuilds_total', help: "Coupons whose gate state was rebuilt from the ledger after Redis lost it." });
+
+export const gateLocalAnswers = counter({
+  name: 'coupon_gate_local_answers_total',
+  help: 'IssueCoupon refusals answered from the in-process sold-out view, without Redis (also counted in coupon_gate_decisions_total), by outcome.',
+  labelNames: ['outcome'],
+});
+for (const outcome of ['sold_out', 'closed']) gateLocalAnswers.inc({ outcome }, 0);
+
+/** One refusal answered in process (gate/sold-out-view.ts). */
+export function countLocalAnswer(status: 'SOLD_OUT' | 'CLOSED'): void {
+  const outcome = REFUSALS[status]!;
+  gateLocalAnswers.inc({ outcome });
+  gateDecisions.inc({ outcome });
+}

@@ -14,6 +14,7 @@ import { EventRegistry } from '../events/registry.ts';
 import { CouponScripts } from '../store/scripts.ts';
 import { CouponCatalog } from '../catalog/catalog.ts';
 import { Gate } from '../gate/gate.ts';
+import { SoldOutViews } from '../gate/sold-out-view.ts';
 import { GateRebuilder } from '../gate/rebuild.ts';
 import { LossGuard, lossSettleMs } from '../gate/loss-guard.ts';
 import { recordGateRelease } from '../store/gate-releases.ts';
@@ -77,6 +78,9 @@ export async function startApi(config: Config, log: Logger): Promise<ApiApp> {
     redis, scripts, publisher, encoder: issueCodec, topic: topics.issue, rebuilder, log,
     recordRelease: (release) => recordGateRelease(db, release),
     publishTimeoutMs: config.PUBLISH_TIMEOUT_MS, failpoint: config.FAILPOINT,
+    soldOut: config.GATE_LOCAL_SOLD_OUT
+      ? new SoldOutViews({ redis, scripts, log, recheckMs: config.GATE_LOCAL_RECHECK_MS, lifetimeMs: config.GATE_LOCAL_LIFETIME_MS })
+      : undefined,
     acks: new ReplicaAcks(redis, { replicas: config.REDIS_WAIT_REPLICAS, timeoutMs: config.REDIS_WAIT_TIMEOUT_MS }),
   });
   const recoveryDeps = { redis, scripts, active, legacyIndexKey: legacyCouponIndexKey(config.KAFKA_TOPIC_PREFIX), publisher, encoder: issueCodec, topic: topics.issue, log };

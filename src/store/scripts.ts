@@ -26,6 +26,7 @@ const SCRIPTS = {
   cancelRedemption: { file: 'cancel-redemption', keys: 7, libs: ['expiry', 'redemption'] },
   restoreRedemption: { file: 'restore-redemption', keys: 6, libs: ['expiry'] },
   lossNoticed: { file: 'loss-noticed', keys: 2, libs: [] },
+  gateSoldOut: { file: 'gate-sold-out', keys: 3, libs: [] },
 } as const satisfies Record<string, { file: string; keys: number; libs: readonly string[] }>;
 
 type ScriptName = keyof typeof SCRIPTS;
@@ -61,6 +62,9 @@ export type CancelStatus = 'CANCELLED' | 'RECORDED' | 'UNCHANGED' | 'ORDER_MISMA
 export type LedgerRedemptionRecord =
   | { kind: 'row'; userId: string; seq: number; issuedAtMs: number; value: string; version: number }
   | { kind: 'cancelled'; userId: string; orderId: string };
+
+/** gate-sold-out.lua's answer: the arming's epoch ('' before epochs), and whether the sell-out is final. */
+export interface SoldOutCheck { epoch: string; final: boolean; winners: number; closesMs: number; expireAtMs: number }
 
 /** The issuer's verdict on one record (issuer-claim.lua). */
 export type ClaimVerdict = 'OK' | 'STALE' | 'LOST' | 'UNARMED';
@@ -153,6 +157,15 @@ export class CouponScripts {
     const k = couponKeys(couponId);
     const keys = [k.meta, k.winners, k.next, k.issued, k.free, stagedFreeKey(couponId, randomUUID()), ...allCouponKeys(couponId)];
     return new GateLoad(meta, (args) => this.call('gateLoad', keys, args));
+  }
+
+  /** Whether the coupon's sell-out is final (gate-sold-out.lua); undefined when Redis has no gate for it. */
+  async gateSoldOut(couponId: string): Promise<SoldOutCheck | undefined> {
+    const k = couponKeys(couponId);
+    const reply = (await this.call('gateSoldOut', [k.meta, k.winners, k.pending], [])) as [string, string, number, string, string] | [];
+    if (reply.length === 0) return undefined;
+    const [epoch, final, winners, closesMs, expireAtMs] = reply;
+    return { epoch, final: final === '1', winners: Number(winners), closesMs: Number(closesMs), expireAtMs: Number(expireAtMs) };
   }
 
   /** Arms a new coupon's gate (meta last: nothing answers IssueCoupon before it). False if already armed. */
@@ -298,7 +311,7 @@ export class GateLoad {
   async arm(): Promise<boolean> {
     if (this.armedElsewhere || !(await this.flushGaps())) return false;
     const m = this.meta;
-    return this.step(['arm', m.total, m.opensMs, m.closesMs, m.validUntilMs, this.highest, m.expireAtMs, m.retentionMs]);
+    return this.step(['arm', m.total, m.opensMs, m.closesMs, m.validUntilMs, this.highest, m.expireAtMs, m.retentionMs, randomUUID()]);
   }
 
   private async flushGaps(): Promise<boolean> {

@@ -26,7 +26,7 @@ export async function startOwnRedis(extraArgs: string[] = []): Promise<OwnRedis>
     throw new Error(`redis-server on port ${port} did not start`);
   };
   const kill = async () => {
-    if (!child || child.exitCode !== null) return;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
     const exited = once(child, 'exit');
     child.kill('SIGKILL');
     await exited;

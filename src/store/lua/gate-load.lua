@@ -17,6 +17,8 @@
 --         ARGV[5] valid_until_ms (0 = never)  ARGV[6] highest seq in the ledger
 --         ARGV[7] expire_at_ms: when every key of the coupon expires (0 = never)
 --         ARGV[8] retention_ms (REDIS_RETENTION; the issuer uses it when the coupon completes)
+--         ARGV[9] epoch: a token new to every arming, so that a process holding a view of the
+--         coupon (gate/sold-out-view.ts) notices the gate was rebuilt
 --         Puts the staged free list in place, writes meta last, and gives every key the deadline.
 -- Returns 1 when it wrote, 0 when the gate already existed: it is left untouched, and the caller
 -- stops (another process armed it).
@@ -49,7 +51,7 @@ redis.call('UNLINK', KEYS[5])
 if redis.call('EXISTS', KEYS[6]) == 1 then redis.call('RENAME', KEYS[6], KEYS[5]) end
 redis.call('SET', KEYS[3], ARGV[6])
 redis.call('HSET', KEYS[1], 'total', ARGV[2], 'opens_ms', ARGV[3], 'closes_ms', ARGV[4], 'valid_until_ms', ARGV[5],
-  'expire_at_ms', ARGV[7], 'retention_ms', ARGV[8])
+  'expire_at_ms', ARGV[7], 'retention_ms', ARGV[8], 'epoch', ARGV[9])
 -- Every key gets the same deadline, including keys written before the gate existed (redemption
 -- state restored from the ledger, the staged list's own short expiry), or none at all.
 local deadline = tonumber(ARGV[7])
