@@ -18,89 +18,139 @@ const duration = (maxMs: number) => z.string().trim()
   })
   .pipe(z.number().int().min(0).max(maxMs, `must be at most ${maxMs / 86_400_000} days`));
 
-const fields = z.object({
-  API_HOST: z.string().min(1).default('127.0.0.1'),
-  API_PORT: int(0, 65535).default(8080),
+export const fields = z.object({
+  API_HOST: z.string().min(1).default('127.0.0.1')
+    .describe('Interface coupon-api binds (RPCs and /metrics), and coupon-issuer binds for its /metrics. AUTH_MODE=off needs a loopback address here.'),
+  API_PORT: int(0, 65535).default(8080)
+    .describe('Port for gRPC, gRPC-Web and Connect. 0 picks a free port below the kernel\'s ephemeral range, so no outgoing connection takes it before every worker binds it.'),
   /** Prometheus /metrics of coupon-api and of coupon-issuer, both on API_HOST (0 picks a free port). */
-  API_METRICS_PORT: int(0, 65535).default(9464),
-  ISSUER_METRICS_PORT: int(0, 65535).default(9465),
+  API_METRICS_PORT: int(0, 65535).default(9464)
+    .describe('coupon-api\'s Prometheus /metrics, on API_HOST (0 picks a free port). Must differ from API_PORT and ISSUER_METRICS_PORT.'),
+  ISSUER_METRICS_PORT: int(0, 65535).default(9465)
+    .describe('coupon-issuer\'s Prometheus /metrics, on API_HOST (0 picks a free port).'),
   /** node:cluster worker processes of coupon-api, sharing API_PORT; 1 runs a single process, no cluster. */
-  API_WORKERS: int(1, 64).default(Math.min(64, availableParallelism())),
-  API_MAX_MESSAGE_BYTES: int(1024, 64 * 1024 * 1024).default(64 * 1024),
-  API_SHUTDOWN_GRACE_MS: int(0, 600_000).default(10_000),
+  API_WORKERS: int(1, 64).default(Math.min(64, availableParallelism()))
+    .meta({ description: 'coupon-api worker processes sharing API_PORT (node:cluster). 1 runs one process, no cluster.', defaultText: 'os.availableParallelism(), at most 64' }),
+  API_MAX_MESSAGE_BYTES: int(1024, 64 * 1024 * 1024).default(64 * 1024)
+    .describe('Largest request message, also after decompression; a larger one answers RESOURCE_EXHAUSTED (REQUEST_TOO_LARGE).'),
+  API_SHUTDOWN_GRACE_MS: int(0, 600_000).default(10_000)
+    .describe('How long SIGTERM waits for in-flight calls before closing connections.'),
   // Hostile connections (README, "Connections: timeouts and limits").
-  API_FIRST_BYTE_TIMEOUT_MS: int(100, 600_000).default(5_000),
-  API_HEADERS_TIMEOUT_MS: int(100, 600_000).default(10_000),
-  API_REQUEST_TIMEOUT_MS: int(100, 3_600_000).default(30_000),
-  API_IDLE_TIMEOUT_MS: int(100, 3_600_000).default(65_000),
-  API_MAX_CONNECTIONS: int(1, 1_000_000).default(10_000),
+  API_FIRST_BYTE_TIMEOUT_MS: int(100, 600_000).default(5_000)
+    .describe('A new connection must show its protocol (a first byte, the whole HTTP/2 preface, or the TLS handshake) within this, or it is closed.'),
+  API_HEADERS_TIMEOUT_MS: int(100, 600_000).default(10_000)
+    .describe('HTTP/1.1: time to receive a request\'s headers (slowloris). At most API_REQUEST_TIMEOUT_MS.'),
+  API_REQUEST_TIMEOUT_MS: int(100, 3_600_000).default(30_000)
+    .describe('HTTP/1.1: time to receive a whole request, body included.'),
+  API_IDLE_TIMEOUT_MS: int(100, 3_600_000).default(65_000)
+    .describe('An idle HTTP/1.1 keep-alive connection, or an HTTP/2 session with no open stream, is closed after this. Keep it above the load balancer\'s idle timeout.'),
+  API_MAX_CONNECTIONS: int(1, 1_000_000).default(10_000)
+    .describe('Open connections at most, per worker; extra connections are closed as soon as they are accepted. Keep it under the open-file limit.'),
   /** Listening sockets per process on API_PORT (SO_REUSEPORT): how many new connections one event-loop turn can accept. */
-  API_ACCEPT_SOCKETS: int(1, 256).default(64),
-  API_MAX_CONCURRENT_STREAMS: int(1, 100_000).default(128),
-  API_MAX_SESSION_MEMORY_MB: int(1, 4_096).default(10),
+  API_ACCEPT_SOCKETS: int(1, 256).default(64)
+    .describe('Listening sockets per process (worker) on API_PORT, with SO_REUSEPORT: how many new connections one busy event-loop turn can accept.'),
+  API_MAX_CONCURRENT_STREAMS: int(1, 100_000).default(128)
+    .describe('HTTP/2 streams one connection may have open at once.'),
+  API_MAX_SESSION_MEMORY_MB: int(1, 4_096).default(10)
+    .describe('HTTP/2 memory one connection may use before new streams are refused.'),
   KAFKA_BROKERS: z.string().min(1).default('127.0.0.1:9092')
     .transform((s) => s.split(',').map((b) => b.trim()).filter(Boolean))
-    .pipe(z.array(z.string().regex(/^[^:\s]+:\d{1,5}$/, 'each broker must be host:port')).min(1)),
-  KAFKA_CLIENT_ID: z.string().min(1).default('coupon'),
-  KAFKA_TOPIC_PREFIX: z.string().regex(/^[a-zA-Z0-9._-]{0,100}$/, 'letters, digits, ".", "_" and "-" only').default(''),
-  KAFKA_TOPIC_PARTITIONS: int(1, 1024).default(4),
-  KAFKA_REPLICATION_FACTOR: int(1, 16).default(1),
+    .pipe(z.array(z.string().regex(/^[^:\s]+:\d{1,5}$/, 'each broker must be host:port')).min(1))
+    .describe('Kafka bootstrap brokers, a comma-separated host:port list.'),
+  KAFKA_CLIENT_ID: z.string().min(1).default('coupon')
+    .describe('Kafka client id prefix.'),
+  KAFKA_TOPIC_PREFIX: z.string().regex(/^[a-zA-Z0-9._-]{0,100}$/, 'letters, digits, ".", "_" and "-" only').default('')
+    .describe('Prefix for every topic name, and so every registry subject, so several environments can share one cluster. Letters, digits, ".", "_" and "-".'),
+  KAFKA_TOPIC_PARTITIONS: int(1, 1024).default(4)
+    .describe('Partitions of the topics the services create. coupon-issuer scales to one instance per partition.'),
+  KAFKA_REPLICATION_FACTOR: int(1, 16).default(1)
+    .describe('Replication factor of the topics the services create; 3 in production.'),
   /** min.insync.replicas of the topics the services create; unset: min(2, KAFKA_REPLICATION_FACTOR). */
-  KAFKA_MIN_INSYNC_REPLICAS: int(1, 16).optional(),
-  KAFKA_ISSUER_GROUP: z.string().min(1).default('coupon-issuer'),
-  KAFKA_REDEMPTION_GROUP: z.string().min(1).default('coupon-redemption'),
-  PUBLISH_LINGER_MS: int(0, 1000).default(2),
-  PUBLISH_MAX_BATCH: int(1, 10_000).default(500),
-  PUBLISH_TIMEOUT_MS: int(100, 120_000).default(5_000),
-  SCHEMA_REGISTRY_URL: url.default('http://127.0.0.1:8081/apis/ccompat/v7'),
-  SCHEMA_COMPATIBILITY: z.enum(['BACKWARD', 'BACKWARD_TRANSITIVE', 'FULL', 'FULL_TRANSITIVE']).default('BACKWARD_TRANSITIVE'),
-  DATABASE_URL: url.default('postgres://postgres@127.0.0.1:5432/test'),
-  DATABASE_POOL_MAX: int(1, 200).default(10),
-  REDIS_URL: url.default('redis://127.0.0.1:6379/0'),
+  KAFKA_MIN_INSYNC_REPLICAS: int(1, 16).optional()
+    .describe('min.insync.replicas of the topics the services create. Unset: min(2, KAFKA_REPLICATION_FACTOR). At most KAFKA_REPLICATION_FACTOR.'),
+  KAFKA_ISSUER_GROUP: z.string().min(1).default('coupon-issuer')
+    .describe('Consumer group of coupon-issuer on the issue topic.'),
+  KAFKA_REDEMPTION_GROUP: z.string().min(1).default('coupon-redemption')
+    .describe('Consumer group of the redemption ledger; the payment-result consumer uses "<group>.payment-result".'),
+  PUBLISH_LINGER_MS: int(0, 1000).default(2)
+    .describe('How long the producers wait to fill a batch of records.'),
+  PUBLISH_MAX_BATCH: int(1, 10_000).default(500)
+    .describe('Records per Produce request at most.'),
+  PUBLISH_TIMEOUT_MS: int(100, 120_000).default(5_000)
+    .describe('How long IssueCoupon (and a redemption) waits for the broker\'s ack before answering UNAVAILABLE (PUBLISH_FAILED). Nothing of a record is written to Kafka later than this after its request; a rebuild after a Redis loss waits this + 2 s.'),
+  SCHEMA_REGISTRY_URL: url.default('http://127.0.0.1:8081/apis/ccompat/v7')
+    .describe('Confluent-compatible schema registry API.'),
+  SCHEMA_COMPATIBILITY: z.enum(['BACKWARD', 'BACKWARD_TRANSITIVE', 'FULL', 'FULL_TRANSITIVE']).default('BACKWARD_TRANSITIVE')
+    .describe('Compatibility level each producer sets on its subject before registering its schema.'),
+  DATABASE_URL: url.default('postgres://postgres@127.0.0.1:5432/test')
+    .describe('PostgreSQL, the ledger of record.'),
+  DATABASE_POOL_MAX: int(1, 200).default(10)
+    .describe('PostgreSQL connections per process (per coupon-api worker).'),
+  REDIS_URL: url.default('redis://127.0.0.1:6379/0')
+    .describe('Redis, the gate\'s live state. Ignored when REDIS_CLUSTER_NODES is set.'),
   /** Seeds of a Redis Cluster, host:port,…; when set the services use the cluster and REDIS_URL is ignored. */
   REDIS_CLUSTER_NODES: z.string().trim()
     .transform((s) => s.split(',').map((n) => n.trim()).filter(Boolean))
     .pipe(z.array(z.string().regex(/^[^:\s]+:\d{1,5}$/, 'each Redis Cluster node must be host:port (REDIS_URL is ignored when this is set)')).min(1))
-    .optional(),
+    .optional()
+    .describe('Seed nodes of a Redis Cluster, host:port,… (the rest are discovered). When set, both services use the cluster and REDIS_URL is ignored.'),
   /**
    * Replicas that must acknowledge a reservation or redemption (Redis WAIT) before its caller hears
    * OK; 0 is off. Unset: 1 with REDIS_CLUSTER_NODES, else 0.
    */
-  REDIS_WAIT_REPLICAS: int(0, 16).optional(),
-  REDIS_WAIT_TIMEOUT_MS: int(1, 60_000).default(500),
+  REDIS_WAIT_REPLICAS: int(0, 16).optional()
+    .describe('Redis replicas that must acknowledge (WAIT) a reservation, redemption or cancel before its caller hears OK, and a claim before the issuer writes the ledger; 0 is off. Unset: 1 with REDIS_CLUSTER_NODES, else 0.'),
+  REDIS_WAIT_TIMEOUT_MS: int(1, 60_000).default(500)
+    .describe('How long one WAIT may block; fewer replicas by then answers UNAVAILABLE (BACKEND_UNAVAILABLE).'),
   /** How long a finished coupon's Redis state outlives the last moment it could be issued or redeemed. */
-  REDIS_RETENTION: duration(3_650 * 86_400_000).default(7 * 86_400_000),
-  /**
-   * The in-process sold-out view (docs/decisions): once a coupon's sell-out is final, each coupon-api
-   * process refuses users who are certainly not winners without Redis. false: every call goes to Redis.
-   */
-  GATE_LOCAL_SOLD_OUT: bool.default(true),
-  /** How old a sold-out view's last check of the gate's epoch may be before a call starts another: the staleness bound. */
-  GATE_LOCAL_RECHECK_MS: int(10, 60_000).default(100),
-  /** How long after its last successful check a sold-out view still answers (while Redis does not). */
-  GATE_LOCAL_LIFETIME_MS: int(10, 3_600_000).default(1_000),
-  RECOVERY_INTERVAL_MS: int(100, 3_600_000).default(5_000),
-  RECOVERY_STALE_MS: int(100, 3_600_000).default(30_000),
-  ISSUE_MAX_ATTEMPTS: int(1, 100).default(5),
-  ISSUE_BACKOFF_MS: int(1, 600_000).default(200),
-  ISSUE_BACKOFF_MAX_MS: int(1, 3_600_000).default(10_000),
-  ALERT_WEBHOOK_URL: url.optional(),
-  RECONCILE_INTERVAL_MS: int(1_000, 86_400_000).default(60_000),
+  REDIS_RETENTION: duration(3_650 * 86_400_000).default(7 * 86_400_000)
+    .meta({ description: 'How long a finished coupon\'s Redis state outlives the moment it can no longer be issued or redeemed. A duration with a unit (ms, s, m, h, d); a bare number is seconds; at most 3650 days.', defaultText: '7d' }),
+  GATE_LOCAL_SOLD_OUT: bool.default(true)
+    .describe('The in-process sold-out view: once a coupon is sold out and no publish is in flight, each coupon-api process refuses users who are certainly not winners (a Bloom filter of the winners) without Redis. false: every IssueCoupon goes to Redis.'),
+  GATE_LOCAL_RECHECK_MS: int(10, 60_000).default(100)
+    .describe('How old a sold-out view\'s last check of the gate\'s epoch may be before a call starts another: a rebuild, an expiry or an operator change is noticed within this (plus one Redis round trip).'),
+  GATE_LOCAL_LIFETIME_MS: int(10, 3_600_000).default(1_000)
+    .describe('How long after its last successful check a sold-out view still answers; while Redis does not answer the checks, local refusals stop after this. At least GATE_LOCAL_RECHECK_MS.'),
+  RECOVERY_INTERVAL_MS: int(100, 3_600_000).default(5_000)
+    .describe('How often coupon-api looks for reservations and redemption changes whose publish never finished.'),
+  RECOVERY_STALE_MS: int(100, 3_600_000).default(30_000)
+    .describe('Age after which such a reservation or change is republished. Must exceed PUBLISH_TIMEOUT_MS.'),
+  ISSUE_MAX_ATTEMPTS: int(1, 100).default(5)
+    .describe('Attempts a consumer makes at a batch that fails for a reason other than an outage before dead-lettering it. Outages are retried without limit.'),
+  ISSUE_BACKOFF_MS: int(1, 600_000).default(200)
+    .describe('First retry delay of a consumer\'s batch; it doubles each attempt.'),
+  ISSUE_BACKOFF_MAX_MS: int(1, 3_600_000).default(10_000)
+    .describe('Longest retry delay of a consumer\'s batch.'),
+  ALERT_WEBHOOK_URL: url.optional()
+    .describe('When set, every alert (dead letters, a dependency outage and its recovery, a blocked gate rebuild or redemption load) is also POSTed here as JSON. A failing webhook is logged, never fatal.'),
+  RECONCILE_INTERVAL_MS: int(1_000, 86_400_000).default(60_000)
+    .describe('How often coupon-issuer reconciles the coupons it wrote to in the last 10 minutes (and any still drifting).'),
   /** Testing only: makes a process fail at a chosen point, to prove recovery. */
-  FAILPOINT: z.enum(['crash-after-reserve']).optional(),
+  FAILPOINT: z.enum(['crash-after-reserve']).optional()
+    .describe('Testing only: crash-after-reserve kills coupon-api between the reservation and its publish.'),
   /** PEM files: with both, coupon-api serves TLS on API_PORT (HTTP/2 or HTTP/1.1 by ALPN). */
-  API_TLS_CERT: z.string().min(1).optional(),
-  API_TLS_KEY: z.string().min(1).optional(),
+  API_TLS_CERT: z.string().min(1).optional()
+    .describe('PEM certificate chain. With API_TLS_KEY, coupon-api serves TLS on API_PORT (HTTP/2 or HTTP/1.1 by ALPN); unset: cleartext.'),
+  API_TLS_KEY: z.string().min(1).optional()
+    .describe('PEM private key for API_TLS_CERT.'),
   /** PEM file of the CA that signs callers' certificates: mutual TLS, callers without one are refused. */
-  API_TLS_CLIENT_CA: z.string().min(1).optional(),
+  API_TLS_CLIENT_CA: z.string().min(1).optional()
+    .describe('PEM CA bundle: mutual TLS; a caller without a certificate this CA signed is refused at the handshake. Needs API_TLS_CERT.'),
   /** jwt: every CouponService call needs a valid bearer token; off: no checks (loopback only). */
-  AUTH_MODE: z.enum(['jwt', 'off']).default('jwt'),
-  AUTH_JWKS_URL: url.optional(),
-  AUTH_JWKS_FILE: z.string().min(1).optional(),
-  AUTH_ISSUER: z.string().min(1).default('coupon-local'),
-  AUTH_AUDIENCE: z.string().min(1).default('coupon-api'),
-  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  LOG_PRETTY: bool.default(false),
+  AUTH_MODE: z.enum(['jwt', 'off']).default('jwt')
+    .describe('jwt: every CouponService call needs a valid bearer token. off: no checks, accepted only when API_HOST is a loopback address.'),
+  AUTH_JWKS_URL: url.optional()
+    .describe('JWKS of the identity provider that signs callers\' tokens (fetched, cached, refreshed on an unknown kid). With AUTH_MODE=jwt set exactly one of AUTH_JWKS_URL and AUTH_JWKS_FILE.'),
+  AUTH_JWKS_FILE: z.string().min(1).optional()
+    .describe('The same JWKS from a file. npm start and npm test set .stack/auth/jwks.json when neither is configured.'),
+  AUTH_ISSUER: z.string().min(1).default('coupon-local')
+    .describe('Required iss of callers\' tokens.'),
+  AUTH_AUDIENCE: z.string().min(1).default('coupon-api')
+    .describe('Required aud of callers\' tokens.'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info')
+    .describe('Lowest level logged.'),
+  LOG_PRETTY: bool.default(false)
+    .describe('Human-readable logs instead of JSON lines (npm start sets true).'),
 });
 
 const LOOPBACK = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|::1|localhost)$/;
