@@ -1,4 +1,4 @@
-// The fault schedule and its injector. Faults come one at a time (DESIGN.md promises I1–I5 under
+// The fault schedule and its injector. Faults come one at a time (docs/design.md promises I1–I5 under
 // any *single* crash or outage): each is applied, lasts its seeded time, is repaired, and the next
 // starts after a seeded gap. The kinds are the fault model's:
 //   kill-api / kill-issuer   SIGKILL at an arbitrary line, started again after a moment

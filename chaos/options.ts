@@ -7,7 +7,7 @@ export interface ChaosOptions {
   users: number;
   /** Keep the run's directory .stack/chaos-<pid>/ (process logs, the broker's data) instead of deleting it. */
   keepLogs: boolean;
-  /** Count records dead-lettered after exhausting their retries as violations (DESIGN.md: an outage is retried, never dead-lettered). */
+  /** Count records dead-lettered after exhausting their retries as violations (docs/design.md#outages-versus-poison: an outage is retried, never dead-lettered). */
   strict: boolean;
   /** A control run: the same sale and checks with no faults, which must pass on any correct build. */
   noFaults: boolean;

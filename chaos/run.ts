@@ -347,7 +347,7 @@ async function main(): Promise<void> {
   for (const [alert, records] of alerts) {
     const note = `DLT:${alert}=${records}`;
     const outage = alert.endsWith('/ATTEMPTS_EXHAUSTED');
-    summary.push(`note: ${records} records dead-lettered (${alert}) during the run${outage ? '; DESIGN.md: an outage is retried, never dead-lettered' : ''}`);
+    summary.push(`note: ${records} records dead-lettered (${alert}) during the run${outage ? '; docs/design.md#outages-versus-poison: an outage is retried, never dead-lettered' : ''}`);
     if (opts.strict && outage) violations.push(note);
   }
   summary.unshift(

@@ -1,4 +1,4 @@
-// The clustered local stack (issue #13 §1), beside the single-node one and on its own ports:
+// The clustered local stack, beside the single-node one and on its own ports:
 //
 // - Apache Kafka: three KRaft nodes, each broker and controller (node.id 1..3, a 3-voter quorum),
 //   run from the same Maven Central jars as the single node, with default.replication.factor=3 and

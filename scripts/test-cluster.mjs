@@ -1,4 +1,4 @@
-// `npm run test:cluster`: the proofs of issue #13 §3 (test-cluster/, vitest.cluster.config.ts) on
+// `npm run test:cluster`: the proofs (test-cluster/, vitest.cluster.config.ts) on
 // the clustered local stack. It does not start that stack: `npm run stack:up -- --cluster` first.
 // Extra arguments go to vitest: `npm run test:cluster -- -t redemption`.
 import { spawnSync } from 'node:child_process';

@@ -1,5 +1,5 @@
 // `npm test`: the same set-up as `npm start` (stack up; migrations run in vitest's global setup),
-// then the whole vitest suite, then the cluster proof (issue #13 §3: test-cluster/, on the clustered
+// then the whole vitest suite, then the cluster proof (test-cluster/, on the clustered
 // local stack, which it starts if needed and stops again if it started it). Extra arguments go to
 // vitest and run only what they name, without the cluster proof: `npm test -- test/gate`.
 // TEST_CLUSTER=0 skips the cluster proof.

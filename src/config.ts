@@ -1,5 +1,5 @@
-// Every setting comes from an environment variable, with defaults for the local stack (README,
-// "Configuration"). Validation happens once at start; an error names the variable and the problem.
+// Every setting comes from an environment variable, with defaults for the local stack (docs/configuration.md,
+// generated from this file). Validation happens once at start; an error names the variable and the problem.
 import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
@@ -35,7 +35,7 @@ export const fields = z.object({
     .describe('Largest request message, also after decompression; a larger one answers RESOURCE_EXHAUSTED (REQUEST_TOO_LARGE).'),
   API_SHUTDOWN_GRACE_MS: int(0, 600_000).default(10_000)
     .describe('How long SIGTERM waits for in-flight calls before closing connections.'),
-  // Hostile connections (README, "Connections: timeouts and limits").
+  // Hostile connections (docs/api.md#connections-timeouts-and-limits).
   API_FIRST_BYTE_TIMEOUT_MS: int(100, 600_000).default(5_000)
     .describe('A new connection must show its protocol (a first byte, the whole HTTP/2 preface, or the TLS handshake) within this, or it is closed.'),
   API_HEADERS_TIMEOUT_MS: int(100, 600_000).default(10_000)

@@ -1,4 +1,4 @@
-// Issue #13 §3: the proof on the clustered local stack (three KRaft brokers, Redis Cluster 3+3),
+// The proof on the clustered local stack (three KRaft brokers, Redis Cluster 3+3),
 // with coupon-api (two workers) and two coupon-issuer processes in one consumer group, on topics
 // of this file's own (replication factor 3, min.insync.replicas 2).
 //

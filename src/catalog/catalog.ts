@@ -61,7 +61,7 @@ export class CouponCatalog {
    * Persists the coupon, then arms its gate; the gate's meta is written last, so nothing answers
    * IssueCoupon for the coupon before the rest is in place. If arming fails, what was written is
    * removed, in Redis and in the ledger: nothing half-made. Arming gives every key the coupon's
-   * retention deadline (README, "Retention"). A new coupon joins the recovery loops' index only
+   * retention deadline (docs/architecture.md#retention). A new coupon joins the recovery loops' index only
    * with its first reservation (store/active-coupons.ts).
    */
   async createCoupon(input: NewCoupon): Promise<CouponView> {

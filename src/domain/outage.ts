@@ -1,4 +1,4 @@
-// Telling an outage from a poison record (DESIGN.md, "Outages versus poison"). An outage is a
+// Telling an outage from a poison record (docs/design.md#outages-versus-poison). An outage is a
 // dependency that is unreachable, slow or overloaded right now: the work is retried until it comes
 // back, and never dead-lettered. Anything else is the record's (or the code's) own problem.
 import { DomainError, isRetryableReason } from './errors.ts';

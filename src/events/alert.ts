@@ -1,6 +1,6 @@
 // Alerts for a person to act on: an error log with a stable event name (`alert: true`), a
 // Prometheus counter, and an optional webhook POST (ALERT_WEBHOOK_URL). A failing webhook is
-// logged, never fatal. Events (README, "Alerts"):
+// logged, never fatal. Events (docs/operations.md#alerts):
 //   coupon.issue.dead_lettered, coupon.redemption.dead_lettered, coupon.payment_result.dead_lettered
 //     records went to that consumer's dead-letter topic; `reason` says why: ATTEMPTS_EXHAUSTED (the
 //     batch failed ISSUE_MAX_ATTEMPTS times on its own), a decode reason (BAD_MAGIC, …), or the

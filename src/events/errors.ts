@@ -1,5 +1,4 @@
-// The events module's failures, split by what the caller should do about them (DESIGN.md, "Events
-// and the registry"):
+// The events module's failures, split by what the caller should do about them (docs/events.md#registry):
 // - EventDecodeError: the record itself is bad. Retrying cannot help; route it to the dead-letter
 //   topic with `reason`.
 // - SchemaIncompatibleError: the registry refused a producer's schema. The producer must not start.

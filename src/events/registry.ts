@@ -1,5 +1,4 @@
-// The one way the project turns event messages into Kafka values and back (DESIGN.md, "Events and
-// the registry"):
+// The one way the project turns event messages into Kafka values and back (docs/events.md#registry):
 // - producers call `forTopic` once at start: it sets the subject's compatibility level, registers
 //   (or finds) the schema, and refuses to start on an incompatible change;
 // - consumers call `decoderFor`: they never register, and read every version ever registered.

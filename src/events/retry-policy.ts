@@ -1,4 +1,4 @@
-// The one retry policy for every consumer (DESIGN.md, "Outages versus poison"):
+// The one retry policy for every consumer (docs/design.md#outages-versus-poison):
 // - a failure of the work itself (a record that can never succeed, a bug) gets `maxAttempts` tries
 //   with exponential backoff, then its records go to the dead-letter topic with an alert;
 // - an outage (src/domain/outage.ts: a dependency unreachable, slow or overloaded) is retried

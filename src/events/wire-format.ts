@@ -1,5 +1,5 @@
 // The Confluent wire format for Protobuf values, exactly as Confluent's own serializers write it
-// (DESIGN.md, "Events and the registry"):
+// (docs/events.md):
 //
 //   byte 0        magic byte 0
 //   bytes 1-4     schema id, big-endian

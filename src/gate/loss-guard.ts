@@ -1,5 +1,5 @@
-// When a coupon's state lost by Redis may be rebuilt from the ledger (DESIGN.md, fault model "Redis
-// loses everything": rebuild only from facts that can no longer change). Used by the gate rebuild
+// When a coupon's state lost by Redis may be rebuilt from the ledger (docs/design.md#redis-loses-everything:
+// rebuild only from facts that can no longer change). Used by the gate rebuild
 // (gate/rebuild.ts) and by the redemption load (redemption/redemption.ts).
 //
 // 1. The first process to find the state missing records when, in Redis and with SET NX, so every

@@ -1,10 +1,10 @@
 // Rebuilding a coupon's gate from the ledger after Redis lost it (it keeps nothing on disk). A
-// coupon whose keys expired after its retention (README, "Retention") is answered from the ledger
+// coupon whose keys expired after its retention (docs/architecture.md#retention) is answered from the ledger
 // instead, and never armed again.
 //
 // The ledger is streamed a page at a time in seq order (store/coupons.ts ledgerPages) into short
 // script calls of at most CHUNK items each (store/scripts.ts GateLoad): the process holds one page,
-// never the coupon, and Redis is never blocked by one long call (DESIGN.md, "Growth").
+// never the coupon, and Redis is never blocked by one long call (docs/design.md#growth).
 import type { Redis } from '../store/redis.ts';
 import { isUuid } from '../domain/ids.ts';
 import type { Logger } from '../log.ts';

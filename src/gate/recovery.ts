@@ -3,7 +3,7 @@
 //
 // It walks only the index of active coupons (store/active-coupons.ts), a page at a time with one
 // round trip per page, and drops from it the coupons left with nothing to recover, so an idle
-// system does no work per old coupon (DESIGN.md, "Growth").
+// system does no work per old coupon (docs/design.md#growth).
 import type { Redis } from '../store/redis.ts';
 import type { Logger } from '../log.ts';
 import { IDLE_MS, type ActiveCoupons } from '../store/active-coupons.ts';

@@ -1,7 +1,7 @@
 // coupon-api's first-come gate: what it decided (gate/gate.ts) and how often it rebuilt a coupon from the ledger (gate/rebuild.ts).
 import { counter } from './registry.ts';
 
-/** What the first-come gate decided for an IssueCoupon (README, "How a request flows"). */
+/** What the first-come gate decided for an IssueCoupon (docs/architecture.md#issuing). */
 export type GateOutcome = 'won' | 'repeat' | 'sold_out' | 'not_open' | 'closed' | 'not_found' | 'publish_failed' | 'unreplicated';
 export const GATE_OUTCOMES: readonly GateOutcome[] = ['won', 'repeat', 'sold_out', 'not_open', 'closed', 'not_found', 'publish_failed', 'unreplicated'];
 

@@ -1,7 +1,7 @@
 // The project's Prometheus metrics all live on prom-client's default registry, each created once
 // per process: a module loaded twice (test runners do that) finds its metric already registered and
 // reuses it, as events/alert.ts does. Each area defines its metrics in its own module here, so a
-// process exports only the metrics of what it runs (README, "Operating it").
+// process exports only the metrics of what it runs (docs/operations.md#metrics).
 //
 // Names follow the ecosystem so dashboards and alerts carry over: grpc_server_* as
 // grpc-ecosystem/go-grpc-prometheus has them, kafka_consumergroup_lag as Kafka exporters name it,

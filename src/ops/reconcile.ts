@@ -1,4 +1,4 @@
-// Reconciliation (issue #12 §3): do Redis, PostgreSQL and Kafka agree about a coupon? Every
+// Reconciliation: do Redis, PostgreSQL and Kafka agree about a coupon? Every
 // difference is named; a difference that records still in flight (unconsumed on the coupon's
 // partition, journaled, or waiting in a dead-letter topic) can explain is reported as in flight, not
 // as drift. Counts come from O(1) Redis calls and indexed SQL; per-user checks walk Redis with HSCAN

@@ -1,4 +1,4 @@
-// Redemption for the payment service (DESIGN.md, I5): redeem once, compensate exactly once.
+// Redemption for the payment service (docs/design.md#i5-redemption-at-most-once): redeem once, compensate exactly once.
 //
 // One Lua script decides each RedeemCoupon or CancelRedemption atomically and, in the same step,
 // journals the change in the coupon's outbox. The change is then published to

@@ -1,4 +1,4 @@
-// Who may call what (DESIGN.md, "Callers are services with identities"). Every CouponService call
+// Who may call what (docs/design.md#callers-are-services-with-identities). Every CouponService call
 // carries `Authorization: Bearer <JWT>`, verified with jose against a JWKS with issuer and audience
 // checked; the token's `roles` claim must name one of the roles the RPC's coupon.v1.allowed_roles
 // option lists (proto/coupon/v1/access.proto). Health and reflection stay open for probes and

@@ -1,11 +1,10 @@
 // One port, h2c and HTTP/1.1, serving gRPC, gRPC-Web and Connect (connect-es's handlers through
 // node-adapter.ts).
 //
-// Hostile connections (DESIGN.md, fault model) must neither crash the process nor starve other
+// Hostile connections (docs/design.md#fault-model) must neither crash the process nor starve other
 // callers: every socket has an error listener from its first moment, a connection must show its
 // protocol within a deadline, HTTP/1.1 headers and requests are timed, idle connections are closed,
-// and HTTP/2 sessions are bounded in streams, memory and resets (README, "Connections: timeouts and
-// limits").
+// and HTTP/2 sessions are bounded in streams, memory and resets (docs/api.md#connections-timeouts-and-limits).
 //
 // Graceful close: stop accepting, let in-flight calls finish within the grace period, then cut what
 // is left.

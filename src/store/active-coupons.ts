@@ -1,5 +1,5 @@
 // The index of active coupons (keys.ts, gate:active): the only coupons the recovery loops walk, so
-// an idle system does no work per old coupon (DESIGN.md, "Growth").
+// an idle system does no work per old coupon (docs/design.md#growth).
 //
 // The rule that keeps it safe: a coupon never holds a pending reservation or an outbox entry while
 // absent from the index (a crash after reserve must still be recovered). So

@@ -67,7 +67,7 @@ const migrations: Migration[] = [
   {
     // Every record sent to a dead-letter topic, until it is replayed. A coupon with unreplayed dead
     // letters still owns their seqs (issue) or their changes (redemption): rebuilding its Redis
-    // state without them could hand a seq out twice (DESIGN.md, "Redis loses everything").
+    // state without them could hand a seq out twice (docs/design.md#redis-loses-everything).
     name: '003_dead_letters',
     async up(db) {
       await db.schema.createTable('dead_letters', (t) => {

@@ -1,4 +1,4 @@
-// Waiting for replicas (README, "Redis Cluster"). Redis replicates asynchronously: a master that
+// Waiting for replicas (docs/scaling.md#redis-cluster). Redis replicates asynchronously: a master that
 // fails over can lose a write its client already heard back about. Before the gate or redemption
 // answers OK for a change, it asks the master that made it for WAIT <replicas> <timeout>: how many
 // replicas acknowledged every write this connection made so far. Fewer than wanted, and the caller

@@ -89,7 +89,7 @@ export interface GateMeta {
 }
 
 /**
- * Retention (README, "Retention"): when a coupon's Redis state may go, 0 for never. A coupon is
+ * Retention (docs/architecture.md#retention): when a coupon's Redis state may go, 0 for never. A coupon is
  * finished once it can no longer be issued (after closes_at, or once complete: sold out and every
  * unit issued) nor redeemed (after valid_until); its state then stays `retentionMs` longer. A
  * coupon without valid_until can be redeemed forever, and one with neither closes_at nor a

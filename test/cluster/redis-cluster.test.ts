@@ -1,4 +1,4 @@
-// Issue #13 §2: coupon-api and coupon-issuer on a Redis Cluster (REDIS_CLUSTER_NODES) of this
+// Coupon-api and coupon-issuer on a Redis Cluster (REDIS_CLUSTER_NODES) of this
 // file's own, 3 masters + 3 replicas. A sale over coupons on different shards, reads, redemption,
 // the recovery index and reconcile across shards; then a master killed mid-sale: every user told OK
 // keeps the seq they were told (I3) and the ledger holds exactly the users told OK; and a replica

@@ -1,4 +1,4 @@
-// Issue #9 §7: answers that were wrong. Pages that skipped rows, a crafted page token that
+// Answers that were wrong. Pages that skipped rows, a crafted page token that
 // answered INTERNAL, outages (Redis BUSY, PostgreSQL 53300 and 57014) that answered INTERNAL, and
 // a failed CreateCoupon that left an armed gate behind.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

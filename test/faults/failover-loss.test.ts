@@ -1,4 +1,4 @@
-// Issue #13 §2: a Redis failover can lose a master's last writes while the coupon's other keys
+// A Redis failover can lose a master's last writes while the coupon's other keys
 // survive (replication is asynchronous; WAIT narrows the window but does not close it). The gate is
 // still armed, so nothing notices the loss: a reservation whose record already reached Kafka is
 // gone from the winners hash, and its seq is handed out again. The record of the user the gate

@@ -1,4 +1,4 @@
-// Issue #9 §1: the issuer judges every record on its own. A user's stale record (its publish
+// The issuer judges every record on its own. A user's stale record (its publish
 // "failed" but landed, and the slot was released) and the same user's live record (the retry the
 // service asked for) can be read in one batch; the live one must be issued.
 import { afterAll, describe, expect, it } from 'vitest';

@@ -1,4 +1,4 @@
-// Issue #9 §2: an outage is not a poison record. PostgreSQL is cut for 60 s in the middle of a
+// An outage is not a poison record. PostgreSQL is cut for 60 s in the middle of a
 // sale and of redemptions: the issuer and the redemption ledger keep retrying without committing,
 // alert once each, dead-letter nothing, and every winner and redemption reaches the ledger once
 // PostgreSQL is back.

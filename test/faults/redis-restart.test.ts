@@ -1,4 +1,4 @@
-// Issue #9 §3 and §4: Redis restarts and loses everything (it keeps nothing on disk) while
+// Redis restarts and loses everything (it keeps nothing on disk) while
 // publishes are in flight, after releases, and while dead letters still own seqs. The services run
 // against a redis-server of this file's own, restarted with SIGKILL; coupon-api reaches Kafka through
 // a proxy that can hold its publishes in flight or swallow their acknowledgements. After each

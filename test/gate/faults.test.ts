@@ -54,7 +54,7 @@ describe('the broker stops mid-sale', () => {
       await kafkaDown(inst, 'SIGKILL');
       // PUBLISH_FAILED promises "the slot was released, retry is safe". When Redis lost the
       // coupon's state while the publish was failing, nothing was released: the answer must not
-      // promise it (issue #9 §7).
+      // promise it.
       const lost = client.issueCoupon({ couponId: other.id, userId: 'lost-reservation' }, { timeoutMs: 30_000 }).then(() => undefined, (err: CouponCallError) => err);
       await until('the reservation', async () => (await r.hget(couponKeys(other.id).winners, 'lost-reservation')) !== null, 5_000, 20);
       await r.del(...(await r.keys(`coupon:{${other.id}}:*`)));

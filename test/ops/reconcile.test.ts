@@ -1,4 +1,4 @@
-// Reconciliation (issue #12 §3): after a clean sale Redis, PostgreSQL and Kafka agree; drift made on
+// Reconciliation: after a clean sale Redis, PostgreSQL and Kafka agree; drift made on
 // purpose (a ledger row deleted, a Redis winner deleted) is named by `npm run reconcile` (exit 1)
 // and by coupon-issuer's periodic pass (coupon_reconcile_drift{kind}).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -1,4 +1,4 @@
-// Traces (#12 §2): one IssueCoupon's trace, from the caller's traceparent through coupon-api's
+// Traces: one IssueCoupon's trace, from the caller's traceparent through coupon-api's
 // server span and the Kafka record's headers to the coupon-issuer batch that inserted it. The two
 // services are real processes exporting OTLP/HTTP (JSON) to a small receiver this file runs, the
 // way they would export to a collector; and with no OTLP endpoint, nothing is traced.

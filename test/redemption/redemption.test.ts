@@ -1,6 +1,6 @@
 // RedeemCoupon and CancelRedemption as the payment service sees them (a @grpc/grpc-js client),
 // through the real coupon-api and coupon-issuer, with Redis, the redemption topic and the
-// PostgreSQL ledger checked after each scenario (DESIGN.md, I5).
+// PostgreSQL ledger checked after each scenario (docs/design.md#i5-redemption-at-most-once).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as grpc from '@grpc/grpc-js';
 import { create, fromBinary } from '@bufbuild/protobuf';

@@ -1,4 +1,4 @@
-// The index of active coupons that the recovery loops walk (store/active-coupons.ts; issue #9 §6):
+// The index of active coupons that the recovery loops walk (store/active-coupons.ts):
 // a coupon is marked before it can hold a pending reservation or an outbox entry, stays while it
 // holds one, and leaves once it has been idle for a while, so the loops never walk old coupons.
 // Driven here with an injected clock, on a Redis of the test's own.

@@ -1,5 +1,5 @@
 // A gate rebuild through coupon-api after Redis lost everything, on a Redis of the test's own so
-// its work can be measured (issue #9 §6; DESIGN.md, "Growth"): a coupon with 40,000 winners and
+// its work can be measured (docs/design.md#growth): a coupon with 40,000 winners and
 // 40,000 released seqs is rebuilt with Redis work in proportion to the ledger, in calls of one
 // bounded chunk each, and answers exactly as before the loss. Only public behaviour and Redis's
 // own figures are used, so the same file runs against any version of the service.

@@ -1,4 +1,4 @@
-// Rebuilding a coupon's gate after Redis lost it, at scale (issue #9 §6; DESIGN.md, "Growth"): the
+// Rebuilding a coupon's gate after Redis lost it, at scale (docs/design.md#growth): the
 // ledger is streamed a page at a time, every Redis call carries one bounded chunk, and two
 // rebuilds at once still hand out each free seq once. (rebuild-through-api.test.ts: the same
 // through coupon-api, measuring Redis.)

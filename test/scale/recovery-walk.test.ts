@@ -1,4 +1,4 @@
-// The recovery loops as the system grows (issue #9 §6; DESIGN.md, "Growth"): coupon-api looks for
+// The recovery loops as the system grows (docs/design.md#growth): coupon-api looks for
 // reservations and redemption changes whose publish never finished, every RECOVERY_INTERVAL_MS,
 // but an idle coupon costs it nothing, however many coupons were ever created, while a crash
 // between reserve and publish is still recovered. On a Redis of the test's own, so Redis's own

@@ -1,4 +1,4 @@
-// Retention (README, "Retention"; issue #9 §6): a finished coupon's Redis state expires
+// Retention (docs/architecture.md#retention): a finished coupon's Redis state expires
 // REDIS_RETENTION after it can no longer be issued or redeemed, every key at the same moment, and
 // afterwards every answer comes from the ledger without arming the gate again. On a Redis of the
 // test's own (KEYS is safe there), through the real coupon-api and coupon-issuer.

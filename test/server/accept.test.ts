@@ -1,7 +1,7 @@
 // How coupon-api accepts connections. libuv accepts one connection per listening socket per
 // event-loop turn, so with one socket a burst of new connections during a sale waited in the
-// kernel's accept queue for one busy turn each: seconds for the last of 256 (the HTTP/1.1 tail of
-// issue #11). coupon-api listens on API_ACCEPT_SOCKETS sockets per process (SO_REUSEPORT) and, with
+// kernel's accept queue for one busy turn each: seconds for the last of 256 (the HTTP/1.1 tail).
+// coupon-api listens on API_ACCEPT_SOCKETS sockets per process (SO_REUSEPORT) and, with
 // workers, every worker listens itself instead of the primary handing sockets over one by one.
 // These tests check that shape through what an operator sees (the sockets, the answers, the start
 // errors); the latency it buys is measured by `npm run bench`, not asserted here.

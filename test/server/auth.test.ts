@@ -1,4 +1,4 @@
-// Who may call what (issue #10 §4): a bearer JWT verified against the JWKS, with issuer and
+// Who may call what: a bearer JWT verified against the JWKS, with issuer and
 // audience checked, and the roles each RPC's allowed_roles option lists. Through @grpc/grpc-js and
 // through buf curl, as the payment service and an operator would call.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

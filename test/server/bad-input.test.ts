@@ -1,4 +1,4 @@
-// Bytes that are not a request (#10 §2), sent by hand over plain HTTP: gRPC over HTTP/2 with its
+// Bytes that are not a request, sent by hand over plain HTTP: gRPC over HTTP/2 with its
 // 5-byte length prefix, gRPC-Web with the same frames, Connect unary with the bare message, each in
 // protobuf and JSON. Every refusal is checked for its code and its coupon.v1.ErrorDetail reason,
 // and for having written nothing: the coupon's rows, its Redis keys and the coupon index are the

@@ -1,4 +1,4 @@
-// Hostile connections (DESIGN.md, fault model): resets at any moment, slowloris, idle sockets, HTTP/2
+// Hostile connections (docs/design.md#fault-model): resets at any moment, slowloris, idle sockets, HTTP/2
 // rapid reset, garbage. None may crash coupon-api or starve other callers. Each test checks that a
 // well-behaved caller is served while the hostile one is at work, and that the process is alive after.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -1,4 +1,4 @@
-// TLS and mutual TLS on the API port (issue #10 §4): HTTP/2 and HTTP/1.1 chosen by ALPN, and with
+// TLS and mutual TLS on the API port: HTTP/2 and HTTP/1.1 chosen by ALPN, and with
 // a client CA, a caller without a certificate it signed is refused at the handshake.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';

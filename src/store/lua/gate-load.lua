@@ -2,7 +2,7 @@
 --   'rows' with a chunk of ledger rows and 'free' with a chunk of the seqs below the highest one
 --   that the ledger does not hold (released, or never published), each any number of times, then
 --   'arm'. Nothing answers IssueCoupon until 'arm' wrote meta, so the chunks are invisible until
---   complete. Every call does work in proportion to its own chunk only (DESIGN.md, "Growth").
+--   complete. Every call does work in proportion to its own chunk only (docs/design.md#growth).
 -- KEYS[1] meta  KEYS[2] winners  KEYS[3] next  KEYS[4] issued  KEYS[5] free
 -- KEYS[6] this rebuild's own staged free list (coupon:{id}:free:staging:<token>)
 -- KEYS[7..] every key of the coupon, whose expiry 'arm' sets
