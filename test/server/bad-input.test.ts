@@ -62,7 +62,7 @@ afterAll(async () => {
 });
 
 describe('bytes that are not a request', () => {
-  it('answers protobuf bytes that do not decode with INVALID_ARGUMENT, MALFORMED_REQUEST, on every RPC over gRPC, gRPC-Web and Connect (was INTERNAL)', async () => {
+  it('answers protobuf bytes that do not decode with INVALID_ARGUMENT, MALFORMED_REQUEST, on every RPC over gRPC, gRPC-Web and Connect', async () => {
     const garbage: [string, Uint8Array][] = [
       ['0xff bytes', new Uint8Array([0xff, 0xff, 0xff, 0xff])],
       ['a length running past the end', new Uint8Array([0x0a, 0x05, 0x61])],
@@ -112,7 +112,7 @@ describe('bytes that are not a request', () => {
     }
   });
 
-  it('ends a gRPC and gRPC-Web call whose JSON error message would quote half an astral character (the call used to hang)', async () => {
+  it('ends a gRPC and gRPC-Web call whose JSON error message would quote half an astral character', async () => {
     // V8's JSON.parse error quotes the body, cut at a code unit: here between the two halves of
     // U+1D160, so the message holds a lone surrogate, which grpc-message cannot carry.
     const body = te('Id":"\u{1D158}\u{1D165}\u{1D16F}\u{14521}","userId":"nobody"}');
@@ -123,7 +123,7 @@ describe('bytes that are not a request', () => {
     expect(health.codeName).toBe('invalid_argument');
   });
 
-  it('refuses a JSON body that is not UTF-8 instead of storing U+FFFD in its place (was OK: a coupon named "caf\\ufffd")', async () => {
+  it('refuses a JSON body that is not UTF-8 instead of storing U+FFFD in its place', async () => {
     const body = new Uint8Array([...te('{"name": "caf'), 0xff, ...te('", "totalQuantity": "1"}')]);
     await writesNothing(async () => {
       for (const w of jsonWires) expect(answer(await wire.send(w, 'CreateCoupon', body))).toEqual({ code: 'invalid_argument', reason: 'MALFORMED_REQUEST', field: '' });
@@ -140,7 +140,7 @@ describe('bytes that are not a request', () => {
     }
   });
 
-  it('refuses gRPC and gRPC-Web bodies without exactly one whole length-prefixed message (was UNIMPLEMENTED or INTERNAL)', async () => {
+  it('refuses gRPC and gRPC-Web bodies without exactly one whole length-prefixed message', async () => {
     const message = toBinary(GetCouponRequestSchema, create(GetCouponRequestSchema, { couponId }));
     const bodies: [string, Uint8Array][] = [
       ['no message at all', new Uint8Array(0)],
@@ -157,7 +157,7 @@ describe('bytes that are not a request', () => {
     for (const [call, got] of Object.entries(answers)) expect({ call, ...got as object }).toEqual({ call, code: 'invalid_argument', reason: 'MALFORMED_REQUEST', field: '' });
   });
 
-  it('answers a message over the size limit with RESOURCE_EXHAUSTED, REQUEST_TOO_LARGE: sent, only declared, or after decompression (was no detail)', async () => {
+  it('answers a message over the size limit with RESOURCE_EXHAUSTED, REQUEST_TOO_LARGE: sent, only declared, or after decompression', async () => {
     const tooBig = new Uint8Array(70_000).fill(0x41);
     await writesNothing(async () => {
       for (const w of WIRES) expect({ w: wireName(w), ...answer(await wire.send(w, 'IssueCoupon', tooBig)) }).toEqual({ w: wireName(w), code: 'resource_exhausted', reason: 'REQUEST_TOO_LARGE', field: '' });
@@ -192,7 +192,7 @@ describe('bytes that are not a request', () => {
     }
   });
 
-  it('answers a method the service does not have with UNIMPLEMENTED, UNKNOWN_METHOD, also to @grpc/grpc-js (was a bare HTTP 404)', async () => {
+  it('answers a method the service does not have with UNIMPLEMENTED, UNKNOWN_METHOD, also to @grpc/grpc-js', async () => {
     for (const w of WIRES) expect({ w: wireName(w), ...answer(await wire.send(w, 'RefundCoupon', new Uint8Array(0))) }).toEqual({ w: wireName(w), code: 'unimplemented', reason: 'UNKNOWN_METHOD', field: '' });
     const getCoupon = methodDesc('GetCoupon');
     const newer = { ...CouponService, methods: [{ ...getCoupon, name: 'RefundCoupon', localName: 'refundCoupon' }] } as unknown as DescService;
