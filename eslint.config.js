@@ -2,6 +2,36 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
+// The house (docs/architecture.md#layers): which folder of src/ may import which. Each folder gets one
+// rule listing the folders it must not import.
+const FEATURES = ['gate', 'issuer', 'redemption', 'catalog', 'ops', 'client'];
+const FORBIDDEN = {
+  // Only server/ and bin/ know the API server.
+  gate: ['server', 'issuer'],
+  issuer: ['server', 'gate'],
+  redemption: ['server'],
+  catalog: ['server'],
+  ops: ['server'],
+  client: ['server'],
+  metrics: ['server'],
+  telemetry: ['server'],
+  domain: ['server'],
+  lib: ['server'],
+  // The stores and the event plumbing serve the features and know none of them.
+  store: ['server', ...FEATURES],
+  events: ['server', ...FEATURES],
+};
+function layers() {
+  return Object.entries(FORBIDDEN).map(([folder, banned]) => ({
+    files: [`src/${folder}/**/*.ts`],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [{ regex: `^\\.\\./(${banned.join('|')})/`, message: `src/${folder} must not import src/{${banned.join(',')}} (docs/architecture.md#layers)` }],
+      }],
+    },
+  }));
+}
+
 export default tseslint.config(
   { ignores: ['gen/**', 'node_modules/**', '.stack/**', 'coverage/**'] },
   js.configs.recommended,
@@ -17,6 +47,7 @@ export default tseslint.config(
       '@typescript-eslint/unbound-method': 'off',
     },
   },
+  ...layers(),
   {
     files: ['scripts/**/*.mjs', 'eslint.config.js'],
     languageOptions: { globals: { process: 'readonly', console: 'readonly', fetch: 'readonly', AbortSignal: 'readonly', setTimeout: 'readonly' } },

@@ -10,7 +10,7 @@ import { exposeProcessMetrics } from '../metrics/serve.ts';
 import { replayGroupId } from '../events/replay.ts';
 import { topicNames } from '../events/topics.ts';
 import { redemptionGroups } from '../redemption/app.ts';
-import { dependencyProbes, HealthMonitor } from '../server/health.ts';
+import { dependencyProbes, DependencyMonitor } from '../ops/dependencies.ts';
 import type { Db } from '../store/db.ts';
 import type { Redis } from '../store/redis.ts';
 
@@ -30,7 +30,7 @@ export async function startIssuerMetrics(o: { config: Config; log: Logger; kafka
     ...[topics.issueDlt, topics.redemptionDlt, topics.paymentResultDlt].map((dlt) => ({ groupId: replayGroupId(config.KAFKA_CLIENT_ID, dlt), topic: dlt })),
   ], log);
   // The same probes as coupon-api's health check; here they only feed coupon_dependency_up.
-  const probes = new HealthMonitor({ probes: dependencyProbes(config, { db: o.db, redis: o.redis, kafkaAdmin: admin }), services: [], log, intervalMs: 5_000 });
+  const probes = new DependencyMonitor({ probes: dependencyProbes(config, { db: o.db, redis: o.redis, kafkaAdmin: admin }), log, intervalMs: 5_000 });
   await probes.start();
   const server = await exposeProcessMetrics(config.API_HOST, config.ISSUER_METRICS_PORT);
   return {

@@ -2,6 +2,7 @@
 // issued for within the last RECENT_MS (never every coupon ever created), logs each drift,
 // and exports coupon_reconcile_drift{kind}: the number of coupons with that kind of drift at the
 // last pass (alert rule: ops/prometheus/alerts.yml).
+import { every } from '../lib/every.ts';
 import { Gauge, register } from 'prom-client';
 import type { Logger } from '../log.ts';
 import { reconcileCoupon, type DriftKind, type ReconcileDeps } from './reconcile.ts';
@@ -20,8 +21,6 @@ export function startReconcileJob(deps: ReconcileDeps, intervalMs: number, log: 
   // Coupons with drift stay on the list until a pass finds them clean.
   const drifting = new Set<string>();
   for (const kind of KINDS) drift.set({ kind }, 0);
-  let timer: NodeJS.Timeout | undefined;
-  let stopped = false;
   const pass = async () => {
     const cutoff = Date.now() - RECENT_MS;
     for (const [id, at] of recent) if (at < cutoff) recent.delete(id);
@@ -37,15 +36,9 @@ export function startReconcileJob(deps: ReconcileDeps, intervalMs: number, log: 
     }
     for (const [kind, n] of counts) drift.set({ kind }, n);
   };
-  const tick = () => {
-    timer = setTimeout(() => {
-      pass().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'reconcile pass failed')).finally(() => { if (!stopped) tick(); });
-    }, intervalMs);
-    timer.unref();
-  };
-  tick();
+  const loop = every(intervalMs, pass, (err) => log.warn({ err: err.message }, 'reconcile pass failed'), { unref: true });
   return {
     touched(couponIds) { const now = Date.now(); for (const id of couponIds) recent.set(id, now); },
-    stop() { stopped = true; clearTimeout(timer); },
+    stop() { loop.stop(); },
   };
 }

@@ -20,8 +20,7 @@ import { LossGuard, lossSettleMs } from '../gate/loss-guard.ts';
 import { recordGateRelease } from '../store/gate-releases.ts';
 import { recoverStaleReservations } from '../gate/recovery.ts';
 import { CouponIssueRequestedSchema } from '../../gen/coupon/events/v1/issue_pb.js';
-import { gateHandlers, readHandlers } from './coupon-service.ts';
-import { redemptionHandlers } from './redemption-service.ts';
+import { couponService } from './coupon-service.ts';
 import { createRedemption } from '../redemption/app.ts';
 import { errorMapping } from './interceptors.ts';
 import { authInterceptor, jwksFrom } from './auth.ts';
@@ -29,7 +28,8 @@ import { consumerCaughtUp } from '../events/consumer-lag.ts';
 import { ActiveCoupons } from '../store/active-coupons.ts';
 import { activeCouponsKey, legacyCouponIndexKey } from '../store/keys.ts';
 import { CouponService } from '../../gen/coupon/v1/coupon_service_pb.js';
-import { dependencyProbes, HealthMonitor } from './health.ts';
+import { dependencyProbes, DependencyMonitor } from '../ops/dependencies.ts';
+import { every } from '../lib/every.ts';
 import { grpcMetrics } from './grpc-metrics.ts';
 import { rpcTracing } from '../telemetry/rpc.ts';
 import { exposeProcessMetrics } from '../metrics/serve.ts';
@@ -84,15 +84,11 @@ export async function startApi(config: Config, log: Logger): Promise<ApiApp> {
     acks: new ReplicaAcks(redis, { replicas: config.REDIS_WAIT_REPLICAS, timeoutMs: config.REDIS_WAIT_TIMEOUT_MS }),
   });
   const recoveryDeps = { redis, scripts, active, legacyIndexKey: legacyCouponIndexKey(config.KAFKA_TOPIC_PREFIX), publisher, encoder: issueCodec, topic: topics.issue, log };
-  const recovery = every(config.RECOVERY_INTERVAL_MS, () => recoverStaleReservations(recoveryDeps, config.RECOVERY_STALE_MS), log);
+  const recovery = every(config.RECOVERY_INTERVAL_MS, () => recoverStaleReservations(recoveryDeps, config.RECOVERY_STALE_MS), retryLater(log));
   const redemption = await createRedemption({ config, log, db, redis, registry, publisher, admin: kafkaAdmin, alerter });
-  const redemptionRecovery = every(config.RECOVERY_INTERVAL_MS, () => redemption.recoverStale(config.RECOVERY_STALE_MS), log);
+  const redemptionRecovery = every(config.RECOVERY_INTERVAL_MS, () => redemption.recoverStale(config.RECOVERY_STALE_MS), retryLater(log));
 
-  const health = new HealthMonitor({
-    probes: dependencyProbes(config, { db, redis, kafkaAdmin }),
-    services: [CouponService.typeName],
-    log,
-  });
+  const health = new DependencyMonitor({ probes: dependencyProbes(config, { db, redis, kafkaAdmin }), log });
   await health.start();
 
   const metrics = await exposeProcessMetrics(config.API_HOST, config.API_METRICS_PORT);
@@ -116,7 +112,7 @@ export async function startApi(config: Config, log: Logger): Promise<ApiApp> {
       maxConcurrentStreams: config.API_MAX_CONCURRENT_STREAMS,
       maxSessionMemoryMb: config.API_MAX_SESSION_MEMORY_MB,
     },
-    routes: routes({ ...gateHandlers(catalog, gate), ...readHandlers(db, redis), ...redemptionHandlers(redemption) }, health),
+    routes: routes(couponService({ db, redis, catalog, gate, redemption }), health),
     interceptors: config.AUTH_MODE === 'jwt'
       ? [grpcMetrics([CouponService]), rpcTracing(), authInterceptor({ keys: jwksFrom({ url: config.AUTH_JWKS_URL, file: config.AUTH_JWKS_FILE }), issuer: config.AUTH_ISSUER, audience: config.AUTH_AUDIENCE, log }), errorMapping(log)]
       : [grpcMetrics([CouponService]), rpcTracing(), errorMapping(log)],
@@ -142,14 +138,5 @@ export async function startApi(config: Config, log: Logger): Promise<ApiApp> {
   };
 }
 
-/** Runs `task` every `ms`, never overlapping itself; errors are logged and the loop goes on. */
-function every(ms: number, task: () => Promise<unknown>, log: Logger): { stop(): void } {
-  let timer: NodeJS.Timeout | undefined;
-  let stopped = false;
-  const tick = async () => {
-    try { await task(); } catch (err) { log.warn({ err: (err as Error).message }, 'background task failed; will retry'); }
-    if (!stopped) timer = setTimeout(() => void tick(), ms);
-  };
-  timer = setTimeout(() => void tick(), ms);
-  return { stop() { stopped = true; clearTimeout(timer); } };
-}
+/** A background task's failure: logged, and the loop tries again at its next turn. */
+const retryLater = (log: Logger) => (err: Error) => log.warn({ err: err.message }, 'background task failed; will retry');

@@ -1,4 +1,5 @@
-// coupon.v1.CouponService handlers: validate, call one domain function, map the result.
+// coupon.v1.CouponService: each handler validates the request, calls one domain function and maps
+// its result. Business rules live in the domain (gate, catalog, redemption).
 import type { ServiceImpl } from '@connectrpc/connect';
 import { create } from '@bufbuild/protobuf';
 import { timestampDate, timestampFromDate, type Timestamp } from '@bufbuild/protobuf/wkt';
@@ -9,6 +10,7 @@ import { getUserCoupon, listUserCoupons, type UserCouponView } from '../catalog/
 import { invalidField } from '../domain/errors.ts';
 import { requireCouponId, requireId, requireIntInRange, requireText } from '../domain/ids.ts';
 import type { Gate } from '../gate/gate.ts';
+import type { Redemption } from '../redemption/redemption.ts';
 import type { Db } from '../store/db.ts';
 import type { Redis } from '../store/redis.ts';
 import { UserCouponSchema } from '../../gen/coupon/v1/coupon_pb.js';
@@ -55,23 +57,16 @@ export function userCouponMessage(v: UserCouponView) {
   });
 }
 
-export function readHandlers(db: Db, redis: Redis): Pick<ServiceImpl<typeof CouponService>, 'getUserCoupon' | 'listUserCoupons'> {
-  return {
-    async getUserCoupon(req) {
-      const view = await getUserCoupon(db, redis, requireCouponId('coupon_id', req.couponId), requireId('user_id', req.userId));
-      return { userCoupon: userCouponMessage(view) };
-    },
-    async listUserCoupons(req) {
-      const userId = requireId('user_id', req.userId);
-      const pageSize = requireIntInRange('page_size', req.pageSize, 0, 1_000) || 50;
-      if (req.pageToken.length > 1_024) throw invalidField('page_token', 'must be at most 1024 characters');
-      const page = await listUserCoupons(db, userId, pageSize, req.pageToken);
-      return { userCoupons: page.items.map(userCouponMessage), nextPageToken: page.nextToken };
-    },
-  };
+export interface CouponServiceDeps {
+  db: Db;
+  redis: Redis;
+  catalog: CouponCatalog;
+  gate: Gate;
+  redemption: Redemption;
 }
 
-export function gateHandlers(catalog: CouponCatalog, gate: Gate): Pick<ServiceImpl<typeof CouponService>, 'createCoupon' | 'getCoupon' | 'issueCoupon'> {
+/** coupon.v1.CouponService: every RPC, in one object the compiler checks is complete. */
+export function couponService(d: CouponServiceDeps): ServiceImpl<typeof CouponService> {
   return {
     async createCoupon(req) {
       const name = requireText('name', req.name, 200);
@@ -84,18 +79,44 @@ export function gateHandlers(catalog: CouponCatalog, gate: Gate): Pick<ServiceIm
       if (validUntil && validUntil <= opensAt) throw invalidField('valid_until', 'must be after opens_at');
       // A coupon won at the last moment of the window must still be redeemable.
       if (validUntil && closesAt && validUntil < closesAt) throw invalidField('valid_until', 'must not be before closes_at');
-      const view = await catalog.createCoupon({ name, totalQuantity, opensAt, closesAt, discountAmount, validUntil });
+      const view = await d.catalog.createCoupon({ name, totalQuantity, opensAt, closesAt, discountAmount, validUntil });
       return { coupon: couponMessage(view) };
     },
     async getCoupon(req) {
-      const view = await catalog.getCoupon(requireCouponId('coupon_id', req.couponId));
+      const view = await d.catalog.getCoupon(requireCouponId('coupon_id', req.couponId));
       return { coupon: couponMessage(view) };
     },
     async issueCoupon(req) {
       const couponId = requireCouponId('coupon_id', req.couponId);
       const userId = requireId('user_id', req.userId);
-      const { seq, state } = await gate.issue(couponId, userId);
+      const { seq, state } = await d.gate.issue(couponId, userId);
       return { seq: BigInt(seq), state: userCouponState(state) };
+    },
+    async getUserCoupon(req) {
+      const view = await getUserCoupon(d.db, d.redis, requireCouponId('coupon_id', req.couponId), requireId('user_id', req.userId));
+      return { userCoupon: userCouponMessage(view) };
+    },
+    async listUserCoupons(req) {
+      const userId = requireId('user_id', req.userId);
+      const pageSize = requireIntInRange('page_size', req.pageSize, 0, 1_000) || 50;
+      if (req.pageToken.length > 1_024) throw invalidField('page_token', 'must be at most 1024 characters');
+      const page = await listUserCoupons(d.db, userId, pageSize, req.pageToken);
+      return { userCoupons: page.items.map(userCouponMessage), nextPageToken: page.nextToken };
+    },
+    // For the payment service; the state machine and its reasons live in src/redemption.
+    async redeemCoupon(req) {
+      const couponId = requireCouponId('coupon_id', req.couponId);
+      const userId = requireId('user_id', req.userId);
+      const orderId = requireId('order_id', req.orderId);
+      const view = await d.redemption.redeem(couponId, userId, orderId);
+      return { userCoupon: userCouponMessage(view) };
+    },
+    async cancelRedemption(req) {
+      const couponId = requireCouponId('coupon_id', req.couponId);
+      const userId = requireId('user_id', req.userId);
+      const orderId = requireId('order_id', req.orderId);
+      const { view } = await d.redemption.cancel(couponId, userId, orderId);
+      return { userCoupon: userCouponMessage(view) };
     },
   };
 }
