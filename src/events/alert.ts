@@ -9,13 +9,8 @@
 //   coupon.dependency.recovered the outage is over (a resolve notice, logged at info)
 //   coupon.gate.rebuild_blocked a coupon's Redis state cannot be rebuilt while dead letters wait
 //   coupon.redemption.load_blocked the same for a coupon's redemption state (gate/loss-guard.ts)
-import { Counter, Gauge, register } from 'prom-client';
 import type { Logger } from '../log.ts';
-
-const deadLettered = (register.getSingleMetric('coupon_dead_lettered_records_total') as Counter<'topic' | 'reason'> | undefined)
-  ?? new Counter({ name: 'coupon_dead_lettered_records_total', help: 'Records sent to a dead-letter topic', labelNames: ['topic', 'reason'] });
-const outage = (register.getSingleMetric('coupon_consumer_outage') as Gauge<'topic'> | undefined)
-  ?? new Gauge({ name: 'coupon_consumer_outage', help: '1 while a consumer is retrying through a dependency outage', labelNames: ['topic'] });
+import { consumerOutage as outage, deadLettered } from '../metrics/alerts.ts';
 
 export interface Alert { event: string; topic: string; reason: string; records: number; error: string; attempts: number; [k: string]: unknown }
 

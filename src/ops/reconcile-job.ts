@@ -3,14 +3,11 @@
 // and exports coupon_reconcile_drift{kind}: the number of coupons with that kind of drift at the
 // last pass (alert rule: ops/prometheus/alerts.yml).
 import { every } from '../lib/every.ts';
-import { Gauge, register } from 'prom-client';
+import { reconcileDrift as drift } from '../metrics/reconcile.ts';
 import type { Logger } from '../log.ts';
 import { reconcileCoupon, type DriftKind, type ReconcileDeps } from './reconcile.ts';
 
 const KINDS: DriftKind[] = ['ledger_count', 'over_issued', 'issued_not_accepted', 'seq_mismatch', 'accepted_not_issued', 'issued_state_ahead', 'redeemed_mismatch'];
-const drift = (register.getSingleMetric('coupon_reconcile_drift') as Gauge<'kind'> | undefined)
-  ?? new Gauge({ name: 'coupon_reconcile_drift', help: 'Coupons whose Redis, PostgreSQL and Kafka state disagree beyond records in flight, at the last reconcile pass', labelNames: ['kind'] });
-
 // A coupon is checked on every pass for this long after the issuer last wrote for it.
 const RECENT_MS = 10 * 60_000;
 
