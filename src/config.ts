@@ -67,7 +67,14 @@ const fields = z.object({
    * OK; 0 is off. Unset: 1 with REDIS_CLUSTER_NODES, else 0.
    */
   REDIS_WAIT_REPLICAS: int(0, 16).optional(),
+  /** How long one WAIT may block; below REDIS_COMMAND_TIMEOUT_MS, which bounds the WAIT too. */
   REDIS_WAIT_TIMEOUT_MS: int(1, 60_000).default(500),
+  /**
+   * How long any Redis command may go unanswered before it fails as an outage (ioredis
+   * commandTimeout): a Redis that silently drops packets answers UNAVAILABLE and makes the issuer
+   * retry (and alert) within seconds, instead of hanging until TCP gives up.
+   */
+  REDIS_COMMAND_TIMEOUT_MS: int(100, 600_000).default(2_000),
   /** How long a finished coupon's Redis state outlives the last moment it could be issued or redeemed. */
   REDIS_RETENTION: duration(3_650 * 86_400_000).default(7 * 86_400_000),
   RECOVERY_INTERVAL_MS: int(100, 3_600_000).default(5_000),
@@ -120,6 +127,15 @@ const schema = fields.superRefine((c, ctx) => {
       message: `is ${c.KAFKA_MIN_INSYNC_REPLICAS} and must not exceed KAFKA_REPLICATION_FACTOR (${c.KAFKA_REPLICATION_FACTOR}), or no acks=all write could succeed`,
     });
   }
+  // WAIT blocks its connection for up to its timeout, and the command timeout counts that wait:
+  // a WAIT that may outlast it would fail as an outage whenever a replica is merely slow.
+  if (c.REDIS_WAIT_TIMEOUT_MS >= c.REDIS_COMMAND_TIMEOUT_MS) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['REDIS_WAIT_TIMEOUT_MS'],
+      message: `is ${c.REDIS_WAIT_TIMEOUT_MS} ms and must be below REDIS_COMMAND_TIMEOUT_MS (${c.REDIS_COMMAND_TIMEOUT_MS} ms), which bounds every Redis command including WAIT`,
+    });
+  }
   // The headers are part of the request: Node refuses a headers timeout longer than the request timeout.
   if (c.API_HEADERS_TIMEOUT_MS > c.API_REQUEST_TIMEOUT_MS) {
     ctx.addIssue({
@@ -133,7 +149,7 @@ const schema = fields.superRefine((c, ctx) => {
 export type Config = z.infer<typeof schema>;
 
 /** Where the services find Redis (store/redis.ts createRedis): the cluster, when configured, else REDIS_URL. */
-export const redisTarget = (c: Pick<Config, 'REDIS_URL' | 'REDIS_CLUSTER_NODES'>) => ({ url: c.REDIS_URL, clusterNodes: c.REDIS_CLUSTER_NODES });
+export const redisTarget = (c: Pick<Config, 'REDIS_URL' | 'REDIS_CLUSTER_NODES' | 'REDIS_COMMAND_TIMEOUT_MS'>) => ({ url: c.REDIS_URL, clusterNodes: c.REDIS_CLUSTER_NODES, commandTimeoutMs: c.REDIS_COMMAND_TIMEOUT_MS });
 
 export class ConfigError extends Error {
   override name = 'ConfigError';

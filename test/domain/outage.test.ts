@@ -28,6 +28,9 @@ describe('isOutage', () => {
       expect(isOutage(reply(m)), m).toBe(true);
     }
   });
+  it('counts a Redis command that got no answer within REDIS_COMMAND_TIMEOUT_MS as an outage', () => {
+    expect(isOutage(new Error('Command timed out'))).toBe(true);
+  });
   it('counts ioredis errors of a topology change or a dropped connection as outages', () => {
     expect(isOutage(new Error('All keys in the pipeline should belong to the same slots allocation group'))).toBe(true);
     expect(isOutage(Object.assign(new Error('Command aborted due to connection close'), { name: 'AbortError' }))).toBe(true);
