@@ -92,10 +92,15 @@ export class Gate {
 
   private async issueOnce(couponId: string, userId: string): Promise<{ seq: number; state: UserCouponStateName } | 'RELEASED_WHILE_WAITING'> {
     const nowMs = this.now();
+    const metaKey = couponKeys(couponId).meta;
+    // The node the reservation is sent to, taken before sending it: the replicas' wait goes to it,
+    // and is refused if the slot has moved by the time the script answers (store/replica-acks.ts).
+    let node = this.d.acks?.nodeOf(metaKey);
     let result = await this.d.scripts.gateReserve(couponId, userId, nowMs);
     if (result.status === 'NOT_FOUND') {
       // No gate in Redis: rebuilt from the ledger, or, for an unknown or finished coupon, answered without one.
       const rebuilt = await this.d.rebuilder.arm(couponId, userId);
+      if (rebuilt === 'ARMED') node = this.d.acks?.nodeOf(metaKey);
       result = rebuilt === 'ARMED' ? await this.d.scripts.gateReserve(couponId, userId, nowMs) : rebuilt;
     }
     countGateRefusal(result.status);
@@ -105,7 +110,6 @@ export class Gate {
       case 'CLOSED': throw new DomainError('COUPON_CLOSED', 'the coupon is closed', { coupon_id: couponId });
       case 'SOLD_OUT': throw new DomainError('COUPON_SOLD_OUT', 'the coupon is sold out', { coupon_id: couponId });
       case 'EXISTING': {
-        const node = this.d.acks?.nodeOf(couponKeys(couponId).meta);
         if (result.unacked && !(await this.acknowledged(couponId, userId, result.seq))) return 'RELEASED_WHILE_WAITING';
         // A repeat is an OK as well: the state it reports must survive a failover too. WAIT counts
         // this connection's writes, which include the reservation if this process made it.
@@ -117,8 +121,6 @@ export class Gate {
       case 'RESERVED': break;
     }
     const seq = result.seq;
-    // The node that made the reservation, taken at once: the wait goes to it even if the slot moves.
-    const node = this.d.acks?.nodeOf(couponKeys(couponId).meta);
     if (this.d.failpoint === 'crash-after-reserve') process.kill(process.pid, 'SIGKILL');
     const key = `${couponId}\u0000${userId}`;
     const settled = this.publishOrRelease(couponId, userId, seq, nowMs, result.total);
@@ -135,7 +137,10 @@ export class Gate {
     }
   }
 
-  /** Undefined once REDIS_WAIT_REPLICAS replicas hold every write so far of `node` (the coupon's), else why not. */
+  /**
+   * Undefined once REDIS_WAIT_REPLICAS replicas hold every write so far of `node` (the coupon's
+   * master when the script was sent, still its master when it answered), else why not.
+   */
   private async replicated(couponId: string, node: ReturnType<ReplicaAcks['nodeOf']>): Promise<Error | undefined> {
     if (!this.d.acks?.enabled) return undefined;
     try {
