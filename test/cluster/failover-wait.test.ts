@@ -4,15 +4,18 @@
 // learnt the new master. The WAIT must go to the node that ran the script: a WAIT sent to the new
 // master counts that master's replicas, not the write, and would confirm a reservation that dies
 // with the old master (it resyncs from the new one). The caller must never hear OK for a write the
-// surviving cluster does not hold, and I1–I3 hold after.
+// surviving cluster does not hold, and I1–I3 hold after. The same for a redemption (I5).
 //
 // The interleaving is made deterministic by driving the gate's classes in this process against the
 // real cluster (its own 3 masters × 2 replicas, every node announced through a proxy): the old
 // master's answer is held on the wire (its proxy blackholed) until the client refreshed its slot map.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CouponIssueRequestedSchema } from '../../gen/coupon/events/v1/issue_pb.js';
+import { UserCouponState } from '../../gen/coupon/v1/coupon_pb.js';
 import { CouponCallError } from '../../src/client/grpc.ts';
+import { loadConfig } from '../../src/config.ts';
 import { DomainError } from '../../src/domain/errors.ts';
+import { Alerter } from '../../src/events/alert.ts';
 import { createPublishingKafka } from '../../src/events/kafka.ts';
 import { BatchingPublisher } from '../../src/events/publisher.ts';
 import { EventRegistry } from '../../src/events/registry.ts';
@@ -20,7 +23,8 @@ import { topicNames } from '../../src/events/topics.ts';
 import { Gate } from '../../src/gate/gate.ts';
 import { ledgerIsFinal } from '../../src/gate/loss-guard.ts';
 import { GateRebuilder } from '../../src/gate/rebuild.ts';
-import { couponKeys } from '../../src/store/keys.ts';
+import { createRedemption } from '../../src/redemption/app.ts';
+import { activeCouponsKey, couponKeys } from '../../src/store/keys.ts';
 import { createRedis, nodeFor, redisReady, type Cluster } from '../../src/store/redis.ts';
 import { ReplicaAcks } from '../../src/store/replica-acks.ts';
 import { CouponScripts } from '../../src/store/scripts.ts';
@@ -60,8 +64,8 @@ afterAll(async () => {
   }
 });
 
-/** The gate as coupon-api builds it (server/app.ts), over this process's own cluster client. */
-async function ownGate() {
+/** The gate and redemption as coupon-api builds them (server/app.ts), over this process's own cluster client. */
+async function ownServices() {
   // Longer than the test holds the old master's answer: the answer, not a timeout, must decide.
   const redis = createRedis({ url: env.REDIS_URL!, clusterNodes: cluster.seeds.split(','), commandTimeoutMs: 120_000 }) as Cluster;
   await redisReady(redis);
@@ -71,17 +75,24 @@ async function ownGate() {
   const publishing = createPublishingKafka(config.KAFKA_BROKERS, `${env.KAFKA_CLIENT_ID}-test-gate`, testLog, 5_000);
   const publisher = new BatchingPublisher(publishing.producer, { lingerMs: 2, maxBatch: 500, timeoutMs: 5_000, fence: publishing.fence }, testLog);
   await publisher.connect();
+  const admin = k.admin();
+  await admin.connect();
   const gate = new Gate({
     redis, scripts, publisher, encoder, topic: topics.issue, log: testLog, publishTimeoutMs: 5_000,
     rebuilder: new GateRebuilder({ db, redis, scripts, log: testLog, guard: ledgerIsFinal }),
     acks: new ReplicaAcks(redis, { replicas: 1, timeoutMs: 500 }),
   });
-  return { redis, gate, async close() { await publisher.disconnect(); redis.disconnect(); } };
+  const redemption = await createRedemption({
+    config: loadConfig({ KAFKA_TOPIC_PREFIX: env.KAFKA_TOPIC_PREFIX, KAFKA_REDEMPTION_GROUP: env.KAFKA_REDEMPTION_GROUP, REDIS_CLUSTER_NODES: cluster.seeds }),
+    log: testLog, db, redis, registry, publisher, admin, alerter: new Alerter(testLog, undefined),
+  });
+  return { redis, gate, redemption, async close() { await Promise.allSettled([publisher.disconnect(), admin.disconnect()]); redis.disconnect(); } };
 }
+type Own = Awaited<ReturnType<typeof ownServices>>;
 
-type Answer = { ok: true; seq: number } | { ok: false; reason: string };
-const answerOf = (p: Promise<{ seq: number }>): Promise<Answer> => p.then(
-  (r) => ({ ok: true, seq: r.seq }),
+type Answer = { ok: true } | { ok: false; reason: string };
+const answerOf = (p: Promise<unknown>): Promise<Answer> => p.then(
+  () => ({ ok: true }),
   (err: unknown) => {
     if (err instanceof DomainError) return { ok: false, reason: err.reason };
     throw err;
@@ -97,81 +108,124 @@ const follows = async (node: ClusterNodeProcess, master: ClusterNodeProcess) => 
   return r.role === 'slave' && (r.masterPort === master.port || r.masterPort === master.announcedPort) && r.linkUp;
 };
 
+/**
+ * Pauses the coupon's master with the script `send` starts in its socket; one of its two replicas
+ * takes over; the old master wakes (its answers held on the wire), runs the script, learns of the
+ * takeover and resyncs as a replica; the client learns the new master; then the answer arrives.
+ */
+async function failoverWhileSent(own: Own, couponId: string, send: () => Promise<Answer>): Promise<{ answer: Answer; newMaster: ClusterNodeProcess }> {
+  const meta = couponKeys(couponId).meta;
+  const old = await cluster.masterOf(meta);
+  const [taker, other] = await cluster.replicasOf(old.port);
+  expect(other, 'two replicas per master').toBeDefined();
+  old.child.kill('SIGSTOP');
+  let answer: Promise<Answer> | undefined;
+  try {
+    answer = send();
+    // The script is in the paused master's socket; a replica takes over without it.
+    await new Promise((r) => setTimeout(r, 500));
+    await taker!.client.call('CLUSTER', 'FAILOVER', 'TAKEOVER');
+    await until('the other replica follows the new master', async () => (await replication(taker!)).role === 'master' && await follows(other!, taker!) || undefined, 20_000, 100);
+    // The old master's answers are held on the wire from now on.
+    old.proxy!.blackhole();
+    old.child.kill('SIGCONT');
+    // It ran what was in its socket, then learnt of the takeover and rejoined as a replica
+    // (dropping its own writes in the full resync), and the cluster sees it as one.
+    await until('the old master resynced as a replica of the new one', async () => await follows(old, taker!) || undefined, 30_000, 100);
+    await until('every node sees the old master as a healthy replica', async () => {
+      for (const n of cluster.nodes) {
+        if (n === old) continue;
+        const line = String(await n.client.call('CLUSTER', 'NODES')).split('\n').find((l) => l.includes(`:${old.announcedPort}@`));
+        if (!line || !/\bslave\b/.test(line) || /\bfail\??\b/.test(line)) return undefined;
+      }
+      return true;
+    }, 30_000, 100);
+    // The client learns the new master, while its connection to the old one is still open
+    // and the answer it waits for there is still on its way.
+    await new Promise<void>((resolve, reject) => own.redis.refreshSlotsCache((err) => (err ? reject(err) : resolve())));
+    expect(nodeFor(own.redis, meta)?.options.port).toBe(taker!.announcedPort);
+  } finally {
+    old.proxy!.lift();
+    old.child.kill('SIGCONT');
+  }
+  return { answer: await answer, newMaster: taker! };
+}
+
+/** Retries through coupon-api while it answers UNAVAILABLE BACKEND_UNAVAILABLE, as a caller told so would. */
+async function retried<T>(call: () => Promise<T>): Promise<T> {
+  return until('a decision', async () => {
+    try {
+      return await call();
+    } catch (err) {
+      if (err instanceof CouponCallError && err.reason === 'BACKEND_UNAVAILABLE') return undefined;
+      throw err;
+    }
+  }, 30_000, 200);
+}
+
+const ledger = (couponId: string) => db('user_coupons').where({ coupon_id: couponId }).orderBy('seq').select<{ user_id: string; seq: number; order_id: string | null }[]>('user_id', 'seq', 'order_id');
+
 describe('WAIT after a failover', () => {
   it('never answers OK for a reservation the old master ran after a replica took over; I1–I3 hold after', { timeout: 120_000 }, async () => {
     const coupon = await createCoupon(client, 3);
     const keys = couponKeys(coupon.id);
-    const own = await ownGate();
+    const own = await ownServices();
     const told = new Map<string, number>();
     let issuer: ServiceProcess | undefined;
-    let old: ClusterNodeProcess | undefined;
     try {
-      const warm = await answerOf(own.gate.issue(coupon.id, 'warm'));
-      expect(warm).toEqual({ ok: true, seq: 1 });
+      expect(await own.gate.issue(coupon.id, 'warm')).toMatchObject({ seq: 1 });
       told.set('warm', 1);
 
-      old = await cluster.masterOf(keys.meta);
-      const [taker, other] = await cluster.replicasOf(old.port);
-      expect(other, 'two replicas per master').toBeDefined();
-
-      old.child.kill('SIGSTOP');
-      const victim = answerOf(own.gate.issue(coupon.id, 'victim'));
-      // The reservation is in the paused master's socket; a replica takes over without it.
-      await new Promise((r) => setTimeout(r, 500));
-      await taker!.client.call('CLUSTER', 'FAILOVER', 'TAKEOVER');
-      await until('the other replica follows the new master', async () => (await replication(taker!)).role === 'master' && await follows(other!, taker!) || undefined, 20_000, 100);
-      // The old master's answers are held on the wire from now on.
-      old.proxy!.blackhole();
-      old.child.kill('SIGCONT');
-      // It ran what was in its socket, then learnt of the takeover and rejoined as a replica
-      // (dropping its own writes in the full resync), and the cluster sees it as one.
-      await until('the old master resynced as a replica of the new one', async () => await follows(old!, taker!) || undefined, 30_000, 100);
-      await until('every node sees the old master as a healthy replica', async () => {
-        for (const n of cluster.nodes) {
-          if (n === old) continue;
-          const line = String(await n.client.call('CLUSTER', 'NODES')).split('\n').find((l) => l.includes(`:${old!.announcedPort}@`));
-          if (!line || !/\bslave\b/.test(line) || /\bfail\??\b/.test(line)) return undefined;
-        }
-        return true;
-      }, 30_000, 100);
-      // The client learns the new master, while its connection to the old one is still open
-      // and the answer it waits for there is still on its way.
-      await new Promise<void>((resolve, reject) => own.redis.refreshSlotsCache((err) => (err ? reject(err) : resolve())));
-      expect(nodeFor(own.redis, keys.meta)?.options.port).toBe(taker!.announcedPort);
-      old.proxy!.lift();
-
-      const answer = await victim;
+      const { answer, newMaster } = await failoverWhileSent(own, coupon.id, () => answerOf(own.gate.issue(coupon.id, 'victim')));
       // What the surviving cluster holds, read on the new master.
-      const held = await taker!.client.hget(keys.winners, 'victim');
-      if (answer.ok) expect({ told: answer.seq, held }).toEqual({ told: answer.seq, held: String(answer.seq) });
-      expect(answer).toEqual({ ok: false, reason: 'BACKEND_UNAVAILABLE' });
+      const held = await newMaster.client.hget(keys.winners, 'victim');
+      expect({ answer, held }).toEqual({ answer: { ok: false, reason: 'BACKEND_UNAVAILABLE' }, held: null });
 
       // Told UNAVAILABLE, the user retries (through coupon-api) and hears what survived.
-      const retried = await until('victim decided', async () => {
-        try {
-          return { ok: true as const, seq: Number((await client.issueCoupon({ couponId: coupon.id, userId: 'victim' })).seq) };
-        } catch (err) {
-          if (err instanceof CouponCallError && err.reason === 'BACKEND_UNAVAILABLE') return undefined;
-          throw err;
-        }
-      }, 30_000, 200);
-      told.set('victim', retried.seq);
+      told.set('victim', Number((await retried(() => client.issueCoupon({ couponId: coupon.id, userId: 'victim' }))).seq));
 
       // I1–I3: the new master and the ledger hold exactly the users told OK, each with the seq it was told.
-      for (const [userId, seq] of told) expect(await taker!.client.hget(keys.winners, userId), userId).toBe(String(seq));
+      for (const [userId, seq] of told) expect(await newMaster.client.hget(keys.winners, userId), userId).toBe(String(seq));
       issuer = await startService('issuer', env);
       await waitForCaughtUp(k, env.KAFKA_ISSUER_GROUP!, topics.issue, 60_000);
-      const ledger = async () => db('user_coupons').where({ coupon_id: coupon.id }).orderBy('seq').select<{ user_id: string; seq: number }[]>('user_id', 'seq');
-      await until('a row for every user told OK', async () => (await ledger()).length >= told.size || undefined, 30_000);
-      const rows = await ledger();
+      await until('a row for every user told OK', async () => (await ledger(coupon.id)).length >= told.size || undefined, 30_000);
+      const rows = await ledger(coupon.id);
       expect(new Map(rows.map((r) => [r.user_id, Number(r.seq)]))).toEqual(told);
       expect(rows.length).toBeLessThanOrEqual(3);
       expect(new Set(rows.map((r) => r.seq)).size).toBe(rows.length);
       expect(await readTopic(k, topics.issueDlt, (key) => key === coupon.id)).toHaveLength(0);
     } finally {
-      old?.proxy?.lift();
-      old?.child.kill('SIGCONT');
       await issuer?.stop();
+      await own.close();
+    }
+  });
+
+  it('never answers OK for a redemption the old master ran after a replica took over; it is redeemed for one order after', { timeout: 120_000 }, async () => {
+    // A coupon on another shard than the recovery index, which redemption marks before its script.
+    const indexMaster = (await cluster.masterOf(activeCouponsKey(env.KAFKA_TOPIC_PREFIX!))).port;
+    let coupon = await createCoupon(client, 3, { validForMs: 3_600_000 });
+    while ((await cluster.masterOf(couponKeys(coupon.id).meta)).port === indexMaster) coupon = await createCoupon(client, 3, { validForMs: 3_600_000 });
+    const keys = couponKeys(coupon.id);
+    const own = await ownServices();
+    const issuer = await startService('issuer', env);
+    try {
+      expect((await client.issueCoupon({ couponId: coupon.id, userId: 'buyer' })).seq).toBe(1n);
+      await until('issued', async () => (await client.getUserCoupon({ couponId: coupon.id, userId: 'buyer' })).userCoupon!.state === UserCouponState.ISSUED || undefined, 30_000);
+
+      const { answer, newMaster } = await failoverWhileSent(own, coupon.id, () => answerOf(own.redemption.redeem(coupon.id, 'buyer', 'order-1')));
+      const held = await newMaster.client.hget(keys.redeem, 'buyer');
+      expect({ answer, held }).toEqual({ answer: { ok: false, reason: 'BACKEND_UNAVAILABLE' }, held: null });
+
+      // The payment service retries with the same order id and hears what survived.
+      const redeemed = await retried(() => client.redeemCoupon({ couponId: coupon.id, userId: 'buyer', orderId: 'order-1' }));
+      expect(redeemed.userCoupon!.state).toBe(UserCouponState.REDEEMED);
+      expect(await newMaster.client.hget(keys.redeem, 'buyer')).toMatch(/^R\|order-1\|/);
+      // I5: redeemed for that one order, in the ledger too.
+      await until('the redemption in the ledger', async () => (await ledger(coupon.id)).find((r) => r.user_id === 'buyer')?.order_id === 'order-1' || undefined, 30_000);
+      expect(await ledger(coupon.id)).toEqual([{ user_id: 'buyer', seq: 1, order_id: 'order-1' }]);
+      expect(await readTopic(k, topics.redemptionDlt, (key) => key === coupon.id)).toHaveLength(0);
+    } finally {
+      await issuer.stop();
       await own.close();
     }
   });
