@@ -102,6 +102,8 @@ export const fields = z.object({
     .describe('Redis replicas that must acknowledge (WAIT) a reservation, redemption or cancel before its caller hears OK, and a claim before the issuer writes the ledger; 0 is off. Unset: 1 with REDIS_CLUSTER_NODES, else 0.'),
   REDIS_WAIT_TIMEOUT_MS: int(1, 60_000).default(500)
     .describe('How long one WAIT may block; fewer replicas by then answers UNAVAILABLE (BACKEND_UNAVAILABLE).'),
+  REDIS_COMMAND_TIMEOUT_MS: int(100, 600_000).default(2_000)
+    .describe('How long any Redis command may go unanswered before it fails as an outage (ioredis commandTimeout): a Redis that silently drops packets answers UNAVAILABLE and makes the issuer retry (and alert) within seconds, instead of hanging until TCP gives up. REDIS_WAIT_TIMEOUT_MS must be below it.'),
   /** How long a finished coupon's Redis state outlives the last moment it could be issued or redeemed. */
   REDIS_RETENTION: duration(3_650 * 86_400_000).default(7 * 86_400_000)
     .meta({ description: 'How long a finished coupon\'s Redis state outlives the moment it can no longer be issued or redeemed. A duration with a unit (ms, s, m, h, d); a bare number is seconds; at most 3650 days.', defaultText: '7d' }),
@@ -184,6 +186,8 @@ const schema = fields.superRefine((c, ctx) => {
       code: 'custom',
       path: ['GATE_LOCAL_LIFETIME_MS'],
       message: `is ${c.GATE_LOCAL_LIFETIME_MS} ms and must be at least GATE_LOCAL_RECHECK_MS (${c.GATE_LOCAL_RECHECK_MS} ms), or a view would stop answering before it is checked again`,
+  REDIS_COMMAND_TIMEOUT_MS: int(100, 600_000).default(2_000)
+    .describe('How long any Redis command may go unanswered before it fails as an outage (ioredis commandTimeout): a Redis that silently drops packets answers UNAVAILABLE and makes the issuer retry (and alert) within seconds, instead of hanging until TCP gives up. REDIS_WAIT_TIMEOUT_MS must be below it.'),
     });
   }
   // The headers are part of the request: Node refuses a headers timeout longer than the request timeout.
@@ -199,7 +203,7 @@ const schema = fields.superRefine((c, ctx) => {
 export type Config = z.infer<typeof schema>;
 
 /** Where the services find Redis (store/redis.ts createRedis): the cluster, when configured, else REDIS_URL. */
-export const redisTarget = (c: Pick<Config, 'REDIS_URL' | 'REDIS_CLUSTER_NODES'>) => ({ url: c.REDIS_URL, clusterNodes: c.REDIS_CLUSTER_NODES });
+export const redisTarget = (c: Pick<Config, 'REDIS_URL' | 'REDIS_CLUSTER_NODES' | 'REDIS_COMMAND_TIMEOUT_MS'>) => ({ url: c.REDIS_URL, clusterNodes: c.REDIS_CLUSTER_NODES, commandTimeoutMs: c.REDIS_COMMAND_TIMEOUT_MS });
 
 export class ConfigError extends Error {
   override name = 'ConfigError';

@@ -31,8 +31,9 @@ const OUTAGE_NAMES = new Set([
 // from a failover: ioredis Cluster refusing an auto-pipeline whose slots' node groups moved apart
 // (every command's keys share one hash tag, so only a topology change does that), a pipeline cut by
 // a closed connection, and WAIT on a master demoted while it waited (UNBLOCKED) or by the time it
-// got there.
-const MESSAGE_OUTAGE = /^(BUSY|LOADING|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|READONLY|NOREPLICAS|OOM|MISCONF|MOVED|ASK|UNBLOCKED)\b|WAIT cannot be used with replica|slots allocation group|Command aborted due to connection close|Stream isn't writeable|Connection is closed|Connection terminated|connect ECONNREFUSED|timeout exceeded when trying to connect|Client has encountered a connection error|Redis is unreachable|Cluster isn't ready|Cluster is disconnect|Node is disconnected|None of startup nodes is available|Too many Cluster redirections|Failed to refresh slots cache/;
+// got there. And ioredis's commandTimeout (REDIS_COMMAND_TIMEOUT_MS): Redis did not answer in time,
+// the path to it silently dropping packets or the server stalled.
+const MESSAGE_OUTAGE = /^(BUSY|LOADING|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|READONLY|NOREPLICAS|OOM|MISCONF|MOVED|ASK|UNBLOCKED)\b|^Command timed out$|WAIT cannot be used with replica|slots allocation group|Command aborted due to connection close|Stream isn't writeable|Connection is closed|Connection terminated|connect ECONNREFUSED|timeout exceeded when trying to connect|Client has encountered a connection error|Redis is unreachable|Cluster isn't ready|Cluster is disconnect|Node is disconnected|None of startup nodes is available|Too many Cluster redirections|Failed to refresh slots cache/;
 
 /** True for errors that mean a dependency is unreachable or overloaded right now (retry later). */
 export function isOutage(err: unknown): boolean {

@@ -101,10 +101,15 @@ export class Gate {
     const local = this.d.soldOut?.answer(couponId, userId, nowMs);
     if (local === 'SOLD_OUT') throw soldOut(couponId);
     if (local === 'CLOSED') throw closed(couponId);
+    const metaKey = couponKeys(couponId).meta;
+    // The node the reservation is sent to, taken before sending it: the replicas' wait goes to it,
+    // and is refused if the slot has moved by the time the script answers (store/replica-acks.ts).
+    let node = this.d.acks?.nodeOf(metaKey);
     let result = await this.d.scripts.gateReserve(couponId, userId, nowMs);
     if (result.status === 'NOT_FOUND') {
       // No gate in Redis: rebuilt from the ledger, or, for an unknown or finished coupon, answered without one.
       const rebuilt = await this.d.rebuilder.arm(couponId, userId);
+      if (rebuilt === 'ARMED') node = this.d.acks?.nodeOf(metaKey);
       result = rebuilt === 'ARMED' ? await this.d.scripts.gateReserve(couponId, userId, nowMs) : rebuilt;
     }
     countGateRefusal(result.status);
@@ -116,7 +121,6 @@ export class Gate {
         this.d.soldOut?.soldOut(couponId);
         throw soldOut(couponId);
       case 'EXISTING': {
-        const node = this.d.acks?.nodeOf(couponKeys(couponId).meta);
         if (result.unacked && !(await this.acknowledged(couponId, userId, result.seq))) return 'RELEASED_WHILE_WAITING';
         // A repeat is an OK as well: the state it reports must survive a failover too. WAIT counts
         // this connection's writes, which include the reservation if this process made it.
@@ -128,8 +132,6 @@ export class Gate {
       case 'RESERVED': break;
     }
     const seq = result.seq;
-    // The node that made the reservation, taken at once: the wait goes to it even if the slot moves.
-    const node = this.d.acks?.nodeOf(couponKeys(couponId).meta);
     if (this.d.failpoint === 'crash-after-reserve') process.kill(process.pid, 'SIGKILL');
     const key = `${couponId}\u0000${userId}`;
     const settled = this.publishOrRelease(couponId, userId, seq, nowMs, result.total);
@@ -146,7 +148,10 @@ export class Gate {
     }
   }
 
-  /** Undefined once REDIS_WAIT_REPLICAS replicas hold every write so far of `node` (the coupon's), else why not. */
+  /**
+   * Undefined once REDIS_WAIT_REPLICAS replicas hold every write so far of `node` (the coupon's
+   * master when the script was sent, still its master when it answered), else why not.
+   */
   private async replicated(couponId: string, node: ReturnType<ReplicaAcks['nodeOf']>): Promise<Error | undefined> {
     if (!this.d.acks?.enabled) return undefined;
     try {

@@ -89,10 +89,16 @@ export function issueBatch(deps: IssueBatchDeps): BatchHandler<CouponIssueReques
     const toWrite: { record: ConsumedRecord<CouponIssueRequested>; unarmed: boolean }[] = [];
     const confirms: Promise<void>[] = [];
     for (const [couponId, list] of Map.groupBy(wellFormed, (r) => r.value.couponId)) {
+      // Taken before the claim is sent: the wait goes to the node that ran it, and is refused if
+      // the slot moved meanwhile (store/replica-acks.ts).
+      const meta = couponKeys(couponId).meta;
+      const node = deps.acks?.nodeOf(meta);
       const verdicts = await deps.scripts.issuerClaim(couponId, list.map((r) => ({ userId: r.value.userId, seq: Number(r.value.seq) })));
       if (deps.acks?.enabled) {
-        const meta = couponKeys(couponId).meta;
-        confirms.push(deps.acks.confirm(meta, deps.acks.nodeOf(meta)));
+        const confirmed = deps.acks.confirm(meta, node);
+        // Awaited below, after the other coupons' claims: a refusal meanwhile is not unhandled.
+        confirmed.catch(() => undefined);
+        confirms.push(confirmed);
       }
       list.forEach((record, i) => {
         const verdict = verdicts[i];

@@ -111,6 +111,8 @@ export class Redemption {
     let withoutGate: WithoutGate | undefined;
     // At most: meta lost → read the coupon; coupon not loaded → load it; user lost → restore; decide.
     for (let attempt = 0; attempt < 5; attempt++) {
+      // Taken before the script is sent: the replicas' wait goes to the node that ran it.
+      const node = this.d.acks?.nodeOf(couponKeys(couponId).redeem);
       const o = await this.d.scripts.redeem(couponId, userId, orderId, this.now(), withoutGate);
       switch (o.status) {
         case 'NO_META': {
@@ -134,7 +136,7 @@ export class Redemption {
           throw new DomainError('COUPON_EXPIRED', 'the coupon is past its valid_until', meta);
         case 'REDEEMED':
         case 'UNCHANGED':
-          await this.publishReplicated(couponId, o.outbox, meta);
+          await this.publishReplicated(couponId, o.outbox, meta, node);
           if (o.status === 'REDEEMED') this.d.log.info(meta, 'coupon redeemed');
           return viewOf(couponId, userId, o);
       }
@@ -148,6 +150,7 @@ export class Redemption {
     let ledgerChecked = false;
     let deadlineMs: number | undefined;
     for (let attempt = 0; attempt < 5; attempt++) {
+      const node = this.d.acks?.nodeOf(couponKeys(couponId).redeem);
       const o = await this.d.scripts.cancelRedemption(couponId, userId, orderId, this.now(), ledgerChecked, deadlineMs);
       switch (o.status) {
         case 'NO_META':
@@ -167,12 +170,12 @@ export class Redemption {
         case 'ORDER_MISMATCH':
           // The order is remembered as cancelled, which the answer promises ("can no longer redeem
           // it"): published, and held by the replicas, before answering, like any other change.
-          await this.publishReplicated(couponId, o.outbox, meta);
+          await this.publishReplicated(couponId, o.outbox, meta, node);
           throw new DomainError('ORDER_MISMATCH', 'the coupon is redeemed by another order; nothing was given back, and this order can no longer redeem it', meta);
         case 'CANCELLED':
         case 'RECORDED':
         case 'UNCHANGED':
-          await this.publishReplicated(couponId, o.outbox, meta);
+          await this.publishReplicated(couponId, o.outbox, meta, node);
           if (o.status !== 'UNCHANGED') this.d.log.info({ ...meta, outcome: o.status }, 'redemption cancelled');
           return { view: viewOf(couponId, userId, o), outcome: o.status };
       }
@@ -208,15 +211,15 @@ export class Redemption {
 
   /**
    * publishJournaled, and, overlapping it, waits for REDIS_WAIT_REPLICAS replicas to hold the
-   * change (store/replica-acks.ts). Called right after the script answered, so the wait goes to the
-   * node that ran it. Unconfirmed: UNAVAILABLE, and the change stands, journaled, as after a failed
-   * publish: a retry with the same order id answers from what survived.
+   * change (store/replica-acks.ts). Called right after the script answered, with the node taken
+   * before it was sent: the wait goes to the node that ran it, and is refused if the slot moved.
+   * Unconfirmed: UNAVAILABLE, and the change stands, journaled, as after a failed publish: a retry
+   * with the same order id answers from what survived.
    */
-  private async publishReplicated(couponId: string, outbox: string[], meta: Record<string, string>): Promise<void> {
+  private async publishReplicated(couponId: string, outbox: string[], meta: Record<string, string>, node: ReturnType<ReplicaAcks['nodeOf']>): Promise<void> {
     const acks = this.d.acks;
     if (!acks?.enabled) return this.publishJournaled(couponId, outbox, meta);
     const key = couponKeys(couponId).redeem;
-    const node = acks.nodeOf(key);
     const [published, replicated] = await Promise.allSettled([this.publishJournaled(couponId, outbox, meta), acks.confirm(key, node)]);
     if (published.status === 'rejected') throw published.reason;
     if (replicated.status === 'rejected') {

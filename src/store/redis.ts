@@ -8,16 +8,27 @@ export type Redis = SingleRedis | Cluster;
 export type { SingleRedis, Cluster };
 
 /** Where Redis is: the seeds of a cluster, when set, else one server's URL. */
-export interface RedisTarget { url: string; clusterNodes?: readonly string[] | undefined }
+export interface RedisTarget {
+  url: string;
+  clusterNodes?: readonly string[] | undefined;
+  /** REDIS_COMMAND_TIMEOUT_MS (default 2 s). */
+  commandTimeoutMs?: number | undefined;
+}
 
-// Commands fail fast while Redis is down, so callers answer UNAVAILABLE instead of hanging.
-const FAIL_FAST = {
-  maxRetriesPerRequest: 1,
-  connectTimeout: 2_000,
-} as const;
+export const DEFAULT_COMMAND_TIMEOUT_MS = 2_000;
 
 export function createRedis(target: RedisTarget | string): Redis {
-  const t = typeof target === 'string' ? { url: target } : target;
+  const t: RedisTarget = typeof target === 'string' ? { url: target } : target;
+  // Commands fail fast while Redis is down, so callers answer UNAVAILABLE instead of hanging. A
+  // Redis that is unreachable without refusing (packets silently dropped) keeps the connection
+  // open and never answers: only the command timeout ends those commands ("Command timed out",
+  // an outage in domain/outage.ts). A timed-out command may still run once the path heals, like
+  // any ambiguous write: the gate's pending journal and recovery are built for that.
+  const FAIL_FAST = {
+    maxRetriesPerRequest: 1,
+    connectTimeout: 2_000,
+    commandTimeout: t.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS,
+  } as const;
   if (t.clusterNodes && t.clusterNodes.length > 0) {
     return new Cluster(t.clusterNodes.map((node) => {
       const i = node.lastIndexOf(':');

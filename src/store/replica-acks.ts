@@ -5,12 +5,18 @@
 // hears UNAVAILABLE instead of OK.
 //
 // WAIT counts the writes of the connection it is sent on, and blocks that connection while it
-// waits; so it goes to the same connection the script ran on (the slot's master, looked up right
-// after the script answered), and the waits of one node are grouped: one WAIT in flight per node,
-// covering every script that answered before it was sent (group commit). A burst costs one
-// replication round trip, not one per request.
+// waits; so it must go to the connection the script ran on. That node is taken BEFORE the script
+// is sent (nodeOf), and confirm refuses if the slot's master is another one when the script has
+// answered: the script may then have run on a node the slot left. After a failover, a paused old
+// master can wake up and run a script before it learns it was demoted, while the client has
+// already learnt the new master; a WAIT sent to the new master would count that master's
+// replicas, not the write, and answer OK for a write that dies with the old master. The waits of
+// one node are grouped: one WAIT in flight per node, covering every script that answered before
+// it was sent (group commit). A burst costs one replication round trip, not one per request.
 import type { Redis, SingleRedis } from './redis.ts';
 import { nodeFor } from './redis.ts';
+
+const describe = (node: SingleRedis) => `${node.options.host}:${node.options.port}`;
 
 export class ReplicaNotAcknowledged extends Error {
   override name = 'ReplicaNotAcknowledged';
@@ -41,21 +47,27 @@ export class ReplicaAcks {
   get enabled(): boolean { return this.replicas > 0; }
 
   /**
-   * Returns the node that serves `key`, to be taken right after a script on that key answered;
-   * `confirm` then waits on that node even if the slot moved meanwhile.
+   * Returns the node that serves `key` now: take it right BEFORE sending a script on that key, and
+   * hand it to `confirm` once the script answered.
    */
   nodeOf(key: string): SingleRedis | undefined {
     return this.enabled ? nodeFor(this.redis, key) : undefined;
   }
 
   /**
-   * Resolves once `replicas` replicas acknowledged every write made so far through the connection
-   * to the node that served `key`; rejects with ReplicaNotAcknowledged when fewer did within the
-   * timeout, or with the node's error. A no-op when waiting is off.
+   * Call right after the script on `key` answered, with `node` taken before it was sent. Resolves
+   * once `replicas` replicas acknowledged every write made so far through the connection to
+   * `node`; rejects with ReplicaNotAcknowledged when the slot is now served by another node (the
+   * script may have run on either: nothing can be confirmed), when fewer replicas acknowledged
+   * within the timeout, or with the node's error. A no-op when waiting is off.
    */
-  async confirm(key: string, node = this.nodeOf(key)): Promise<void> {
+  async confirm(key: string, node: SingleRedis | undefined): Promise<void> {
     if (!this.enabled) return;
     if (!node) throw new ReplicaNotAcknowledged(`no Redis node known for ${key}; the write is not confirmed on a replica`);
+    const now = this.nodeOf(key);
+    if (now !== node) {
+      throw new ReplicaNotAcknowledged(`the slot of ${key} moved from ${describe(node)} to ${now ? describe(now) : 'no known master'} while the script ran; the write is not confirmed`);
+    }
     const acked = await this.wait(node);
     if (acked < this.replicas) {
       throw new ReplicaNotAcknowledged(`only ${acked} of ${this.replicas} Redis replicas acknowledged the write within ${this.timeoutMs} ms`);

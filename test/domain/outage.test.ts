@@ -1,6 +1,7 @@
 // Outage or not: the replies Redis Cluster gives while a failover moves a slot are outages (the
 // command did not run; retry), whatever ioredis passes on to the caller.
 import { describe, expect, it } from 'vitest';
+import { loadConfig, redisTarget } from '../../src/config.ts';
 import { isOutage } from '../../src/domain/outage.ts';
 import { ReplicaNotAcknowledged } from '../../src/store/replica-acks.ts';
 import { createRequire } from 'node:module';
@@ -28,6 +29,9 @@ describe('isOutage', () => {
       expect(isOutage(reply(m)), m).toBe(true);
     }
   });
+  it('counts a Redis command that got no answer within REDIS_COMMAND_TIMEOUT_MS as an outage', () => {
+    expect(isOutage(new Error('Command timed out'))).toBe(true);
+  });
   it('counts ioredis errors of a topology change or a dropped connection as outages', () => {
     expect(isOutage(new Error('All keys in the pipeline should belong to the same slots allocation group'))).toBe(true);
     expect(isOutage(Object.assign(new Error('Command aborted due to connection close'), { name: 'AbortError' }))).toBe(true);
@@ -49,5 +53,15 @@ describe('isOutage', () => {
     for (const m of ['ERR Error running script (call to f_x): @user_script:1: bad', 'WRONGTYPE Operation against a key holding the wrong kind of value', 'ERR MOVED is not a command']) {
       expect(isOutage(reply(m)), m).toBe(false);
     }
+  });
+});
+
+describe('Redis timeouts', () => {
+  it('bound every Redis command at 2 s unless configured, and the services use that bound', () => {
+    expect(redisTarget(loadConfig({})).commandTimeoutMs).toBe(2_000);
+    expect(redisTarget(loadConfig({ REDIS_COMMAND_TIMEOUT_MS: '5000', REDIS_WAIT_TIMEOUT_MS: '3000' })).commandTimeoutMs).toBe(5_000);
+  });
+  it('refuse a WAIT timeout that the command timeout would cut short (a slow replica would read as an outage)', () => {
+    expect(() => loadConfig({ REDIS_WAIT_TIMEOUT_MS: '2000' })).toThrow(/REDIS_WAIT_TIMEOUT_MS.*below REDIS_COMMAND_TIMEOUT_MS/);
   });
 });

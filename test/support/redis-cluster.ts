@@ -1,6 +1,9 @@
-// A Redis Cluster of the test's own: 3 masters and 3 replicas (redis-cli --cluster create), on free
-// ports, data in a temp dir, never the shared Redis. It can kill a master (SIGKILL) and wait for
-// its replica to take over, or pause a replica's replication to make it lag.
+// A Redis Cluster of the test's own: 3 masters with `replicasPerMaster` replicas each (redis-cli
+// --cluster create), on free ports, data in a temp dir, never the shared Redis. It can kill a master
+// (SIGKILL) and wait for its replica to take over, or pause a replica's replication to make it lag.
+// With `viaProxies`, every node announces a cuttable proxy in front of it as its address (clients
+// and replicas connect through it; the cluster bus does not), so a test can blackhole the path to
+// one node while the cluster itself still sees it.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -9,8 +12,18 @@ import { join } from 'node:path';
 import net from 'node:net';
 import { Redis } from 'ioredis';
 import { run } from './processes.ts';
+import { cuttableProxy, type CuttableProxy } from './proxy.ts';
 
-export interface ClusterNodeProcess { port: number; child: ChildProcess; client: Redis }
+export interface ClusterNodeProcess {
+  port: number;
+  child: ChildProcess;
+  /** Straight to the node, never through its proxy. */
+  client: Redis;
+  /** With viaProxies: the proxy the node announces as its address. */
+  proxy?: CuttableProxy | undefined;
+  /** The port the cluster announces for the node: its proxy's, else its own. */
+  announcedPort: number;
+}
 
 export interface OwnRedisCluster {
   /** REDIS_CLUSTER_NODES for the services: every node as host:port. */
@@ -55,25 +68,38 @@ async function until<T>(what: string, f: () => Promise<T | undefined>, timeoutMs
   throw new Error(`${what} within ${timeoutMs} ms${last ? `: ${(last as Error).message}` : ''}`);
 }
 
-export async function startOwnRedisCluster(opts: { nodeTimeoutMs?: number } = {}): Promise<OwnRedisCluster> {
+export interface OwnRedisClusterOptions {
+  nodeTimeoutMs?: number;
+  /** Replicas of each of the 3 masters (default 1): 3 × (1 + replicasPerMaster) redis-servers. */
+  replicasPerMaster?: number;
+  /** Every node announces a cuttable proxy in front of it (ClusterNodeProcess.proxy). */
+  viaProxies?: boolean;
+}
+
+export async function startOwnRedisCluster(opts: OwnRedisClusterOptions = {}): Promise<OwnRedisCluster> {
   const dir = mkdtempSync(join(tmpdir(), 'coupon-redis-cluster-'));
   const nodeTimeout = opts.nodeTimeoutMs ?? 1_000;
+  const replicasPerMaster = opts.replicasPerMaster ?? 1;
   const nodes: ClusterNodeProcess[] = [];
-  const spawnNode = (port: number) => spawn('redis-server', [
+  const spawnNode = (port: number, announcedPort: number) => spawn('redis-server', [
       '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no',
       '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', String(nodeTimeout),
+      '--cluster-announce-port', String(announcedPort), '--cluster-announce-bus-port', String(port + 10_000),
       // A replica takes over however long it was cut off: the test kills masters on purpose.
-      '--cluster-replica-validity-factor', '0', '--maxmemory-policy', 'noeviction',
+      '--cluster-replica-validity-factor', '0', '--maxmemory', '64mb', '--maxmemory-policy', 'noeviction',
   ], { stdio: 'ignore' });
-  for (let i = 0; i < 6; i++) {
+  for (let i = 0; i < 3 * (1 + replicasPerMaster); i++) {
     const port = await clusterPort();
-    const child = spawnNode(port);
+    const proxy = opts.viaProxies ? await cuttableProxy(port) : undefined;
+    const announcedPort = proxy?.port ?? port;
+    const child = spawnNode(port, announcedPort);
     const client = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null });
     client.on('error', () => undefined);
-    nodes.push({ port, child, client });
+    nodes.push({ port, child, client, proxy, announcedPort });
   }
   const stop = async () => {
     for (const n of nodes) n.client.disconnect();
+    for (const n of nodes) { n.proxy?.lift(); await n.proxy?.close(); }
     await Promise.all(nodes.map(async (n) => {
       if (n.child.exitCode !== null || n.child.signalCode !== null) return;
       const exited = once(n.child, 'exit');
@@ -84,7 +110,7 @@ export async function startOwnRedisCluster(opts: { nodeTimeoutMs?: number } = {}
   };
   try {
     for (const n of nodes) await until(`redis-server on ${n.port} up`, async () => { await n.client.connect(); return (await n.client.ping()) === 'PONG' ? true : undefined; }, 10_000);
-    const created = await run('redis-cli', ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '1', '--cluster-yes']);
+    const created = await run('redis-cli', ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.announcedPort}`), '--cluster-replicas', String(replicasPerMaster), '--cluster-yes']);
     if (created.code !== 0) throw new Error(`redis-cli --cluster create failed: ${created.stdout}${created.stderr}`);
     await until('cluster_state:ok on every node', async () => {
       for (const n of nodes) if (!/cluster_state:ok/.test(String(await n.client.cluster('INFO')))) return undefined;
@@ -100,16 +126,17 @@ export async function startOwnRedisCluster(opts: { nodeTimeoutMs?: number } = {}
     throw err;
   }
 
-  const byPort = (port: number) => nodes.find((n) => n.port === port)!;
+  // Slot maps and replication name nodes by their announced port; tests by their own.
+  const byPort = (port: number) => nodes.find((n) => n.port === port || n.announcedPort === port)!;
   const alive = () => nodes.filter((n) => n.child.exitCode === null && n.child.signalCode === null);
   /** The slot map as a live node sees it: slot ranges, their master's and replicas' ports. */
   const slotMasters = async (): Promise<{ from: number; to: number; master: number; replicas: number[] }[]> => {
     const slots = await alive()[0]!.client.cluster('SLOTS');
-    return slots.map(([from, to, master, ...replicas]) => ({ from, to, master: master![1], replicas: replicas.map((r) => r[1]) }));
+    return slots.map(([from, to, master, ...replicas]) => ({ from, to, master: byPort(master![1]).port, replicas: replicas.map((r) => byPort(r[1]).port) }));
   };
 
   return {
-    seeds: nodes.map((n) => `127.0.0.1:${n.port}`).join(','),
+    seeds: nodes.map((n) => `127.0.0.1:${n.announcedPort}`).join(','),
     nodes,
     async masterOf(key) {
       const slot = await alive()[0]!.client.cluster('KEYSLOT', key);
@@ -138,7 +165,7 @@ export async function startOwnRedisCluster(opts: { nodeTimeoutMs?: number } = {}
     },
     async restart(port, timeoutMs = 20_000) {
       const node = byPort(port);
-      node.child = spawnNode(port);
+      node.child = spawnNode(port, node.announcedPort);
       node.client = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null });
       node.client.on('error', () => undefined);
       await until(`${port} back as a synced replica`, async () => {
