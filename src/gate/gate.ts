@@ -172,7 +172,7 @@ export class Gate {
       this.d.log.warn({ couponId, userId, seq, err: (err as Error).message }, 'publish failed and the reservation is gone from Redis; nothing released');
       return { ok: false, err: new DomainError('BACKEND_UNAVAILABLE', 'the request could not be confirmed while the gate state is being recovered; retry shortly', { coupon_id: couponId }, err) };
     }
-    await this.d.scripts.gateConfirm(couponId, userId, nowMs);
+    await this.d.scripts.gateConfirm(couponId, userId, seq, nowMs);
     return { ok: true };
   }
 

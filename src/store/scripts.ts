@@ -18,7 +18,8 @@ const COUPON_KEY_COUNT = allCouponKeys('x').length;
 const SCRIPTS = {
   gateLoad: { file: 'gate-load', keys: 6 + COUPON_KEY_COUNT, libs: ['expiry'] },
   gateReserve: { file: 'gate-reserve', keys: 7, libs: ['expiry'] },
-  gateConfirm: { file: 'gate-confirm', keys: 1, libs: [] },
+  gateConfirm: { file: 'gate-confirm', keys: 2, libs: [] },
+  gateStale: { file: 'gate-stale', keys: 2, libs: [] },
   gateRelease: { file: 'gate-release', keys: 6, libs: ['expiry'] },
   issuerClaim: { file: 'issuer-claim', keys: 4, libs: ['expiry'] },
   issuerMarkIssued: { file: 'issuer-mark-issued', keys: 3 + COUPON_KEY_COUNT, libs: ['expiry'] },
@@ -61,6 +62,9 @@ export type CancelStatus = 'CANCELLED' | 'RECORDED' | 'UNCHANGED' | 'ORDER_MISMA
 export type LedgerRedemptionRecord =
   | { kind: 'row'; userId: string; seq: number; issuedAtMs: number; value: string; version: number }
   | { kind: 'cancelled'; userId: string; orderId: string };
+
+/** A reservation whose publish has not been acknowledged: the user, when it was made, and the seq it holds. */
+export interface StaleReservation { userId: string; reservedAtMs: number; seq: number }
 
 /** The issuer's verdict on one record (issuer-claim.lua). */
 export type ClaimVerdict = 'OK' | 'STALE' | 'LOST' | 'UNARMED';
@@ -177,9 +181,22 @@ export class CouponScripts {
     return { status: status as 'NOT_FOUND' | 'NOT_OPEN' | 'CLOSED' | 'SOLD_OUT' };
   }
 
-  /** Drops the reservation made at `reservedAtMs` from the pending journal (not a later one of the user). */
-  async gateConfirm(couponId: string, userId: string, reservedAtMs: number): Promise<void> {
-    await this.call('gateConfirm', [couponKeys(couponId).pending], [userId, reservedAtMs]);
+  /**
+   * Drops the reservation made at `reservedAtMs` for `seq` from the pending journal, never a later
+   * one of the user (gate-confirm.lua). True when it was still there.
+   */
+  async gateConfirm(couponId: string, userId: string, seq: number, reservedAtMs: number): Promise<boolean> {
+    const k = couponKeys(couponId);
+    return (await this.call('gateConfirm', [k.pending, k.winners], [userId, reservedAtMs, seq])) === 1;
+  }
+
+  /** Up to `limit` pending reservations made at or before `cutoffMs`, each with its own seq (gate-stale.lua). */
+  async gateStale(couponId: string, cutoffMs: number, limit: number): Promise<StaleReservation[]> {
+    const k = couponKeys(couponId);
+    const flat = (await this.call('gateStale', [k.pending, k.winners], [cutoffMs, limit])) as string[];
+    const out: StaleReservation[] = [];
+    for (let i = 0; i < flat.length; i += 3) out.push({ userId: flat[i]!, reservedAtMs: Number(flat[i + 1]), seq: Number(flat[i + 2]) });
+    return out;
   }
 
   /** Releases the reservation made at `reservedAtMs` after its publish failed (gate-release.lua). */
