@@ -38,14 +38,21 @@ const MARKER_GRACE_MS = 10 * 60_000;
 // A blocked coupon is asked about on every request; a person needs to hear about it once in a while.
 const ALERT_EVERY_MS = 60_000;
 
+/**
+ * 'LOST': the state may be loaded from the ledger now. `epoch` is the loss marker's value the wait
+ * was for: the load starts only while the marker still holds it, so a second loss after the wait
+ * (which takes the marker with it) makes the load wait again instead of skipping the wait.
+ */
+export type Readiness = { status: 'PRESENT' } | { status: 'LOST'; epoch?: string | undefined };
+
 /** What a rebuild asks before loading from the ledger, and tells once it has. */
 export interface RebuildGuard {
-  ready(couponId: string): Promise<'LOST' | 'PRESENT'>;
+  ready(couponId: string): Promise<Readiness>;
   rebuilt(couponId: string): Promise<void>;
 }
 
 /** For rebuilds that need no wait (benchmarks, tests of the loading mechanics): the ledger is final. */
-export const ledgerIsFinal: RebuildGuard = { ready: () => Promise.resolve('LOST'), rebuilt: () => Promise.resolve() };
+export const ledgerIsFinal: RebuildGuard = { ready: () => Promise.resolve({ status: 'LOST' }), rebuilt: () => Promise.resolve() };
 
 export interface LossGuardDeps {
   redis: Redis;
@@ -82,12 +89,12 @@ export class LossGuard implements RebuildGuard {
   }
 
   /**
-   * 'LOST' when the coupon's state is missing and may be rebuilt from the ledger now; 'PRESENT' when
+   * LOST when the coupon's state is missing and may be rebuilt from the ledger now; PRESENT when
    * it is there after all (another process rebuilt it). Throws BACKEND_UNAVAILABLE until then.
    */
-  async ready(couponId: string): Promise<'LOST' | 'PRESENT'> {
+  async ready(couponId: string): Promise<Readiness> {
     const noticed = await this.d.scripts.lossNoticed(couponId, this.d.state, this.d.settleMs, this.d.settleMs + MARKER_GRACE_MS);
-    if (noticed.status === 'PRESENT') return 'PRESENT';
+    if (noticed.status === 'PRESENT') return noticed;
     const waitMs = noticed.rebuildAfterMs - noticed.nowMs;
     if (waitMs > 0) {
       throw this.unavailable(couponId, `Redis lost this coupon's ${this.words.state}; it is rebuilt from the ledger in about ${Math.ceil(waitMs / 1000)} s, once nothing accepted before the loss can still reach Kafka; retry shortly`);
@@ -102,7 +109,7 @@ export class LossGuard implements RebuildGuard {
     }
     // Records dead-lettered while the consumer caught up.
     await this.refuseDeadLetters(couponId);
-    return 'LOST';
+    return { status: 'LOST', epoch: noticed.marker };
   }
 
   /** The state is rebuilt: the marker goes, so a later loss is noticed afresh. */
