@@ -7,8 +7,9 @@
 // 2. settle = PUBLISH_TIMEOUT_MS + SETTLE_MARGIN_MS. No publish accepted before the loss can reach
 //    Kafka later than PUBLISH_TIMEOUT_MS after it started (events/kafka.ts, createPublishingKafka),
 //    and it started before the loss, so before it was noticed.
-// 3. Then the topic's end is read, and the consumer group that writes the ledger must have committed
-//    up to it: every such record is in the ledger, or dropped as stale, or dead-lettered.
+// 3. Then the end of the coupon's partition of the topic is read (the topic is keyed by coupon id),
+//    and the consumer group that writes the ledger must have committed up to it: every such record
+//    is in the ledger, or dropped as stale, or dead-lettered. Other partitions are not awaited.
 // 4. The coupon has no unreplayed dead letters (checked before reading the end, and again once the
 //    consumer caught up): those records still own their seqs or versions, and a rebuild without them
 //    would hand them out again.
@@ -63,8 +64,11 @@ export interface LossGuardDeps {
   state: RebuiltState;
   /** lossSettleMs(PUBLISH_TIMEOUT_MS). */
   settleMs: number;
-  /** True once the ledger's consumer group has committed every record now on its topic (events/consumer-lag.ts). */
-  consumerCaughtUp: () => Promise<boolean>;
+  /**
+   * True once the ledger's consumer group has committed every record now in the coupon's partition
+   * of its topic (the topic is keyed by coupon id; events/consumer-lag.ts).
+   */
+  consumerCaughtUp: (couponId: string) => Promise<boolean>;
   /** That consumer's topic (under KAFKA_TOPIC_PREFIX), whose dead letters table dead_letters records. */
   topic: string;
   /** Its dead-letter topic, named in messages. */
@@ -100,7 +104,7 @@ export class LossGuard implements RebuildGuard {
       throw this.unavailable(couponId, `Redis lost this coupon's ${this.words.state}; it is rebuilt from the ledger in about ${Math.ceil(waitMs / 1000)} s, once nothing accepted before the loss can still reach Kafka; retry shortly`);
     }
     await this.refuseDeadLetters(couponId);
-    const caughtUp = await this.d.consumerCaughtUp().catch((err: unknown) => {
+    const caughtUp = await this.d.consumerCaughtUp(couponId).catch((err: unknown) => {
       this.d.log.warn({ couponId, err: (err as Error).message }, 'could not check the consumer that writes the ledger');
       return false;
     });
