@@ -78,7 +78,7 @@ const fields = z.object({
   ALERT_WEBHOOK_URL: url.optional(),
   RECONCILE_INTERVAL_MS: int(1_000, 86_400_000).default(60_000),
   /** Testing only: makes a process fail at a chosen point, to prove recovery. */
-  FAILPOINT: z.enum(['crash-after-reserve']).optional(),
+  FAILPOINT: z.enum(['crash-after-reserve', 'stall-after-reserve']).optional(),
   /** PEM files: with both, coupon-api serves TLS on API_PORT (HTTP/2 or HTTP/1.1 by ALPN). */
   API_TLS_CERT: z.string().min(1).optional(),
   API_TLS_KEY: z.string().min(1).optional(),

@@ -35,16 +35,19 @@ export async function recoverStaleReservations(d: GateRecoveryDeps, staleMs: num
     // One round trip for the page (the calls go out in the same tick): each coupon's stale
     // reservations, each paired with its own seq in one script, and whether it still holds anything
     // the recovery loops look after.
+    // The republished records' publish bound counts from before they were read (publishReservation).
+    const readAt = Date.now();
     const looks = await Promise.all(page.map(({ couponId }) => {
       const k = couponKeys(couponId);
       return Promise.all([d.scripts.gateStale(couponId, cutoff, 1000), d.redis.zcard(k.pending), d.redis.zcard(k.outbox)] as const);
     }));
     const idle = page.filter((c, i) => looks[i]![1] === 0 && looks[i]![2] === 0 && c.lastActiveMs <= now - idleMs);
     pass.dropped += await d.active.dropIdle(idle.map((c) => c.couponId), now - idleMs);
-    for (const [i, { couponId }] of page.entries()) {
+    const counts = await Promise.all(page.map(({ couponId }, i) => {
       const stale = looks[i]![0];
-      if (stale.length > 0) pass.republished += await republish(d, couponId, stale);
-    }
+      return stale.length > 0 ? republish(d, couponId, stale, readAt) : Promise.resolve(0);
+    }));
+    pass.republished += counts.reduce((a, b) => a + b, 0);
   }
   if (pass.republished > 0) d.log.warn({ republished: pass.republished }, 'recovered reservations whose publish had not finished');
   d.log.debug(pass, 'gate recovery pass');
@@ -56,12 +59,13 @@ export async function recoverStaleReservations(d: GateRecoveryDeps, staleMs: num
  * confirms exactly that reservation: a newer one of the same user (made after a release while this
  * ran) is neither published with the old time nor dropped from the journal.
  */
-async function republish(d: GateRecoveryDeps, couponId: string, stale: StaleReservation[]): Promise<number> {
+async function republish(d: GateRecoveryDeps, couponId: string, stale: StaleReservation[], readAt: number): Promise<number> {
   // Informational in the event (the issuer checks seqs against the ledger's total); 0 if meta is gone.
   const total = Number(await d.redis.hget(couponKeys(couponId).meta, 'total')) || 0;
-  for (const { userId, seq, reservedAtMs } of stale) {
-    await publishReservation(d, couponId, userId, seq, reservedAtMs, total);
+  // All at once: they share one publish bound, counted from when they were read.
+  await Promise.all(stale.map(async ({ userId, seq, reservedAtMs }) => {
+    await publishReservation(d, couponId, userId, seq, reservedAtMs, total, readAt);
     await d.scripts.gateConfirm(couponId, userId, seq, reservedAtMs);
-  }
+  }));
   return stale.length;
 }
