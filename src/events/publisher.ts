@@ -3,7 +3,7 @@
 // `lingerMs` (or until `maxBatch` are queued); one batch is in flight at a time, and the next one
 // fills while it is, so batches grow with load. `send` resolves only after the broker acknowledged
 // the record with acks=all, and rejects with PublishError when it did not within `timeoutMs` of the
-// call: the deadline is the record's own, counted from when it was queued, so an outage cannot
+// call (or of the start the caller gives): the deadline is the record's own, so an outage cannot
 // stretch a caller's wait by the batches queued ahead of it. A record whose deadline passed before
 // it was sent fails unambiguously (it was never sent).
 //
@@ -85,11 +85,24 @@ export class BatchingPublisher {
     await producer?.disconnect();
   }
 
-  send(topic: string, message: Message): Promise<void> {
+  /**
+   * Queues the record; resolves once acknowledged. Its deadline is `timeoutMs` after `startedAtMs`
+   * (Date.now() clock; default now): a caller whose record stands for something decided earlier (a
+   * reservation) passes when that was, so the bound on when the record can reach Kafka counts from
+   * the decision, however long the caller took to get here. A start already past the timeout fails
+   * at once, unsent.
+   */
+  send(topic: string, message: Message, startedAtMs?: number): Promise<void> {
     // The record carries the trace of whoever queued it (telemetry/messaging.ts).
     const traced = tracePublish(topic, message);
+    const now = Date.now();
+    const deadline = Math.min(now, startedAtMs ?? now) + this.opts.timeoutMs;
     const sent = new Promise<void>((resolve, reject) => {
-      this.queue.push({ topic, message: traced.message, deadline: Date.now() + this.opts.timeoutMs, resolve, reject });
+      if (deadline <= now) {
+        this.fail([{ topic, message: traced.message, deadline, resolve, reject }], new PublishError(`not sent: its ${this.opts.timeoutMs} ms began ${now - (startedAtMs ?? now)} ms ago`, false));
+        return;
+      }
+      this.queue.push({ topic, message: traced.message, deadline, resolve, reject });
       if (this.queue.length >= this.opts.maxBatch) this.kick();
       else this.timer ??= setTimeout(() => this.kick(), this.opts.lingerMs);
     });
@@ -121,8 +134,10 @@ export class BatchingPublisher {
       if (this.queue.length === 0) return;
     }
     if (this.inFlight) {
-      // Deadlines grow with the queue, so the first queued record's comes first.
-      this.expiryTimer ??= setTimeout(() => { this.expiryTimer = undefined; this.kick(); }, Math.max(1, this.queue[0]!.deadline - now));
+      // Deadlines count from each caller's start, so the earliest may be anywhere in the queue.
+      let first = Infinity;
+      for (const q of this.queue) first = Math.min(first, q.deadline);
+      this.expiryTimer ??= setTimeout(() => { this.expiryTimer = undefined; this.kick(); }, Math.max(1, first - now));
       return;
     }
     const batch = this.queue.splice(0, this.opts.maxBatch);

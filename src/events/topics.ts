@@ -1,6 +1,6 @@
 // Every topic the project produces or consumes, named once. Topics are created explicitly by
 // ensureTopics (the broker's auto-create is off), with partitions and replication from config.
-import type { Admin } from 'kafkajs';
+import { Partitioners, type Admin } from 'kafkajs';
 
 const BASE = {
   /** Gate → issuer: CouponIssueRequested, keyed by coupon id. */
@@ -29,6 +29,17 @@ export const Topics: TopicNames = BASE;
  */
 export function topicNames(prefix: string): TopicNames {
   return Object.fromEntries(Object.entries(BASE).map(([role, name]) => [role, `${prefix}${name}`])) as unknown as TopicNames;
+}
+
+/**
+ * The partition a record keyed `key` goes to on a topic of `partitionCount` partitions: the
+ * producers' own partitioner (kafkajs 2's default, Java-compatible murmur2; events/kafka.ts), asked
+ * the same question, so the answer is where a send put it. Only while the topic keeps its
+ * partition count: adding partitions moves keys.
+ */
+export function partitionOfKey(topic: string, key: string, partitionCount: number): number {
+  const partitionMetadata = Array.from({ length: partitionCount }, (_, partitionId) => ({ partitionErrorCode: 0, partitionId, leader: 0, replicas: [0], isr: [0], offlineReplicas: [] }));
+  return Partitioners.DefaultPartitioner()({ topic, partitionMetadata, message: { key, value: null } });
 }
 
 export interface TopicSettings {

@@ -46,16 +46,25 @@ export interface GateDeps {
   publishTimeoutMs: number;
   /** The in-process sold-out view (gate/sold-out-view.ts); absent: every call goes to Redis. */
   soldOut?: SoldOutViews | undefined;
-  /** Testing only: "crash-after-reserve" kills the process between reserve and publish. */
+  /**
+   * Testing only: "crash-after-reserve" kills the process between reserve and publish;
+   * "stall-after-reserve" pauses there for PUBLISH_TIMEOUT_MS + 0.5 s.
+   */
   failpoint?: string | undefined;
 }
 
-/** Publishes one reservation as CouponIssueRequested; shared by the gate and its recovery loop. */
-export async function publishReservation(d: Pick<GateDeps, 'encoder' | 'publisher' | 'topic'>, couponId: string, userId: string, seq: number, requestedAtMs: number, total: number): Promise<void> {
+/**
+ * Publishes one reservation as CouponIssueRequested; shared by the gate and its recovery loop.
+ * `readAtMs` (Date.now() clock) is a moment before the reservation was read from Redis (made, for
+ * the gate): the publish bound counts from it, so a record never reaches Kafka later than
+ * PUBLISH_TIMEOUT_MS after a moment when Redis still held its reservation, which is before any
+ * loss of it was noticed (gate/loss-guard.ts), however long the caller paused in between.
+ */
+export async function publishReservation(d: Pick<GateDeps, 'encoder' | 'publisher' | 'topic'>, couponId: string, userId: string, seq: number, requestedAtMs: number, total: number, readAtMs: number): Promise<void> {
   const value = d.encoder.encode(create(CouponIssueRequestedSchema, {
     couponId, userId, seq: BigInt(seq), requestedAt: timestampFromDate(new Date(requestedAtMs)), totalQuantity: BigInt(total),
   }));
-  await d.publisher.send(d.topic, { key: couponId, value });
+  await d.publisher.send(d.topic, { key: couponId, value }, readAtMs);
 }
 
 /**
@@ -105,11 +114,14 @@ export class Gate {
     // The node the reservation is sent to, taken before sending it: the replicas' wait goes to it,
     // and is refused if the slot has moved by the time the script answers (store/replica-acks.ts).
     let node = this.d.acks?.nodeOf(metaKey);
+    // The publish bound counts from here: just before the reservation is made (publishReservation).
+    let reservingAt = Date.now();
     let result = await this.d.scripts.gateReserve(couponId, userId, nowMs);
     if (result.status === 'NOT_FOUND') {
       // No gate in Redis: rebuilt from the ledger, or, for an unknown or finished coupon, answered without one.
       const rebuilt = await this.d.rebuilder.arm(couponId, userId);
       if (rebuilt === 'ARMED') node = this.d.acks?.nodeOf(metaKey);
+      reservingAt = Date.now();
       result = rebuilt === 'ARMED' ? await this.d.scripts.gateReserve(couponId, userId, nowMs) : rebuilt;
     }
     countGateRefusal(result.status);
@@ -133,8 +145,10 @@ export class Gate {
     }
     const seq = result.seq;
     if (this.d.failpoint === 'crash-after-reserve') process.kill(process.pid, 'SIGKILL');
+    // A pause between the reservation and its publish (a GC pause, a blocked event loop).
+    if (this.d.failpoint === 'stall-after-reserve') await new Promise((r) => setTimeout(r, this.d.publishTimeoutMs + 500));
     const key = `${couponId}\u0000${userId}`;
-    const settled = this.publishOrRelease(couponId, userId, seq, nowMs, result.total);
+    const settled = this.publishOrRelease(couponId, userId, seq, nowMs, result.total, reservingAt);
     this.inFlight.set(key, settled.then((r) => r.ok, () => false));
     try {
       // The replicas' acknowledgement overlaps the publish: it costs no extra latency.
@@ -167,9 +181,9 @@ export class Gate {
    * Publishes the reservation; if that fails, gives the slot back. PUBLISH_FAILED promises "the
    * slot was released, a retry is safe", so it is answered only when the release happened.
    */
-  private async publishOrRelease(couponId: string, userId: string, seq: number, nowMs: number, total: number): Promise<Settled> {
+  private async publishOrRelease(couponId: string, userId: string, seq: number, nowMs: number, total: number, reservingAt: number): Promise<Settled> {
     try {
-      await publishReservation(this.d, couponId, userId, seq, nowMs, total);
+      await publishReservation(this.d, couponId, userId, seq, nowMs, total, reservingAt);
     } catch (err) {
       const outcome = await this.d.scripts.gateRelease(couponId, userId, seq, nowMs);
       // The issuer already took the record: the coupon is coming, so the honest answer is OK.
@@ -184,11 +198,17 @@ export class Gate {
         return { ok: false, err: released(couponId, err) };
       }
       // STALE: the user no longer holds this seq here (Redis lost the gate meanwhile). Nothing
-      // was released, and the record may still land: the rebuild decides once it is safe.
+      // was released in Redis, and the record may still land. Its release is recorded in the ledger
+      // all the same: the caller is told nothing was confirmed, so if the record lands while the
+      // gate is gone the issuer drops it (an exact match on requested_at, so never a later
+      // reservation's record) instead of writing a row that a rebuild already under way may miss.
       this.d.log.warn({ couponId, userId, seq, err: (err as Error).message }, 'publish failed and the reservation is gone from Redis; nothing released');
+      await this.d.recordRelease?.({ couponId, userId, seq, requestedAtMs: nowMs }).catch((e: unknown) => {
+        this.d.log.error({ couponId, userId, seq, err: (e as Error).message }, 'could not record the failed publish in the ledger');
+      });
       return { ok: false, err: new DomainError('BACKEND_UNAVAILABLE', 'the request could not be confirmed while the gate state is being recovered; retry shortly', { coupon_id: couponId }, err) };
     }
-    await this.d.scripts.gateConfirm(couponId, userId, nowMs);
+    await this.d.scripts.gateConfirm(couponId, userId, seq, nowMs);
     return { ok: true };
   }
 

@@ -7,8 +7,9 @@
 // 2. settle = PUBLISH_TIMEOUT_MS + SETTLE_MARGIN_MS. No publish accepted before the loss can reach
 //    Kafka later than PUBLISH_TIMEOUT_MS after it started (events/kafka.ts, createPublishingKafka),
 //    and it started before the loss, so before it was noticed.
-// 3. Then the topic's end is read, and the consumer group that writes the ledger must have committed
-//    up to it: every such record is in the ledger, or dropped as stale, or dead-lettered.
+// 3. Then the end of the coupon's partition of the topic is read (the topic is keyed by coupon id),
+//    and the consumer group that writes the ledger must have committed up to it: every such record
+//    is in the ledger, or dropped as stale, or dead-lettered. Other partitions are not awaited.
 // 4. The coupon has no unreplayed dead letters (checked before reading the end, and again once the
 //    consumer caught up): those records still own their seqs or versions, and a rebuild without them
 //    would hand them out again.
@@ -38,14 +39,21 @@ const MARKER_GRACE_MS = 10 * 60_000;
 // A blocked coupon is asked about on every request; a person needs to hear about it once in a while.
 const ALERT_EVERY_MS = 60_000;
 
+/**
+ * 'LOST': the state may be loaded from the ledger now. `epoch` is the loss marker's value the wait
+ * was for: the load starts only while the marker still holds it, so a second loss after the wait
+ * (which takes the marker with it) makes the load wait again instead of skipping the wait.
+ */
+export type Readiness = { status: 'PRESENT' } | { status: 'LOST'; epoch?: string | undefined };
+
 /** What a rebuild asks before loading from the ledger, and tells once it has. */
 export interface RebuildGuard {
-  ready(couponId: string): Promise<'LOST' | 'PRESENT'>;
+  ready(couponId: string): Promise<Readiness>;
   rebuilt(couponId: string): Promise<void>;
 }
 
 /** For rebuilds that need no wait (benchmarks, tests of the loading mechanics): the ledger is final. */
-export const ledgerIsFinal: RebuildGuard = { ready: () => Promise.resolve('LOST'), rebuilt: () => Promise.resolve() };
+export const ledgerIsFinal: RebuildGuard = { ready: () => Promise.resolve({ status: 'LOST' }), rebuilt: () => Promise.resolve() };
 
 export interface LossGuardDeps {
   redis: Redis;
@@ -56,8 +64,11 @@ export interface LossGuardDeps {
   state: RebuiltState;
   /** lossSettleMs(PUBLISH_TIMEOUT_MS). */
   settleMs: number;
-  /** True once the ledger's consumer group has committed every record now on its topic (events/consumer-lag.ts). */
-  consumerCaughtUp: () => Promise<boolean>;
+  /**
+   * True once the ledger's consumer group has committed every record now in the coupon's partition
+   * of its topic (the topic is keyed by coupon id; events/consumer-lag.ts).
+   */
+  consumerCaughtUp: (couponId: string) => Promise<boolean>;
   /** That consumer's topic (under KAFKA_TOPIC_PREFIX), whose dead letters table dead_letters records. */
   topic: string;
   /** Its dead-letter topic, named in messages. */
@@ -82,18 +93,18 @@ export class LossGuard implements RebuildGuard {
   }
 
   /**
-   * 'LOST' when the coupon's state is missing and may be rebuilt from the ledger now; 'PRESENT' when
+   * LOST when the coupon's state is missing and may be rebuilt from the ledger now; PRESENT when
    * it is there after all (another process rebuilt it). Throws BACKEND_UNAVAILABLE until then.
    */
-  async ready(couponId: string): Promise<'LOST' | 'PRESENT'> {
+  async ready(couponId: string): Promise<Readiness> {
     const noticed = await this.d.scripts.lossNoticed(couponId, this.d.state, this.d.settleMs, this.d.settleMs + MARKER_GRACE_MS);
-    if (noticed.status === 'PRESENT') return 'PRESENT';
+    if (noticed.status === 'PRESENT') return noticed;
     const waitMs = noticed.rebuildAfterMs - noticed.nowMs;
     if (waitMs > 0) {
       throw this.unavailable(couponId, `Redis lost this coupon's ${this.words.state}; it is rebuilt from the ledger in about ${Math.ceil(waitMs / 1000)} s, once nothing accepted before the loss can still reach Kafka; retry shortly`);
     }
     await this.refuseDeadLetters(couponId);
-    const caughtUp = await this.d.consumerCaughtUp().catch((err: unknown) => {
+    const caughtUp = await this.d.consumerCaughtUp(couponId).catch((err: unknown) => {
       this.d.log.warn({ couponId, err: (err as Error).message }, 'could not check the consumer that writes the ledger');
       return false;
     });
@@ -102,7 +113,7 @@ export class LossGuard implements RebuildGuard {
     }
     // Records dead-lettered while the consumer caught up.
     await this.refuseDeadLetters(couponId);
-    return 'LOST';
+    return { status: 'LOST', epoch: noticed.marker };
   }
 
   /** The state is rebuilt: the marker goes, so a later loss is noticed afresh. */

@@ -11,7 +11,8 @@ import type { Logger } from '../log.ts';
 import { gateRebuilds } from '../metrics/gate.ts';
 import type { Db } from '../store/db.ts';
 import { findCoupon, findUserCoupon, ledgerPages, LEDGER_PAGE, type CouponRow } from '../store/coupons.ts';
-import { gateMetaOf, type CouponScripts, type GateMeta, type ReserveResult } from '../store/scripts.ts';
+import { gateMetaOf, LoadInterrupted, type CouponScripts, type GateMeta, type ReserveResult } from '../store/scripts.ts';
+import { DomainError } from '../domain/errors.ts';
 import type { RebuildGuard } from './loss-guard.ts';
 
 export interface GateRebuildDeps {
@@ -28,6 +29,9 @@ export interface GateRebuildDeps {
   ledgerPageSize?: number;
   now?: () => number;
 }
+
+// Loads started over after Redis lost state mid-load, within one request, before it gives up.
+const MAX_LOAD_ATTEMPTS = 3;
 
 /** What a rebuild found: the gate is armed (here or by another process), no such coupon, or a coupon past its retention. */
 type Rebuilt = { kind: 'ARMED' } | { kind: 'UNKNOWN' } | { kind: 'RETIRED'; row: CouponRow };
@@ -67,10 +71,22 @@ export class GateRebuilder {
     // Past its retention deadline, its keys expired on purpose: arming it again would keep it forever.
     const retired = () => meta.expireAtMs > 0 && this.now() >= meta.expireAtMs;
     if (retired()) return { kind: 'RETIRED', row };
-    // Waits out publishes from before the loss, the issuer's catch-up and dead letters (or throws
-    // BACKEND_UNAVAILABLE saying which); PRESENT when another process armed the gate meanwhile.
-    if ((await this.d.guard.ready(couponId)) === 'PRESENT') return { kind: 'ARMED' };
-    const loaded = await this.load(couponId, meta);
+    let loaded: { rows: number; armed: boolean } | undefined;
+    for (let attempt = 1; !loaded; attempt++) {
+      // Waits out publishes from before the loss, the issuer's catch-up and dead letters (or throws
+      // BACKEND_UNAVAILABLE saying which); PRESENT when another process armed the gate meanwhile.
+      const ready = await this.d.guard.ready(couponId);
+      if (ready.status === 'PRESENT') return { kind: 'ARMED' };
+      try {
+        loaded = await this.load(couponId, meta, ready.epoch);
+      } catch (err) {
+        // Redis lost state again during the load: nothing was armed. Start over, from the wait:
+        // the guard notices the new loss (and refuses until it has settled).
+        if (!(err instanceof LoadInterrupted)) throw err;
+        this.d.log.warn({ couponId, attempt }, err.message);
+        if (attempt >= MAX_LOAD_ATTEMPTS) throw new DomainError('BACKEND_UNAVAILABLE', 'Redis kept losing this coupon\'s gate state while it was rebuilt from the ledger; retry shortly', { coupon_id: couponId }, err);
+      }
+    }
     await this.d.guard.rebuilt(couponId);
     this.d.log.warn({ couponId, issued: loaded.rows, armedHere: loaded.armed }, 'gate state was missing; rebuilt from the ledger');
     if (loaded.armed) gateRebuilds.inc();
@@ -78,9 +94,13 @@ export class GateRebuilder {
     return retired() ? { kind: 'RETIRED', row } : { kind: 'ARMED' };
   }
 
-  /** Streams the ledger into the gate page by page, then arms it; stops early if another process armed it first. */
-  private async load(couponId: string, meta: GateMeta): Promise<{ rows: number; armed: boolean }> {
-    const gate = this.d.scripts.gateLoad(couponId, meta);
+  /**
+   * Streams the ledger into the gate page by page, then arms it; stops early if another process
+   * armed it first. Throws LoadInterrupted when Redis lost state meanwhile (or the loss marker
+   * `epoch` is gone before it starts).
+   */
+  private async load(couponId: string, meta: GateMeta, epoch: string | undefined): Promise<{ rows: number; armed: boolean }> {
+    const gate = this.d.scripts.gateLoad(couponId, meta, { epoch });
     let rows = 0;
     for await (const page of ledgerPages(this.d.db, couponId, this.d.ledgerPageSize ?? LEDGER_PAGE)) {
       if (!(await gate.rows(page))) return { rows, armed: false };

@@ -8,7 +8,7 @@ import type { Redis } from '../store/redis.ts';
 import type { Logger } from '../log.ts';
 import { IDLE_MS, type ActiveCoupons } from '../store/active-coupons.ts';
 import { couponKeys } from '../store/keys.ts';
-import type { CouponScripts } from '../store/scripts.ts';
+import type { CouponScripts, StaleReservation } from '../store/scripts.ts';
 import { publishReservation, type GateDeps } from './gate.ts';
 
 export interface GateRecoveryDeps extends Pick<GateDeps, 'encoder' | 'publisher' | 'topic'> {
@@ -32,42 +32,40 @@ export async function recoverStaleReservations(d: GateRecoveryDeps, staleMs: num
   if (d.legacyIndexKey) await d.active.drainLegacy(d.legacyIndexKey);
   for await (const page of d.active.pages()) {
     pass.visited += page.length;
-    // One round trip for the page (ioredis pipelines commands sent in the same tick): each coupon's
-    // stale reservations, and whether it still holds anything the recovery loops look after.
+    // One round trip for the page (the calls go out in the same tick): each coupon's stale
+    // reservations, each paired with its own seq in one script, and whether it still holds anything
+    // the recovery loops look after.
+    // The republished records' publish bound counts from before they were read (publishReservation).
+    const readAt = Date.now();
     const looks = await Promise.all(page.map(({ couponId }) => {
       const k = couponKeys(couponId);
-      return Promise.all([
-        d.redis.zrangebyscore(k.pending, '-inf', cutoff, 'WITHSCORES', 'LIMIT', 0, 1000),
-        d.redis.zcard(k.pending),
-        d.redis.zcard(k.outbox),
-      ]);
+      return Promise.all([d.scripts.gateStale(couponId, cutoff, 1000), d.redis.zcard(k.pending), d.redis.zcard(k.outbox)] as const);
     }));
     const idle = page.filter((c, i) => looks[i]![1] === 0 && looks[i]![2] === 0 && c.lastActiveMs <= now - idleMs);
     pass.dropped += await d.active.dropIdle(idle.map((c) => c.couponId), now - idleMs);
-    for (const [i, { couponId }] of page.entries()) {
+    const counts = await Promise.all(page.map(({ couponId }, i) => {
       const stale = looks[i]![0];
-      if (stale.length > 0) pass.republished += await republish(d, couponId, stale);
-    }
+      return stale.length > 0 ? republish(d, couponId, stale, readAt) : Promise.resolve(0);
+    }));
+    pass.republished += counts.reduce((a, b) => a + b, 0);
   }
   if (pass.republished > 0) d.log.warn({ republished: pass.republished }, 'recovered reservations whose publish had not finished');
   d.log.debug(pass, 'gate recovery pass');
   return pass;
 }
 
-/** Republishes one coupon's stale reservations ([user, reserved at, ...] as ZRANGEBYSCORE gives them). */
-async function republish(d: GateRecoveryDeps, couponId: string, stale: string[]): Promise<number> {
-  const k = couponKeys(couponId);
-  let republished = 0;
+/**
+ * Republishes one coupon's stale reservations, each with its own seq and reservation time, and then
+ * confirms exactly that reservation: a newer one of the same user (made after a release while this
+ * ran) is neither published with the old time nor dropped from the journal.
+ */
+async function republish(d: GateRecoveryDeps, couponId: string, stale: StaleReservation[], readAt: number): Promise<number> {
   // Informational in the event (the issuer checks seqs against the ledger's total); 0 if meta is gone.
-  const total = Number(await d.redis.hget(k.meta, 'total')) || 0;
-  for (let i = 0; i < stale.length; i += 2) {
-    const userId = stale[i]!;
-    const reservedAt = Number(stale[i + 1]);
-    const seq = await d.redis.hget(k.winners, userId);
-    if (seq === null) { await d.redis.zrem(k.pending, userId); continue; }
-    await publishReservation(d, couponId, userId, Number(seq), reservedAt, total);
-    await d.scripts.gateConfirm(couponId, userId, reservedAt);
-    republished++;
-  }
-  return republished;
+  const total = Number(await d.redis.hget(couponKeys(couponId).meta, 'total')) || 0;
+  // All at once: they share one publish bound, counted from when they were read.
+  await Promise.all(stale.map(async ({ userId, seq, reservedAtMs }) => {
+    await publishReservation(d, couponId, userId, seq, reservedAtMs, total, readAt);
+    await d.scripts.gateConfirm(couponId, userId, seq, reservedAtMs);
+  }));
+  return stale.length;
 }

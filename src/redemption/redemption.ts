@@ -24,7 +24,7 @@ import type { Db } from '../store/db.ts';
 import { couponKeys, parseRedemptionValue, type RedemptionValue } from '../store/keys.ts';
 
 export { parseRedemptionValue, type RedemptionValue };
-import type { CouponScripts, RedemptionOutcome, WithoutGate } from '../store/scripts.ts';
+import { LoadInterrupted, type CouponScripts, type RedemptionOutcome, type WithoutGate } from '../store/scripts.ts';
 import { couponRedemptions, userRedemption } from './ledger.ts';
 import type { LossGuard } from '../gate/loss-guard.ts';
 import type { ReplicaAcks } from '../store/replica-acks.ts';
@@ -288,17 +288,35 @@ export class Redemption {
   }
 
   private async loadFromLedger(couponId: string): Promise<void> {
-    if ((await this.d.guard.ready(couponId)) === 'PRESENT') return;
+    for (let attempt = 1; ; attempt++) {
+      const ready = await this.d.guard.ready(couponId);
+      if (ready.status === 'PRESENT') return;
+      try {
+        const records = await this.loadOnce(couponId, ready.epoch);
+        await this.d.guard.rebuilt(couponId);
+        if (records > 0) this.d.log.warn({ couponId, records }, 'redemption state loaded from the ledger');
+        return;
+      } catch (err) {
+        // Redis lost state again during the load: nothing was marked loaded. Start over, from
+        // the wait: the guard notices the new loss (and refuses until it has settled).
+        if (!(err instanceof LoadInterrupted)) throw err;
+        this.d.log.warn({ couponId, attempt }, err.message);
+        if (attempt >= 3) throw new DomainError('BACKEND_UNAVAILABLE', "Redis kept losing this coupon's redemption state while it was loaded from the ledger; retry shortly", { coupon_id: couponId }, err);
+      }
+    }
+  }
+
+  private async loadOnce(couponId: string, epoch: string | undefined): Promise<number> {
     // One deadline for every call of this load, so its keys expire together (lib/expiry.lua).
     const deadlineMs = this.d.scripts.deadlineWithoutGate(await this.couponOrThrow(couponId), this.now());
+    const load = this.d.scripts.redemptionLoad(couponId, deadlineMs, epoch);
     let records = 0;
     for await (const page of couponRedemptions(this.d.db, couponId)) {
-      await this.d.scripts.restoreRedemption(couponId, page, false, deadlineMs);
+      await load.records(page);
       records += page.length;
     }
-    await this.d.scripts.restoreRedemption(couponId, [], true, deadlineMs);
-    await this.d.guard.rebuilt(couponId);
-    if (records > 0) this.d.log.warn({ couponId, records }, 'redemption state loaded from the ledger');
+    await load.markLoaded();
+    return records;
   }
 
   /**
@@ -310,7 +328,7 @@ export class Redemption {
   private async restoreUser(couponId: string, userId: string, deadlineMs?: number): Promise<boolean> {
     const record = isUuid(couponId) ? await userRedemption(this.d.db, couponId, userId) : undefined;
     if (!record) return false;
-    await this.d.scripts.restoreRedemption(couponId, [record], false, deadlineMs);
+    await this.d.scripts.restoreRedemption(couponId, [record], deadlineMs);
     return true;
   }
 }

@@ -22,6 +22,10 @@
 //                                to free when that rebuild arms the gate (so two rebuilds at once
 //                                never list a seq twice); dropped when another armed first, and
 //                                expiring 10 minutes after its last write if its rebuild died
+//   coupon:{id}:rebuild:<token> string  how many rows and free seqs one gate rebuild has written;
+//                                arming checks it, so Redis losing state mid-rebuild (the token
+//                                with it, or the last writes) never arms a partial gate
+//   coupon:{id}:redeem-load:<token> string  the same for one load of the redemption state
 //   coupon:{id}:rebuild-after string when (ms, Redis time) the gate, found lost, may be rebuilt from
 //                                the ledger: first noticed + settle (gate/loss-guard.ts); removed
 //                                once rebuilt
@@ -63,6 +67,9 @@ export const allCouponKeys = (couponId: string): string[] => Object.values(coupo
 
 /** The free list one rebuild builds under its own token, renamed to `free` when it arms. */
 export const stagedFreeKey = (couponId: string, token: string) => `coupon:{${couponId}}:free:staging:${token}`;
+
+/** The count one gate rebuild (or redemption load) keeps of what it wrote (gate-load.lua, restore-redemption.lua). */
+export const loadTokenKey = (couponId: string, state: 'gate' | 'redemption', token: string) => `coupon:{${couponId}}:${state === 'gate' ? 'rebuild' : 'redeem-load'}:${token}`;
 
 /** The coupons the recovery loops walk: those that may hold pending reservations or outbox entries. */
 export const activeCouponsKey = (topicPrefix: string) => (topicPrefix ? `gate:active:${topicPrefix}` : 'gate:active');

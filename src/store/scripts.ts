@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import type { Redis } from './redis.ts';
 import type { ActiveCoupons } from './active-coupons.ts';
 import type { CouponRow, LedgerRow } from './coupons.ts';
-import { allCouponKeys, couponKeys, stagedFreeKey } from './keys.ts';
+import { allCouponKeys, couponKeys, loadTokenKey, stagedFreeKey } from './keys.ts';
 
 export const luaScript = (name: string) => readFileSync(join(import.meta.dirname, 'lua', `${name}.lua`), 'utf8');
 // Scripts that share helpers get lib/<name>.lua files in front of their own text (one script per
@@ -16,15 +16,16 @@ const withLibs = (libs: readonly string[], body: string) => [...libs.map((lib) =
 const COUPON_KEY_COUNT = allCouponKeys('x').length;
 
 const SCRIPTS = {
-  gateLoad: { file: 'gate-load', keys: 6 + COUPON_KEY_COUNT, libs: ['expiry'] },
+  gateLoad: { file: 'gate-load', keys: 8 + COUPON_KEY_COUNT, libs: ['expiry'] },
   gateReserve: { file: 'gate-reserve', keys: 7, libs: ['expiry'] },
-  gateConfirm: { file: 'gate-confirm', keys: 1, libs: [] },
+  gateConfirm: { file: 'gate-confirm', keys: 2, libs: [] },
+  gateStale: { file: 'gate-stale', keys: 2, libs: [] },
   gateRelease: { file: 'gate-release', keys: 6, libs: ['expiry'] },
   issuerClaim: { file: 'issuer-claim', keys: 4, libs: ['expiry'] },
   issuerMarkIssued: { file: 'issuer-mark-issued', keys: 3 + COUPON_KEY_COUNT, libs: ['expiry'] },
   redeem: { file: 'redeem', keys: 7, libs: ['expiry', 'redemption'] },
   cancelRedemption: { file: 'cancel-redemption', keys: 7, libs: ['expiry', 'redemption'] },
-  restoreRedemption: { file: 'restore-redemption', keys: 6, libs: ['expiry'] },
+  restoreRedemption: { file: 'restore-redemption', keys: 8, libs: ['expiry'] },
   lossNoticed: { file: 'loss-noticed', keys: 2, libs: [] },
   gateSoldOut: { file: 'gate-sold-out', keys: 3, libs: [] },
 } as const satisfies Record<string, { file: string; keys: number; libs: readonly string[] }>;
@@ -35,7 +36,7 @@ type ScriptName = keyof typeof SCRIPTS;
 // one long script would block Redis for every other caller while it runs. No script call carries
 // more than CHUNK items (rows, seqs or records).
 export const CHUNK = 1_000;
-/** How long a rebuild's staged free list outlives its last call (a rebuild that died leaves it to expire). */
+/** How long a load's staged free list and token outlive its last call (a load that died leaves them to expire). */
 const STAGED_FREE_TTL_MS = 10 * 60_000;
 function* chunks<T>(items: readonly T[]): Generator<T[]> {
   for (let i = 0; i < items.length; i += CHUNK) yield items.slice(i, i + CHUNK);
@@ -65,6 +66,8 @@ export type LedgerRedemptionRecord =
 
 /** gate-sold-out.lua's answer: the arming's epoch ('' before epochs), and whether the sell-out is final. */
 export interface SoldOutCheck { epoch: string; final: boolean; winners: number; closesMs: number; expireAtMs: number }
+/** A reservation whose publish has not been acknowledged: the user, when it was made, and the seq it holds. */
+export interface StaleReservation { userId: string; reservedAtMs: number; seq: number }
 
 /** The issuer's verdict on one record (issuer-claim.lua). */
 export type ClaimVerdict = 'OK' | 'STALE' | 'LOST' | 'UNARMED';
@@ -72,7 +75,8 @@ export type ClaimVerdict = 'OK' | 'STALE' | 'LOST' | 'UNARMED';
 /** State of a coupon that Redis can lose and the ledger rebuilds (gate/loss-guard.ts). */
 export type RebuiltState = 'gate' | 'redemption';
 
-export type LossNoticed = { status: 'PRESENT' } | { status: 'LOST'; rebuildAfterMs: number; nowMs: number };
+/** `marker` is the loss marker's value: a rebuild passes it on, and it starts only while the marker still holds it. */
+export type LossNoticed = { status: 'PRESENT' } | { status: 'LOST'; rebuildAfterMs: number; nowMs: number; marker: string };
 
 /** The key whose absence means the state is lost, and the marker of when it may be rebuilt. */
 export function lossKeys(couponId: string, state: RebuiltState): { present: string; marker: string } {
@@ -151,12 +155,15 @@ export class CouponScripts {
 
   /**
    * Starts loading a gate (gate-load.lua): feed it the ledger in seq order with `rows`, then `arm`.
-   * It holds at most one chunk of free seqs, never the coupon.
+   * It holds at most one chunk of free seqs, never the coupon. `rebuild` for a rebuild after a loss:
+   * it then refuses to arm over state Redis lost again meanwhile (LoadInterrupted), and, given the
+   * loss marker's value the rebuild waited for, refuses to start once that marker is gone.
    */
-  gateLoad(couponId: string, meta: GateMeta): GateLoad {
+  gateLoad(couponId: string, meta: GateMeta, rebuild?: { epoch?: string | undefined }): GateLoad {
     const k = couponKeys(couponId);
-    const keys = [k.meta, k.winners, k.next, k.issued, k.free, stagedFreeKey(couponId, randomUUID()), ...allCouponKeys(couponId)];
-    return new GateLoad(meta, (args) => this.call('gateLoad', keys, args));
+    const token = randomUUID();
+    const keys = [k.meta, k.winners, k.next, k.issued, k.free, stagedFreeKey(couponId, token), loadTokenKey(couponId, 'gate', token), k.rebuildAfter, ...allCouponKeys(couponId)];
+    return new GateLoad(meta, (args) => this.call('gateLoad', keys, args), rebuild);
   }
 
   /** Whether the coupon's sell-out is final (gate-sold-out.lua); undefined when Redis has no gate for it. */
@@ -190,9 +197,22 @@ export class CouponScripts {
     return { status: status as 'NOT_FOUND' | 'NOT_OPEN' | 'CLOSED' | 'SOLD_OUT' };
   }
 
-  /** Drops the reservation made at `reservedAtMs` from the pending journal (not a later one of the user). */
-  async gateConfirm(couponId: string, userId: string, reservedAtMs: number): Promise<void> {
-    await this.call('gateConfirm', [couponKeys(couponId).pending], [userId, reservedAtMs]);
+  /**
+   * Drops the reservation made at `reservedAtMs` for `seq` from the pending journal, never a later
+   * one of the user (gate-confirm.lua). True when it was still there.
+   */
+  async gateConfirm(couponId: string, userId: string, seq: number, reservedAtMs: number): Promise<boolean> {
+    const k = couponKeys(couponId);
+    return (await this.call('gateConfirm', [k.pending, k.winners], [userId, reservedAtMs, seq])) === 1;
+  }
+
+  /** Up to `limit` pending reservations made at or before `cutoffMs`, each with its own seq (gate-stale.lua). */
+  async gateStale(couponId: string, cutoffMs: number, limit: number): Promise<StaleReservation[]> {
+    const k = couponKeys(couponId);
+    const flat = (await this.call('gateStale', [k.pending, k.winners], [cutoffMs, limit])) as string[];
+    const out: StaleReservation[] = [];
+    for (let i = 0; i < flat.length; i += 3) out.push({ userId: flat[i]!, reservedAtMs: Number(flat[i + 1]), seq: Number(flat[i + 2]) });
+    return out;
   }
 
   /** Releases the reservation made at `reservedAtMs` after its publish failed (gate-release.lua). */
@@ -220,7 +240,7 @@ export class CouponScripts {
     const k = lossKeys(couponId, state);
     const [status, after, now] = (await this.call('lossNoticed', [k.present, k.marker], [settleMs, markerTtlMs])) as [string, string?, string?];
     if (status === 'PRESENT') return { status };
-    return { status: 'LOST', rebuildAfterMs: Number(after), nowMs: Number(now) };
+    return { status: 'LOST', rebuildAfterMs: Number(after), nowMs: Number(now), marker: after ?? '' };
   }
 
   async issuerMarkIssued(couponId: string, rows: { userId: string; seq: number; issuedAtMs: number }[]): Promise<void> {
@@ -254,21 +274,38 @@ export class CouponScripts {
   }
 
   /**
-   * Puts ledger state back where Redis lost it, in chunks; never overwrites newer state. With
-   * `markLoaded` (a whole-coupon load) the coupon is marked loaded by a last call. `deadlineMs`
-   * (deadlineWithoutGate) is used while there is no gate; pass the same one to every call of a load.
+   * Puts one user's ledger state back where Redis lacks it; never overwrites newer state.
+   * `deadlineMs` (deadlineWithoutGate) is used while there is no gate.
    */
-  async restoreRedemption(couponId: string, records: readonly LedgerRedemptionRecord[], markLoaded: boolean, deadlineMs?: number): Promise<number> {
-    const k = couponKeys(couponId);
-    const keys = [k.winners, k.issued, k.redeem, k.cancelled, k.redeemLoaded, k.meta];
-    const deadline = deadlineMs ?? '';
+  async restoreRedemption(couponId: string, records: readonly LedgerRedemptionRecord[], deadlineMs?: number): Promise<number> {
+    const run = this.redemptionRestorer(couponId, randomUUID());
     let written = 0;
-    for (const part of chunks(records)) {
-      const args = part.flatMap((r) => r.kind === 'row' ? ['U', r.userId, r.seq, r.issuedAtMs, r.value, r.version] : ['X', r.userId, r.orderId]);
-      written += Number(await this.call('restoreRedemption', keys, ['0', deadline, ...args]));
-    }
-    if (markLoaded) await this.call('restoreRedemption', keys, ['1', deadline]);
+    for (const part of chunks(records)) written += await run(['U', deadlineMs ?? '', '', ...restoreArgs(part)]);
     return written;
+  }
+
+  /**
+   * Starts a whole-coupon load of redemption state from the ledger (restore-redemption.lua): feed
+   * it pages with `records`, then `markLoaded`. `deadlineMs` (deadlineWithoutGate) is passed to
+   * every call, so the keys of one load expire together. `epoch` is the loss marker's value the
+   * load waited for. Throws LoadInterrupted, marking nothing, when Redis lost state meanwhile.
+   */
+  redemptionLoad(couponId: string, deadlineMs: number | undefined, epoch: string | undefined): RedemptionLoad {
+    return new RedemptionLoad(this.redemptionRestorer(couponId, randomUUID()), deadlineMs ?? '', epoch ?? '');
+  }
+
+  private redemptionRestorer(couponId: string, token: string): (args: (string | number)[]) => Promise<number> {
+    const k = couponKeys(couponId);
+    const keys = [k.winners, k.issued, k.redeem, k.cancelled, k.redeemLoaded, k.meta, loadTokenKey(couponId, 'redemption', token), k.redeemLoadAfter];
+    return async (args) => Number(await this.call('restoreRedemption', keys, args));
+  }
+}
+
+/** Redis lost state while it was loaded from the ledger: nothing was armed (or marked loaded); start over. */
+export class LoadInterrupted extends Error {
+  constructor(what: string) {
+    super(`Redis lost ${what} while it was loaded from the ledger; the load starts over`);
+    this.name = 'LoadInterrupted';
   }
 }
 
@@ -277,17 +314,23 @@ export class CouponScripts {
  * the seqs between consecutive rows that no row holds (released, or never published, before the
  * loss) are sent as they are found, a chunk at a time, so nothing here grows with the coupon.
  * They go back to the pool, or the coupon could never sell its last units (I4).
+ * A rebuild counts what it wrote; arming checks that Redis still holds all of it (LoadInterrupted).
  */
 export class GateLoad {
   private readonly meta: GateMeta;
   private readonly run: (args: (string | number)[]) => Promise<unknown>;
+  private readonly rebuild: { epoch?: string | undefined } | undefined;
+  private begun = false;
+  /** Rows and free seqs this rebuild has written. */
+  private written = 0;
   private highest = 0;
   private gaps: number[] = [];
   private armedElsewhere = false;
 
-  constructor(meta: GateMeta, run: (args: (string | number)[]) => Promise<unknown>) {
+  constructor(meta: GateMeta, run: (args: (string | number)[]) => Promise<unknown>, rebuild?: { epoch?: string | undefined }) {
     this.meta = meta;
     this.run = run;
+    this.rebuild = rebuild;
   }
 
   /** Loads a page of ledger rows. False once another process has armed the gate: stop loading. */
@@ -295,6 +338,7 @@ export class GateLoad {
     if (this.armedElsewhere) return false;
     for (const part of chunks(page)) {
       if (!(await this.step(['rows', STAGED_FREE_TTL_MS, this.meta.expireAtMs, ...part.flatMap((r) => [r.userId, r.seq, r.issuedAtMs])]))) return false;
+      this.written += part.length;
     }
     for (const r of page) {
       if (r.seq <= this.highest) throw new Error(`ledger rows out of seq order: ${r.seq} after ${this.highest}`);
@@ -311,20 +355,72 @@ export class GateLoad {
   async arm(): Promise<boolean> {
     if (this.armedElsewhere || !(await this.flushGaps())) return false;
     const m = this.meta;
-    return this.step(['arm', m.total, m.opensMs, m.closesMs, m.validUntilMs, this.highest, m.expireAtMs, m.retentionMs, randomUUID()]);
+    return this.step(['arm', m.total, m.opensMs, m.closesMs, m.validUntilMs, this.highest, m.expireAtMs, m.retentionMs, this.rebuild ? this.written : '', randomUUID()]);
   }
 
   private async flushGaps(): Promise<boolean> {
     if (this.gaps.length === 0) return true;
     const part = this.gaps;
     this.gaps = [];
-    return this.step(['free', STAGED_FREE_TTL_MS, ...part]);
+    if (!(await this.step(['free', STAGED_FREE_TTL_MS, ...part]))) return false;
+    this.written += part.length;
+    return true;
   }
 
   private async step(args: (string | number)[]): Promise<boolean> {
-    if ((await this.run(args)) === 1) return true;
+    if (this.rebuild && !this.begun) {
+      this.begun = true;
+      if (!(await this.step(['begin', STAGED_FREE_TTL_MS, this.rebuild.epoch ?? '']))) return false;
+    }
+    const reply = Number(await this.run(args));
+    if (reply === 1) return true;
+    if (reply === -1) throw new LoadInterrupted("the coupon's gate state");
     this.armedElsewhere = true;
     return false;
+  }
+}
+
+const restoreArgs = (records: readonly LedgerRedemptionRecord[]) =>
+  records.flatMap((r) => r.kind === 'row' ? ['U', r.userId, r.seq, r.issuedAtMs, r.value, r.version] : ['X', r.userId, r.orderId]);
+
+/**
+ * One whole-coupon load of redemption state (restore-redemption.lua). It counts what it wrote, and
+ * the coupon is marked loaded only if Redis still holds all of it (LoadInterrupted otherwise).
+ */
+export class RedemptionLoad {
+  private readonly run: (args: (string | number)[]) => Promise<number>;
+  private readonly deadline: number | '';
+  private readonly epoch: string;
+  private begun = false;
+  private written = 0;
+
+  constructor(run: (args: (string | number)[]) => Promise<number>, deadline: number | '', epoch: string) {
+    this.run = run;
+    this.deadline = deadline;
+    this.epoch = epoch;
+  }
+
+  async records(page: readonly LedgerRedemptionRecord[]): Promise<void> {
+    await this.begin();
+    for (const part of chunks(page)) {
+      this.check(await this.run(['C', this.deadline, STAGED_FREE_TTL_MS, ...restoreArgs(part)]));
+      this.written += part.length;
+    }
+  }
+
+  async markLoaded(): Promise<void> {
+    await this.begin();
+    this.check(await this.run(['M', this.deadline, this.written]));
+  }
+
+  private async begin(): Promise<void> {
+    if (this.begun) return;
+    this.begun = true;
+    this.check(await this.run(['B', this.deadline, STAGED_FREE_TTL_MS, this.epoch]));
+  }
+
+  private check(reply: number): void {
+    if (reply === -1) throw new LoadInterrupted("the coupon's redemption state");
   }
 }
 

@@ -31,7 +31,7 @@ describe('a publish that gives up after its reservation was made durable by some
     const reservedAt = Date.now();
     expect(await scripts.gateReserve(coupon.id, 'A', reservedAt)).toMatchObject({ status: 'RESERVED', seq: 1 });
     // Another coupon-api's recovery loop finds the entry stale, republishes it and confirms it.
-    await scripts.gateConfirm(coupon.id, 'A', reservedAt);
+    await scripts.gateConfirm(coupon.id, 'A', 1, reservedAt);
     expect(await r.zscore(k.pending, 'A')).toBeNull();
     // P1's own publish finally gives up and it tries to release.
     expect(await scripts.gateRelease(coupon.id, 'A', 1, reservedAt)).toBe('CLAIMED');

@@ -66,17 +66,17 @@ describe('a recovery pass', () => {
     t.at(old);
     const idle = await t.coupon();
     await t.scripts.gateReserve(idle, 'done', old);
-    await t.scripts.gateConfirm(idle, 'done', old);
+    await t.scripts.gateConfirm(idle, 'done', 1, old);
     const crashed = await t.coupon();
     await t.scripts.gateReserve(crashed, 'victim', old);
     const withOutbox = await t.coupon();
     await t.scripts.gateReserve(withOutbox, 'buyer', old);
-    await t.scripts.gateConfirm(withOutbox, 'buyer', old);
+    await t.scripts.gateConfirm(withOutbox, 'buyer', 1, old);
     await redis.client.zadd(couponKeys(withOutbox).outbox, 0, `buyer\nR|order-1|1|${old}`);
     t.at(NOW - 10_000);
     const recent = await t.coupon();
     await t.scripts.gateReserve(recent, 'fresh', NOW - 10_000);
-    await t.scripts.gateConfirm(recent, 'fresh', NOW - 10_000);
+    await t.scripts.gateConfirm(recent, 'fresh', 1, NOW - 10_000);
     // Created, never reserved: never indexed, never visited.
     const untouched = await t.coupon();
 
@@ -97,7 +97,7 @@ describe('a recovery pass', () => {
     t.at(old);
     const id = await t.coupon();
     await t.scripts.gateReserve(id, 'u1', old);
-    await t.scripts.gateConfirm(id, 'u1', old);
+    await t.scripts.gateConfirm(id, 'u1', 1, old);
     // The pass found it idle; before it drops it, a request marks it and is about to reserve.
     t.at(NOW);
     await t.active.touch(id);

@@ -101,8 +101,8 @@ describe('the paged gate rebuild', () => {
     expect(await redis.client.llen(k.free)).toBe(2_499);
     expect(await redis.client.lrange(k.free, 0, 2)).toEqual(['1', '2', '3']);
     expect(await redis.client.lindex(k.free, -1)).toBe('2499');
-    // 2,499 seqs: three 'free' calls of at most CHUNK seqs each, plus 'rows' and 'arm'.
-    expect(calls.length).toBe(5);
+    // 2,499 seqs: three 'free' calls of at most CHUNK seqs each, plus 'begin', 'rows' and 'arm'.
+    expect(calls.length).toBe(6);
     for (const c of calls) expect(c.args).toBeLessThanOrEqual(CHUNK * 3 + 40);
     client.disconnect();
   });
