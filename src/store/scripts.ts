@@ -63,7 +63,7 @@ export type LedgerRedemptionRecord =
   | { kind: 'cancelled'; userId: string; orderId: string };
 
 /** The issuer's verdict on one record (issuer-claim.lua). */
-export type ClaimVerdict = 'OK' | 'STALE' | 'LOST' | 'UNARMED';
+export type ClaimVerdict = 'OK' | 'STALE' | 'LOST' | 'UNARMED' | 'OUT_OF_RANGE';
 
 /** State of a coupon that Redis can lose and the ledger rebuilds (gate/loss-guard.ts). */
 export type RebuiltState = 'gate' | 'redemption';
