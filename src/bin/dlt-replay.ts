@@ -5,8 +5,8 @@ import { createLogger } from '../log.ts';
 import { createKafka } from '../events/kafka.ts';
 import { replayDeadLetters, replayGroupId } from '../events/replay.ts';
 import { topicNames } from '../events/topics.ts';
-import { createDb } from '../store/db.ts';
-import { markReplayed } from '../store/dead-letters.ts';
+import { createDb, migrate } from '../store/db.ts';
+import { discardedAmong, markReplayed } from '../store/dead-letters.ts';
 
 const which = process.argv[2] ?? 'issue';
 const config = configOrExit('dlt-replay');
@@ -25,10 +25,14 @@ const log = createLogger('dlt-replay', config.LOG_LEVEL, config.LOG_PRETTY);
 const [dltTopic, fallbackTopic] = pair;
 const db = createDb(config.DATABASE_URL, 2);
 try {
+  // dead_letters' discarded_* columns may be newer than the services that last migrated it.
+  await migrate(db);
   const result = await replayDeadLetters(createKafka(config.KAFKA_BROKERS, `${config.KAFKA_CLIENT_ID}-dlt-replay`, log), {
     dltTopic, fallbackTopic, groupId: replayGroupId(config.KAFKA_CLIENT_ID, dltTopic), log, keyIsCouponId: which !== 'payment-result',
     // The records are back on their topic: rebuilds no longer need to wait for them.
     onReplayed: (sources) => markReplayed(db, sources),
+    // Given up by an operator (npm run dlt:discard): never put back.
+    discarded: (sources) => discardedAmong(db, sources),
   });
   console.log(JSON.stringify({ dltTopic, ...result }));
 } finally {

@@ -48,6 +48,11 @@ export interface BatchConsumerOptions<T> {
   recordDeadLetters: (entries: DeadLetterEntry[]) => Promise<void>;
   /** True when record keys on this topic are coupon ids (kept with each dead letter). */
   keyIsCouponId: boolean;
+  /**
+   * What a decoded record asks for in the ledger (user, seq), kept with its dead letter so a rebuild
+   * can tell one that can never own its seq (store/dead-letters.ts blockingDeadLetters).
+   */
+  claimOf?: (value: T) => { userId: string; seq: bigint };
   log: Logger;
   maxBytesPerPartition?: number;
 }
@@ -93,11 +98,15 @@ export async function startBatchConsumer<T>(o: BatchConsumerOptions<T>): Promise
   const deadLetter = (rejections: Parameters<typeof writeDeadLetters>[0]) => writeDeadLetters(rejections).catch((err: unknown) => {
     throw new DeadLetterWriteFailed(`could not dead-letter ${rejections.length} record(s) to ${o.dltTopic}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
   });
-  const writeDeadLetters = async (rejections: { message: KafkaMessage; partition: number; reason: string; error: string; attempts: number; firstFailureAt: Date }[]) => {
-    await o.recordDeadLetters(rejections.map((r) => ({
-      topic: o.topic, partition: r.partition, offset: r.message.offset, reason: r.reason,
-      couponId: o.keyIsCouponId ? (r.message.key?.toString() ?? null) : null,
-    })));
+  const writeDeadLetters = async (rejections: { message: KafkaMessage; partition: number; reason: string; error: string; attempts: number; firstFailureAt: Date; value?: T }[]) => {
+    await o.recordDeadLetters(rejections.map((r) => {
+      const claim = r.value !== undefined ? o.claimOf?.(r.value) : undefined;
+      return {
+        topic: o.topic, partition: r.partition, offset: r.message.offset, reason: r.reason,
+        couponId: o.keyIsCouponId ? (r.message.key?.toString() ?? null) : null,
+        userId: claim?.userId ?? null, seq: claim?.seq ?? null,
+      };
+    }));
     const messages = rejections.map((r) => ({
         key: r.message.key,
         value: r.message.value,
@@ -179,14 +188,14 @@ export async function startBatchConsumer<T>(o: BatchConsumerOptions<T>): Promise
           if (!(err instanceof AttemptsExhausted)) throw err;
           if (!isRunning() || isStale()) return;
           const cause = (err.cause as Error)?.message ?? err.message;
-          const sent = await withRetries(o.policy, () => deadLetter(records.map((r) => ({ message: r.message, partition: r.partition, reason: 'ATTEMPTS_EXHAUSTED', error: cause, attempts: err.attempts, firstFailureAt: err.firstFailureAt }))), hooks)
+          const sent = await withRetries(o.policy, () => deadLetter(records.map((r) => ({ message: r.message, partition: r.partition, reason: 'ATTEMPTS_EXHAUSTED', error: cause, attempts: err.attempts, firstFailureAt: err.firstFailureAt, value: r.value }))), hooks)
             .then(() => true, abortOn(isRunning, isStale));
           if (!sent) return;
           await o.alerter.raise({ event: o.alertEvent, ...where, reason: 'ATTEMPTS_EXHAUSTED', records: records.length, error: cause, attempts: err.attempts });
         }
         // Only the records the handler rejected; the rest of the batch is handled and stays so.
         if (rejected.length > 0) {
-          const sent = await withRetries(o.policy, () => deadLetter(rejected.map((r) => ({ message: r.record.message, partition: r.record.partition, reason: r.reason, error: r.error, attempts: 1, firstFailureAt: new Date() }))), hooks)
+          const sent = await withRetries(o.policy, () => deadLetter(rejected.map((r) => ({ message: r.record.message, partition: r.record.partition, reason: r.reason, error: r.error, attempts: 1, firstFailureAt: new Date(), value: r.record.value }))), hooks)
             .then(() => true, abortOn(isRunning, isStale));
           if (!sent) return;
           await o.alerter.raise({ event: o.alertEvent, ...where, reason: rejected[0]!.reason, records: rejected.length, error: rejected[0]!.error, attempts: 1 });

@@ -4,6 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IHeaders, Kafka } from 'kafkajs';
 import type { Logger } from '../log.ts';
+import { deadLetterId } from '../store/dead-letters.ts';
 import { canonicalCouponId } from '../domain/ids.ts';
 
 const canonicalKey = (key: Buffer | null): Buffer | null => {
@@ -14,7 +15,7 @@ const canonicalKey = (key: Buffer | null): Buffer | null => {
 /** The consumer group `npm run dlt:replay` keeps its place in; its lag on a dead-letter topic is what waits to be replayed. */
 export const replayGroupId = (clientId: string, dltTopic: string) => `${clientId}-dlt-replay-${dltTopic}`;
 
-export interface ReplayResult { replayed: number; byTopic: Record<string, number> }
+export interface ReplayResult { replayed: number; byTopic: Record<string, number>; skippedDiscarded: number }
 
 export interface ReplayedSource { topic: string; partition: number; offset: string }
 
@@ -28,6 +29,12 @@ export async function replayDeadLetters(kafka: Kafka, opts: {
   keyIsCouponId?: boolean;
   /** Called with the source positions of each replayed batch, after the broker acknowledged it. */
   onReplayed?: (sources: ReplayedSource[]) => Promise<void>;
+  /**
+   * Which of these source positions an operator discarded (ids "<topic>/<partition>/<offset>",
+   * `npm run dlt:discard`): they stay on the dead-letter topic and are passed over. Replayed, they
+   * could only be dead-lettered again under a new offset, blocking their coupon's rebuild anew.
+   */
+  discarded?: (sources: ReplayedSource[]) => Promise<Set<string>>;
 }): Promise<ReplayResult> {
   const admin = kafka.admin();
   await admin.connect();
@@ -37,7 +44,7 @@ export async function replayDeadLetters(kafka: Kafka, opts: {
   const start = new Map(committed[0]?.partitions.map((p) => [p.partition, Number(p.offset)]) ?? []);
   // Partitions with something left to replay, and where their end is now.
   const todo = new Map(ends.filter((e) => Number(e.high) > Math.max(Number(e.low), start.get(e.partition) ?? -1)).map((e) => [e.partition, Number(e.high)]));
-  const result: ReplayResult = { replayed: 0, byTopic: {} };
+  const result: ReplayResult = { replayed: 0, byTopic: {}, skippedDiscarded: 0 };
   if (todo.size === 0) return result;
 
   const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
@@ -51,7 +58,18 @@ export async function replayDeadLetters(kafka: Kafka, opts: {
       eachBatchAutoResolve: false,
       eachBatch: async ({ batch, resolveOffset, commitOffsetsIfNecessary }) => {
         const end = todo.get(batch.partition);
-        const messages = batch.messages.filter((m) => end !== undefined && Number(m.offset) < end);
+        const due = batch.messages.filter((m) => end !== undefined && Number(m.offset) < end);
+        const sourceOf = (m: (typeof due)[number]) => {
+          const h = m.headers ?? {};
+          const [topic, partition, offset] = ['x-source-topic', 'x-source-partition', 'x-source-offset'].map((k) => h[k]?.toString());
+          return topic && partition !== undefined && offset !== undefined ? { topic, partition: Number(partition), offset } : undefined;
+        };
+        const discarded = opts.discarded ? await opts.discarded(due.flatMap((m) => sourceOf(m) ?? [])) : new Set<string>();
+        const messages = due.filter((m) => {
+          const source = sourceOf(m);
+          return !(source && discarded.has(deadLetterId(source)));
+        });
+        result.skippedDiscarded += due.length - messages.length;
         if (messages.length > 0) {
           const byTopic = new Map<string, { key: Buffer | null; value: Buffer | null; headers: IHeaders }[]>();
           const sources: ReplayedSource[] = [];
@@ -72,7 +90,10 @@ export async function replayDeadLetters(kafka: Kafka, opts: {
           await opts.onReplayed?.(sources);
           for (const [topic, msgs] of byTopic) result.byTopic[topic] = (result.byTopic[topic] ?? 0) + msgs.length;
           result.replayed += messages.length;
-          resolveOffset(messages.at(-1)!.offset);
+        }
+        // Discarded records are passed for good: the group moves past them too.
+        if (due.length > 0) {
+          resolveOffset(due.at(-1)!.offset);
           await commitOffsetsIfNecessary();
         }
         const last = batch.messages.at(-1);

@@ -10,16 +10,18 @@
 // 3. Then the end of the coupon's partition of the topic is read (the topic is keyed by coupon id),
 //    and the consumer group that writes the ledger must have committed up to it: every such record
 //    is in the ledger, or dropped as stale, or dead-lettered. Other partitions are not awaited.
-// 4. The coupon has no unreplayed dead letters (checked before reading the end, and again once the
-//    consumer caught up): those records still own their seqs or versions, and a rebuild without them
-//    would hand them out again.
+// 4. The coupon has no unresolved dead letters that may own a seq or a change (checked before
+//    reading the end, and again once the consumer caught up; store/dead-letters.ts
+//    blockingDeadLetters): those records still own their seqs or versions, and a rebuild without
+//    them would hand them out again. Replayed or discarded ones, and ones that can never own their
+//    seq, do not count.
 // Until all of that holds, callers get BACKEND_UNAVAILABLE saying what is awaited.
 import type { Redis } from '../store/redis.ts';
 import { DomainError } from '../domain/errors.ts';
 import type { Alerter } from '../events/alert.ts';
 import type { Logger } from '../log.ts';
 import type { Db } from '../store/db.ts';
-import { unreplayedDeadLetters } from '../store/dead-letters.ts';
+import { blockingDeadLetters } from '../store/dead-letters.ts';
 import { lossKeys, type CouponScripts, type RebuiltState } from '../store/scripts.ts';
 
 /**
@@ -123,9 +125,9 @@ export class LossGuard implements RebuildGuard {
   }
 
   private async refuseDeadLetters(couponId: string): Promise<void> {
-    const count = await unreplayedDeadLetters(this.d.db, this.d.topic, couponId);
+    const count = await blockingDeadLetters(this.d.db, this.d.topic, couponId);
     if (count === 0) return;
-    const message = `Redis lost this coupon's ${this.words.state}, and ${count} of its records sit unreplayed in the dead-letter topic ${this.d.dltTopic}; they still own ${this.words.owns}, so the state is not rebuilt until they are replayed (${this.words.replay})`;
+    const message = `Redis lost this coupon's ${this.words.state}, and ${count} of its records sit unreplayed in the dead-letter topic ${this.d.dltTopic}; they still own ${this.words.owns}, so the state is not rebuilt until they are replayed (${this.words.replay}) or, if they never can be, discarded (npm run dlt:discard)`;
     const last = this.alerted.get(couponId) ?? 0;
     if (Date.now() - last >= ALERT_EVERY_MS) {
       this.alerted.set(couponId, Date.now());

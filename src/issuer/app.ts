@@ -56,6 +56,7 @@ export async function startIssuer(config: Config, log: Logger): Promise<IssuerAp
     dltProducer,
     recordDeadLetters: (entries) => recordDeadLetters(db, entries),
     keyIsCouponId: true,
+    claimOf: (e) => ({ userId: e.userId, seq: e.seq }),
     log,
   });
   const redemption = await startRedemptionConsumers({ config, log, kafka, db, redis, registry, dltProducer, alerter, policy });

@@ -5,7 +5,7 @@ import type { CouponIssueRequested } from '../../gen/coupon/events/v1/issue_pb.j
 import type { BatchHandler, ConsumedRecord, Rejection } from '../events/batch-consumer.ts';
 import { idProblem, isUuid } from '../domain/ids.ts';
 import type { Logger } from '../log.ts';
-import { issuerRows, timedIssueBatch } from '../metrics/issuer.ts';
+import { issuerLostRecords, issuerRows, timedIssueBatch } from '../metrics/issuer.ts';
 import { dbSpan } from '../telemetry/tracing.ts';
 import type { Db } from '../store/db.ts';
 import type { CouponScripts } from '../store/scripts.ts';
@@ -66,6 +66,9 @@ UNION ALL
 SELECT coupon_id, user_id, seq, NULL, NULL, requested_at, true FROM input WHERE released
 `;
 
+/** No coupon holds more (coupons_total_quantity_range); far below Number.MAX_SAFE_INTEGER. */
+const MAX_SEQ = 10_000_000n;
+
 interface ResultRow { coupon_id: string; user_id: string; seq: number; issued_at: Date | null; inserted: boolean | null; requested_at: Date | null; released: boolean }
 
 export function issueBatch(deps: IssueBatchDeps): BatchHandler<CouponIssueRequested> {
@@ -81,12 +84,16 @@ export function issueBatch(deps: IssueBatchDeps): BatchHandler<CouponIssueReques
       const e = record.value;
       const problem = !isUuid(e.couponId) ? 'coupon_id is not a UUID' : idProblem(e.userId) ? `user_id ${idProblem(e.userId)}` : e.seq < 1n ? `seq ${e.seq} is not positive` : undefined;
       if (problem) invalid.push({ record, reason: 'INVALID_EVENT', error: problem });
+      // Beyond every coupon's total, and beyond what a JS number holds exactly: judged here, before
+      // Number(seq) could round it into something else.
+      else if (e.seq > MAX_SEQ) invalid.push({ record, reason: 'UNKNOWN_COUPON_OR_SEQ', error: `seq ${e.seq} is outside 1..total of any coupon` });
       // A producer older than canonical ids may have sent another spelling of the coupon's UUID:
       // the gate's keys and the ledger know the coupon by its lower-case form only.
       else e.couponId = e.couponId.toLowerCase();
-      return !problem;
+      return !problem && e.seq <= MAX_SEQ;
     });
     const toWrite: { record: ConsumedRecord<CouponIssueRequested>; unarmed: boolean }[] = [];
+    let outOfRange = 0;
     const confirms: Promise<void>[] = [];
     for (const [couponId, list] of Map.groupBy(wellFormed, (r) => r.value.couponId)) {
       // Taken before the claim is sent: the wait goes to the node that ran it, and is refused if
@@ -102,9 +109,16 @@ export function issueBatch(deps: IssueBatchDeps): BatchHandler<CouponIssueReques
       }
       list.forEach((record, i) => {
         const verdict = verdicts[i];
-        if (verdict === 'LOST') {
+        if (verdict === 'OUT_OF_RANGE') {
+          // No gate wrote it and no replay can issue it: poison, dead-lettered with an alert, the
+          // same verdict the ledger gives it when the gate is unarmed.
+          invalid.push({ record, reason: 'UNKNOWN_COUPON_OR_SEQ', error: `seq ${record.value.seq} is outside 1..total of coupon ${couponId}` });
+          outOfRange++;
+        } else if (verdict === 'LOST') {
           // A Redis failover lost this reservation (issuer-claim.lua): its user was never told OK
           // (OK waits for a replica, REDIS_WAIT_REPLICAS), and its seq may be another user's now.
+          // Counted, for the alert (CouponIssuerRecordsLost): a person checks the user was not told OK.
+          issuerLostRecords.inc();
           deps.log.warn({ coupon_id: couponId, user_id: record.value.userId, seq: Number(record.value.seq) }, 'dropped a record whose reservation the gate no longer holds');
         } else if (verdict !== 'STALE') toWrite.push({ record, unarmed: verdict === 'UNARMED' });
       });
@@ -119,7 +133,7 @@ export function issueBatch(deps: IssueBatchDeps): BatchHandler<CouponIssueReques
       const at = requestedAt(w.record);
       unique.set(recordKey(w.record.value.couponId, w.record.value.userId, Number(w.record.value.seq), at.getTime()), { ...w, requestedAt: at });
     }
-    let stale = wellFormed.length - toWrite.length;
+    let stale = wellFormed.length - toWrite.length - outOfRange;
     if (unique.size === 0) {
       countStale(deps, stale);
       return { rejected: invalid };

@@ -2,6 +2,10 @@
 import { counter, histogram } from './registry.ts';
 
 export const issuerRows = counter({ name: 'coupon_issuer_rows_total', help: 'Coupons the issuer inserted into the ledger (user_coupons rows).' });
+export const issuerLostRecords = counter({
+  name: 'coupon_issuer_lost_records_total',
+  help: 'Records the issuer dropped because the armed gate holds no reservation for them and no release (claim verdict LOST: a Redis failover lost the reservation).',
+});
 export const issuerBatchSeconds = histogram({
   name: 'coupon_issuer_batch_seconds',
   help: 'Time the issuer spent on one attempt at a batch: claim in Redis, INSERT, mark issued.',

@@ -107,6 +107,31 @@ const migrations: Migration[] = [
       await db.schema.dropTableIfExists('gate_releases');
     },
   },
+  {
+    // What a dead letter claims, and how a person resolved one that can never be replayed.
+    // user_id and seq: the (user, seq) an issue record asks for, so a rebuild can tell a dead letter
+    // that can never own its seq (out of range, or the seq or the user already in user_coupons) and
+    // need not wait for it; null when unknown (undecodable, other topics, recorded before this).
+    // discarded_*: `npm run dlt:discard` records who gave one up, why and when; a discarded dead
+    // letter blocks no rebuild and is never replayed.
+    name: '005_dead_letter_resolution',
+    async up(db) {
+      await db.schema.alterTable('dead_letters', (t) => {
+        t.text('user_id').nullable();
+        t.bigInteger('seq').nullable();
+        t.timestamp('discarded_at', { useTz: true }).nullable();
+        t.text('discarded_by').nullable();
+        t.text('discard_reason').nullable();
+      });
+      await db.raw('ALTER TABLE dead_letters ADD CONSTRAINT dead_letters_discard_complete CHECK ((discarded_at IS NULL) = (discarded_by IS NULL) AND (discarded_at IS NULL) = (discard_reason IS NULL))');
+    },
+    async down(db) {
+      await db.schema.alterTable('dead_letters', (t) => {
+        t.dropChecks(['dead_letters_discard_complete']);
+        t.dropColumns('user_id', 'seq', 'discarded_at', 'discarded_by', 'discard_reason');
+      });
+    },
+  },
 ];
 
 export const migrationSource: Knex.MigrationSource<Migration> = {

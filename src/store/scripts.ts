@@ -70,7 +70,7 @@ export interface SoldOutCheck { epoch: string; final: boolean; winners: number; 
 export interface StaleReservation { userId: string; reservedAtMs: number; seq: number }
 
 /** The issuer's verdict on one record (issuer-claim.lua). */
-export type ClaimVerdict = 'OK' | 'STALE' | 'LOST' | 'UNARMED';
+export type ClaimVerdict = 'OK' | 'STALE' | 'LOST' | 'UNARMED' | 'OUT_OF_RANGE';
 
 /** State of a coupon that Redis can lose and the ledger rebuilds (gate/loss-guard.ts). */
 export type RebuiltState = 'gate' | 'redemption';

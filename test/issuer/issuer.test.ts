@@ -132,6 +132,46 @@ describe('duplicates and poison', () => {
   });
 });
 
+describe('records the armed gate never wrote', () => {
+  const lostCounter = async () => {
+    const line = (await (await fetch(issuer.metricsUrl)).text()).split('\n').find((l) => l.startsWith('coupon_issuer_lost_records_total '));
+    return Number(line?.split(' ')[1] ?? 'NaN');
+  };
+
+  it('a seq outside 1..total, or beyond any coupon, is dead-lettered with an alert; one whose reservation the gate lost is dropped and counted', async () => {
+    const coupon = await createCoupon(client, 3);
+    const codec = await new EventRegistry({ url: config.SCHEMA_REGISTRY_URL, compatibility: config.SCHEMA_COMPATIBILITY }).forTopic(topics.issue, CouponIssueRequestedSchema);
+    const record = (userId: string, seq: bigint) => ({
+      key: coupon.id,
+      value: codec.encode(create(CouponIssueRequestedSchema, { couponId: coupon.id, userId, seq, requestedAt: timestampNow(), totalQuantity: 3n })),
+    });
+    // The gate is armed and holds one reservation; the other records name seqs it never gave out.
+    expect(await new CouponScripts(r).gateReserve(coupon.id, 'holder', Date.now())).toMatchObject({ status: 'RESERVED', seq: 1 });
+    const lostBefore = await lostCounter();
+    const producer = k.producer();
+    await producer.connect();
+    await producer.send({ topic: topics.issue, acks: -1, messages: [
+      record('holder', 1n), record('over-total', 4n), record('beyond-any', 2n ** 53n + 1n), record('forgotten', 2n),
+    ] });
+    await producer.disconnect();
+    await waitForCaughtUp(k, env.KAFKA_ISSUER_GROUP, topics.issue);
+
+    expect(await db('user_coupons').where({ coupon_id: coupon.id }).select('user_id', 'seq')).toEqual([{ user_id: 'holder', seq: 1 }]);
+    const dead = await readTopic(k, topics.issueDlt, (key) => key === coupon.id);
+    expect(dead.map((d) => d.headers['x-error-reason'])).toEqual(['UNKNOWN_COUPON_OR_SEQ', 'UNKNOWN_COUPON_OR_SEQ']);
+    expect(dead.map((d) => d.headers['x-error']).sort()).toEqual([`seq 4 is outside 1..total of coupon ${coupon.id}`, `seq ${2n ** 53n + 1n} is outside 1..total of any coupon`]);
+    expect((await db('dead_letters').where({ topic: topics.issue, coupon_id: coupon.id }).orderBy('offset').select('user_id', 'reason'))).toEqual([
+      { user_id: 'over-total', reason: 'UNKNOWN_COUPON_OR_SEQ' }, { user_id: 'beyond-any', reason: 'UNKNOWN_COUPON_OR_SEQ' },
+    ]);
+    expect(issuer.logs.filter((l) => l.msg === 'coupon.issue.dead_lettered' && l.reason === 'UNKNOWN_COUPON_OR_SEQ' && l.alert === true).length).toBeGreaterThanOrEqual(1);
+
+    // The one with a seq in range but no reservation: dropped (its seq may be someone else's), and counted.
+    const lost = issuer.logs.filter((l) => l.msg === 'dropped a record whose reservation the gate no longer holds' && l.coupon_id === coupon.id);
+    expect(lost.map((l) => l.user_id)).toEqual(['forgotten']);
+    expect(await lostCounter()).toBe(lostBefore + 1);
+  });
+});
+
 describe('issuer crash', () => {
   it('SIGKILL in the middle of a backlog loses nothing and doubles nothing', { timeout: 180_000 }, async () => {
     await issuer.stop();
