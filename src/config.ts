@@ -181,13 +181,20 @@ const schema = fields.superRefine((c, ctx) => {
       message: `is ${c.KAFKA_MIN_INSYNC_REPLICAS} and must not exceed KAFKA_REPLICATION_FACTOR (${c.KAFKA_REPLICATION_FACTOR}), or no acks=all write could succeed`,
     });
   }
+  // WAIT blocks its connection for up to its timeout, and the command timeout counts that wait:
+  // a WAIT that may outlast it would fail as an outage whenever a replica is merely slow.
+  if (c.REDIS_WAIT_TIMEOUT_MS >= c.REDIS_COMMAND_TIMEOUT_MS) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['REDIS_WAIT_TIMEOUT_MS'],
+      message: `is ${c.REDIS_WAIT_TIMEOUT_MS} ms and must be below REDIS_COMMAND_TIMEOUT_MS (${c.REDIS_COMMAND_TIMEOUT_MS} ms), which bounds every Redis command including WAIT`,
+    });
+  }
   if (c.GATE_LOCAL_LIFETIME_MS < c.GATE_LOCAL_RECHECK_MS) {
     ctx.addIssue({
       code: 'custom',
       path: ['GATE_LOCAL_LIFETIME_MS'],
       message: `is ${c.GATE_LOCAL_LIFETIME_MS} ms and must be at least GATE_LOCAL_RECHECK_MS (${c.GATE_LOCAL_RECHECK_MS} ms), or a view would stop answering before it is checked again`,
-  REDIS_COMMAND_TIMEOUT_MS: int(100, 600_000).default(2_000)
-    .describe('How long any Redis command may go unanswered before it fails as an outage (ioredis commandTimeout): a Redis that silently drops packets answers UNAVAILABLE and makes the issuer retry (and alert) within seconds, instead of hanging until TCP gives up. REDIS_WAIT_TIMEOUT_MS must be below it.'),
     });
   }
   // The headers are part of the request: Node refuses a headers timeout longer than the request timeout.

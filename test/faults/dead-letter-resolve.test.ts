@@ -177,7 +177,8 @@ describe('which dead letters a rebuild waits for (blockingDeadLetters)', () => {
       { coupon_id: couponId, user_id: 'holder-1', seq: 1, requested_at: new Date() },
       { coupon_id: couponId, user_id: 'holder-2', seq: 2, requested_at: new Date() },
     ]);
-    let offset = 0;
+    // Offsets far past what this file's real dead letters on the same topic use.
+    let offset = 1_000_000;
     const dead = (fields: Record<string, unknown>, topic = topics.issue) => ({ topic, partition: 0, offset: offset++, coupon_id: couponId, reason: 'ATTEMPTS_EXHAUSTED', ...fields });
     const now = new Date();
     await db('dead_letters').insert([
