@@ -26,7 +26,7 @@ const [dltTopic, fallbackTopic] = pair;
 const db = createDb(config.DATABASE_URL, 2);
 try {
   const result = await replayDeadLetters(createKafka(config.KAFKA_BROKERS, `${config.KAFKA_CLIENT_ID}-dlt-replay`, log), {
-    dltTopic, fallbackTopic, groupId: replayGroupId(config.KAFKA_CLIENT_ID, dltTopic), log,
+    dltTopic, fallbackTopic, groupId: replayGroupId(config.KAFKA_CLIENT_ID, dltTopic), log, keyIsCouponId: which !== 'payment-result',
     // The records are back on their topic: rebuilds no longer need to wait for them.
     onReplayed: (sources) => markReplayed(db, sources),
   });

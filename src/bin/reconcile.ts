@@ -10,6 +10,7 @@ import { redemptionGroups } from '../redemption/app.ts';
 import { createDb } from '../store/db.ts';
 import { createRedis, redisReady } from '../store/redis.ts';
 import { redisTarget } from '../config.ts';
+import { canonicalCouponId } from '../domain/ids.ts';
 
 const config = configOrExit('reconcile');
 const log = createLogger('reconcile', config.LOG_LEVEL === 'info' ? 'warn' : config.LOG_LEVEL, config.LOG_PRETTY);
@@ -23,7 +24,9 @@ try {
   const deps = { db, redis, admin, topics: topicNames(config.KAFKA_TOPIC_PREFIX), issuerGroup: config.KAFKA_ISSUER_GROUP, ledgerGroup: redemptionGroups(config.KAFKA_REDEMPTION_GROUP).ledger };
   const ids = process.argv.slice(2).length > 0 ? process.argv.slice(2) : await recentCoupons(db);
   const reports: CouponReport[] = [];
-  for (const id of ids) {
+  for (const given of ids) {
+    const id = canonicalCouponId(given);
+    if (id === undefined) { console.log(`not a coupon id (a UUID): ${given}`); code = 1; continue; }
     const report = await reconcileCoupon(deps, id);
     if (report) reports.push(report);
     else { console.log(`unknown coupon ${id}`); code = 1; }

@@ -11,10 +11,11 @@ import { renderFrame, type Reading } from '../metrics/watch.ts';
 import { scrape } from '../metrics/text-format.ts';
 import { localToken } from '../../scripts/local-auth.mjs';
 import { configOrExit } from './lifecycle.ts';
+import { canonicalCouponId } from '../domain/ids.ts';
 
-const couponId = process.argv[2];
-if (!couponId || couponId.startsWith('-')) {
-  console.error('usage: npm run watch -- <coupon id>');
+const couponId = canonicalCouponId(process.argv[2] ?? '');
+if (couponId === undefined) {
+  console.error(process.argv[2] && !process.argv[2].startsWith('-') ? `not a coupon id (a UUID): ${process.argv[2]}` : 'usage: npm run watch -- <coupon id>');
   process.exit(2);
 }
 const config = configOrExit('watch');

@@ -12,6 +12,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { UserCoupon } from '../../gen/coupon/v1/coupon_pb.js';
 import { CouponService } from '../../gen/coupon/v1/coupon_service_pb.js';
 import { CouponCallError, createGrpcClient, type ClientOptions, type GrpcClient } from './grpc.ts';
+import { canonicalCouponId } from '../domain/ids.ts';
 
 /** Why RedeemCoupon refused; retrying the same request gets the same answer. */
 export type RedeemRefusal = 'COUPON_NOT_FOUND' | 'COUPON_NOT_ISSUED' | 'COUPON_ALREADY_REDEEMED' | 'COUPON_EXPIRED' | 'REDEMPTION_CANCELLED';
@@ -48,6 +49,11 @@ const CANCEL_REFUSALS: readonly string[] = ['COUPON_NOT_FOUND', 'ORDER_MISMATCH'
 // The call may or may not have taken effect; repeating it with the same order id is safe.
 const RETRYABLE = new Set([grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED]);
 
+// The service answers with the lower-case spelling of a coupon id whatever the caller sent; sending
+// it so keeps the caller's own logs and retries keyed the same way. A malformed id goes as it is, and
+// the service refuses it with INVALID_FIELD.
+const canonical = (ref: CouponRef): CouponRef => ({ couponId: canonicalCouponId(ref.couponId) ?? ref.couponId, userId: ref.userId });
+
 /** `address` is host:port of coupon-api, for example 127.0.0.1:8080. */
 export function createPaymentCoupons(address: string, options: PaymentCouponsOptions = {}): PaymentCoupons {
   const client = createGrpcClient(CouponService, address, options);
@@ -71,8 +77,8 @@ export function createPaymentCoupons(address: string, options: PaymentCouponsOpt
 
   return {
     client,
-    redeem: (ref, orderId) => call<RedeemRefusal>(REDEEM_REFUSALS, () => client.redeemCoupon({ ...ref, orderId }, { timeoutMs })),
-    cancel: (ref, orderId) => call<CancelRefusal>(CANCEL_REFUSALS, () => client.cancelRedemption({ ...ref, orderId }, { timeoutMs })),
+    redeem: (ref, orderId) => call<RedeemRefusal>(REDEEM_REFUSALS, () => client.redeemCoupon({ ...canonical(ref), orderId }, { timeoutMs })),
+    cancel: (ref, orderId) => call<CancelRefusal>(CANCEL_REFUSALS, () => client.cancelRedemption({ ...canonical(ref), orderId }, { timeoutMs })),
     close: () => client.close(),
   };
 }

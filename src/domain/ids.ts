@@ -57,6 +57,28 @@ export function requireText(field: string, value: string, maxLength: number): st
   return value;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-/** Coupon ids are UUIDs; anything else names no coupon (and is never sent to PostgreSQL's uuid type). */
+// Coupon ids: one canonical spelling per coupon.
+// A coupon id is a UUID in its hyphenated form (8-4-4-4-12 hexadecimal digits), accepted in any letter
+// case: Swift's UUID().uuidString and Windows GUID tools write upper case, and ids typed into grpcurl
+// come in any case. Every entry point turns it into the lower-case form (RFC 9562's output form)
+// before it touches Redis, Kafka keys, the ledger, logs or metrics, so two spellings of one UUID can
+// never open two gates. Other forms PostgreSQL would also read (braces, no hyphens, "urn:uuid:") are
+// refused, so that exactly one family of strings names a coupon. See docs/api.md#ids.
+// User ids and order ids, on the contrary, are exact strings (idProblem): compared code point by
+// code point, so "Bob" and "bob" are two users. Their alphabet leaves out '|', '{', '}' and line
+// breaks, the separators of the Redis members "<user>|<seq>" and "<user>|<order>", the hash-tag
+// braces and the outbox's "<user>\n<value>", so two different ids never map to one key or member.
+const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+
+/** Whether `s` is a coupon id in any letter case. */
 export const isUuid = (s: string) => UUID.test(s);
+
+/** The canonical (lower-case) spelling of a coupon id, or undefined when `s` is not a coupon id. */
+export const canonicalCouponId = (s: string): string | undefined => (UUID.test(s) ? s.toLowerCase() : undefined);
+
+/** A coupon id from a caller, in its canonical spelling; INVALID_FIELD when it is not a UUID. */
+export function requireCouponId(field: string, value: string): string {
+  const id = canonicalCouponId(value);
+  if (id === undefined) throw invalidField(field, value.length === 0 ? 'must not be empty' : 'must be a UUID: 8-4-4-4-12 hexadecimal digits, such as 3f2b6c1e-9a0d-4c5e-8f1a-2b3c4d5e6f70');
+  return id;
+}

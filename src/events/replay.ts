@@ -4,6 +4,12 @@
 import { randomUUID } from 'node:crypto';
 import type { IHeaders, Kafka } from 'kafkajs';
 import type { Logger } from '../log.ts';
+import { canonicalCouponId } from '../domain/ids.ts';
+
+const canonicalKey = (key: Buffer | null): Buffer | null => {
+  const id = key && canonicalCouponId(key.toString());
+  return id ? Buffer.from(id) : key;
+};
 
 /** The consumer group `npm run dlt:replay` keeps its place in; its lag on a dead-letter topic is what waits to be replayed. */
 export const replayGroupId = (clientId: string, dltTopic: string) => `${clientId}-dlt-replay-${dltTopic}`;
@@ -14,6 +20,12 @@ export interface ReplayedSource { topic: string; partition: number; offset: stri
 
 export async function replayDeadLetters(kafka: Kafka, opts: {
   dltTopic: string; fallbackTopic: string; groupId: string; log: Logger;
+  /**
+   * The source topic is keyed by coupon id (issue, redemption): a record an older producer keyed
+   * with another spelling of the UUID goes back under the canonical one, so it lands on the
+   * coupon's own partition, behind the coupon's other records.
+   */
+  keyIsCouponId?: boolean;
   /** Called with the source positions of each replayed batch, after the broker acknowledged it. */
   onReplayed?: (sources: ReplayedSource[]) => Promise<void>;
 }): Promise<ReplayResult> {
@@ -53,7 +65,7 @@ export async function replayDeadLetters(kafka: Kafka, opts: {
             headers['x-replayed-from'] = `${opts.dltTopic}/${batch.partition}/${m.offset}`;
             headers['x-replay-run'] = runId;
             const list = byTopic.get(target) ?? [];
-            list.push({ key: m.key, value: m.value, headers });
+            list.push({ key: opts.keyIsCouponId ? canonicalKey(m.key) : m.key, value: m.value, headers });
             byTopic.set(target, list);
           }
           await producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, msgs]) => ({ topic, messages: msgs })) });

@@ -81,6 +81,9 @@ export function issueBatch(deps: IssueBatchDeps): BatchHandler<CouponIssueReques
       const e = record.value;
       const problem = !isUuid(e.couponId) ? 'coupon_id is not a UUID' : idProblem(e.userId) ? `user_id ${idProblem(e.userId)}` : e.seq < 1n ? `seq ${e.seq} is not positive` : undefined;
       if (problem) invalid.push({ record, reason: 'INVALID_EVENT', error: problem });
+      // A producer older than canonical ids may have sent another spelling of the coupon's UUID:
+      // the gate's keys and the ledger know the coupon by its lower-case form only.
+      else e.couponId = e.couponId.toLowerCase();
       return !problem;
     });
     const toWrite: { record: ConsumedRecord<CouponIssueRequested>; unarmed: boolean }[] = [];

@@ -64,7 +64,11 @@ export function redemptionLedgerBatch(deps: { db: Db; log: Logger; stats?: Ledge
             : e.version < 0n || (e.version === 0n && e.transition !== RedemptionTransition.CANCELLED) ? `version ${e.version} is not positive`
               : undefined;
       if (problem) rejected.push({ record, reason: 'INVALID_EVENT', error: problem });
-      else valid.push(record);
+      else {
+        // Another spelling of the coupon's UUID (an older producer) names the same coupon.
+        e.couponId = e.couponId.toLowerCase();
+        valid.push(record);
+      }
     }
     if (valid.length === 0) return { rejected };
 

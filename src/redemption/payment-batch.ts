@@ -6,7 +6,7 @@ import { PaymentStatus } from '../../gen/payment/v1/payment_pb.js';
 import { DomainError } from '../domain/errors.ts';
 import type { BatchHandler, ConsumedRecord, Rejection } from '../events/batch-consumer.ts';
 import type { Logger } from '../log.ts';
-import { requireId } from '../domain/ids.ts';
+import { requireCouponId, requireId } from '../domain/ids.ts';
 import type { CancelOutcome, Redemption } from './redemption.ts';
 
 export interface PaymentResultStats { failedPayments: number; cancelled: number; unchanged: number; mismatched: number }
@@ -21,7 +21,7 @@ export function paymentResultBatch(deps: { redemption: Redemption; log: Logger; 
       try {
         requireId('order_id', p.orderId);
         for (const ref of p.coupons) {
-          cancels.push({ record, couponId: requireId('coupon_id', ref.couponId), userId: requireId('user_id', ref.userId) });
+          cancels.push({ record, couponId: requireCouponId('coupon_id', ref.couponId), userId: requireId('user_id', ref.userId) });
         }
       } catch (err) {
         rejected.push({ record, reason: 'INVALID_FIELD', error: (err as Error).message });

@@ -165,8 +165,9 @@ export class Redemption {
           ledgerChecked = true;
           continue;
         case 'ORDER_MISMATCH':
-          // The order is remembered as cancelled: publish that before answering.
-          await this.publishJournaled(couponId, o.outbox, meta);
+          // The order is remembered as cancelled, which the answer promises ("can no longer redeem
+          // it"): published, and held by the replicas, before answering, like any other change.
+          await this.publishReplicated(couponId, o.outbox, meta);
           throw new DomainError('ORDER_MISMATCH', 'the coupon is redeemed by another order; nothing was given back, and this order can no longer redeem it', meta);
         case 'CANCELLED':
         case 'RECORDED':

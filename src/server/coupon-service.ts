@@ -7,7 +7,7 @@ import { CouponSchema, CouponStatus, UserCouponState } from '../../gen/coupon/v1
 import type { CouponCatalog, CouponView, UserCouponStateName } from '../catalog/catalog.ts';
 import { getUserCoupon, listUserCoupons, type UserCouponView } from '../catalog/user-coupons.ts';
 import { invalidField } from '../domain/errors.ts';
-import { requireId, requireIntInRange, requireText } from '../domain/ids.ts';
+import { requireCouponId, requireId, requireIntInRange, requireText } from '../domain/ids.ts';
 import type { Gate } from '../gate/gate.ts';
 import type { Db } from '../store/db.ts';
 import type { Redis } from '../store/redis.ts';
@@ -58,7 +58,7 @@ export function userCouponMessage(v: UserCouponView) {
 export function readHandlers(db: Db, redis: Redis): Pick<ServiceImpl<typeof CouponService>, 'getUserCoupon' | 'listUserCoupons'> {
   return {
     async getUserCoupon(req) {
-      const view = await getUserCoupon(db, redis, requireId('coupon_id', req.couponId), requireId('user_id', req.userId));
+      const view = await getUserCoupon(db, redis, requireCouponId('coupon_id', req.couponId), requireId('user_id', req.userId));
       return { userCoupon: userCouponMessage(view) };
     },
     async listUserCoupons(req) {
@@ -88,11 +88,11 @@ export function gateHandlers(catalog: CouponCatalog, gate: Gate): Pick<ServiceIm
       return { coupon: couponMessage(view) };
     },
     async getCoupon(req) {
-      const view = await catalog.getCoupon(requireId('coupon_id', req.couponId));
+      const view = await catalog.getCoupon(requireCouponId('coupon_id', req.couponId));
       return { coupon: couponMessage(view) };
     },
     async issueCoupon(req) {
-      const couponId = requireId('coupon_id', req.couponId);
+      const couponId = requireCouponId('coupon_id', req.couponId);
       const userId = requireId('user_id', req.userId);
       const { seq, state } = await gate.issue(couponId, userId);
       return { seq: BigInt(seq), state: userCouponState(state) };

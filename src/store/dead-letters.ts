@@ -2,6 +2,7 @@
 // Consumers write it before producing to the dead-letter topic; the replay tool marks what it put
 // back; rebuilds of Redis state refuse coupons that still have unreplayed dead letters.
 import type { Db } from './db.ts';
+import { canonicalCouponId } from '../domain/ids.ts';
 
 export interface DeadLetterEntry { topic: string; partition: number; offset: string; couponId: string | null; reason: string }
 
@@ -11,7 +12,7 @@ export async function recordDeadLetters(db: Db, entries: DeadLetterEntry[]): Pro
   // cannot hold NUL.
   for (let i = 0; i < entries.length; i += 1_000) {
     await db('dead_letters')
-      .insert(entries.slice(i, i + 1_000).map((e) => ({ topic: e.topic, partition: e.partition, offset: e.offset, coupon_id: e.couponId?.replaceAll('\u0000', '') ?? null, reason: e.reason })))
+      .insert(entries.slice(i, i + 1_000).map((e) => ({ topic: e.topic, partition: e.partition, offset: e.offset, coupon_id: e.couponId === null ? null : canonicalCouponId(e.couponId) ?? e.couponId.replaceAll('\u0000', ''), reason: e.reason })))
       .onConflict(['topic', 'partition', 'offset']).merge({ reason: db.raw('excluded.reason'), replayed_at: null });
   }
 }

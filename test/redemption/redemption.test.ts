@@ -134,7 +134,7 @@ describe('RedeemCoupon', () => {
     const couponId = await issuedCoupon(['bob']);
 
     expect(await refusal(redeem('7d0f3c52-4a1e-4d7e-9c55-000000000000', 'bob', 'o1'))).toEqual({ code: grpc.status.NOT_FOUND, reason: 'COUPON_NOT_FOUND' });
-    expect(await refusal(redeem('not-a-coupon', 'bob', 'o1'))).toEqual({ code: grpc.status.NOT_FOUND, reason: 'COUPON_NOT_FOUND' });
+    expect(await refusal(redeem('not-a-coupon', 'bob', 'o1'))).toEqual({ code: grpc.status.INVALID_ARGUMENT, reason: 'INVALID_FIELD' });
     expect(await refusal(cancel('7d0f3c52-4a1e-4d7e-9c55-000000000000', 'bob', 'o1'))).toEqual({ code: grpc.status.NOT_FOUND, reason: 'COUPON_NOT_FOUND' });
     const bad = await callError(redeem(couponId, 'bob', ''));
     expect({ code: bad.code, reason: bad.reason, field: bad.field }).toEqual({ code: grpc.status.INVALID_ARGUMENT, reason: 'INVALID_FIELD', field: 'order_id' });

@@ -90,7 +90,7 @@ describe('roles', () => {
       expect(await refusal(payment.listUserCoupons({ userId: 'shopper' }))).toEqual(denied);
       expect((await payment.getCoupon({ couponId: coupon.id })).coupon!.id).toBe(coupon.id);
       expect((await payment.getUserCoupon({ couponId: coupon.id, userId: 'shopper' })).userCoupon!.seq).toBe(1n);
-      expect(await refusal(payment.cancelRedemption({ couponId: 'not-a-coupon', userId: 'shopper', orderId: 'o' }))).toEqual({ code: grpc.status.NOT_FOUND, reason: 'COUPON_NOT_FOUND' });
+      expect(await refusal(payment.cancelRedemption({ couponId: '00000000-0000-4000-8000-000000000000', userId: 'shopper', orderId: 'o' }))).toEqual({ code: grpc.status.NOT_FOUND, reason: 'COUPON_NOT_FOUND' });
       // No role at all.
       expect(await refusal(nobody.getCoupon({ couponId: coupon.id }))).toEqual(denied);
       // The refused issue took no slot; the refusal is logged with the caller.

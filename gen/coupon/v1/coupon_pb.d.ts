@@ -116,7 +116,7 @@ export declare const CouponSchema: GenMessage<Coupon>;
  */
 export declare type UserCoupon = Message<"coupon.v1.UserCoupon"> & {
   /**
-   * The coupon's id.
+   * The coupon's id, always in its canonical (lower-case) spelling.
    *
    * @generated from field: string coupon_id = 1;
    */

@@ -96,11 +96,9 @@ export declare const CreateCouponResponseSchema: GenMessage<CreateCouponResponse
  */
 export declare type GetCouponRequest = Message<"coupon.v1.GetCouponRequest"> & {
   /**
-   * The coupon's id: the UUID CreateCoupon returned (any other valid id is NOT_FOUND). An id is 1 to
-   * 128 characters: Unicode letters, combining marks and digits of any script (categories L, M, N)
-   * and the punctuation "-_.:@/+=", in Unicode NFC, not starting with a mark. Anything else (spaces,
-   * controls, bidi overrides, zero-width and other format characters, symbols, emoji, other
-   * punctuation) is INVALID_ARGUMENT, reason INVALID_FIELD naming this field.
+   * The coupon's id: the UUID CreateCoupon returned (8-4-4-4-12 hexadecimal digits), in any letter
+   * case; answers carry its lower-case form, and every spelling names the same coupon. Anything
+   * else is INVALID_ARGUMENT, reason INVALID_FIELD naming this field.
    *
    * @generated from field: string coupon_id = 1;
    */
@@ -140,11 +138,9 @@ export declare const GetCouponResponseSchema: GenMessage<GetCouponResponse>;
  */
 export declare type IssueCouponRequest = Message<"coupon.v1.IssueCouponRequest"> & {
   /**
-   * The coupon to win. An id is 1 to 128 characters: Unicode letters, combining marks and digits of
-   * any script (categories L, M, N) and the punctuation "-_.:@/+=", in Unicode NFC, not starting
-   * with a mark. Anything else (spaces, controls, bidi overrides, zero-width and other format
-   * characters, symbols, emoji, other punctuation) is INVALID_ARGUMENT, reason INVALID_FIELD naming
-   * this field.
+   * The coupon's id: the UUID CreateCoupon returned (8-4-4-4-12 hexadecimal digits), in any letter
+   * case; answers carry its lower-case form, and every spelling names the same coupon. Anything
+   * else is INVALID_ARGUMENT, reason INVALID_FIELD naming this field.
    *
    * @generated from field: string coupon_id = 1;
    */
@@ -202,11 +198,9 @@ export declare const IssueCouponResponseSchema: GenMessage<IssueCouponResponse>;
  */
 export declare type GetUserCouponRequest = Message<"coupon.v1.GetUserCouponRequest"> & {
   /**
-   * The coupon's id. An id is 1 to 128 characters: Unicode letters, combining marks and digits of
-   * any script (categories L, M, N) and the punctuation "-_.:@/+=", in Unicode NFC, not starting
-   * with a mark. Anything else (spaces, controls, bidi overrides, zero-width and other format
-   * characters, symbols, emoji, other punctuation) is INVALID_ARGUMENT, reason INVALID_FIELD naming
-   * this field.
+   * The coupon's id: the UUID CreateCoupon returned (8-4-4-4-12 hexadecimal digits), in any letter
+   * case; answers carry its lower-case form, and every spelling names the same coupon. Anything
+   * else is INVALID_ARGUMENT, reason INVALID_FIELD naming this field.
    *
    * @generated from field: string coupon_id = 1;
    */
@@ -321,11 +315,9 @@ export declare const ListUserCouponsResponseSchema: GenMessage<ListUserCouponsRe
  */
 export declare type RedeemCouponRequest = Message<"coupon.v1.RedeemCouponRequest"> & {
   /**
-   * The coupon's id. An id is 1 to 128 characters: Unicode letters, combining marks and digits of
-   * any script (categories L, M, N) and the punctuation "-_.:@/+=", in Unicode NFC, not starting
-   * with a mark. Anything else (spaces, controls, bidi overrides, zero-width and other format
-   * characters, symbols, emoji, other punctuation) is INVALID_ARGUMENT, reason INVALID_FIELD naming
-   * this field.
+   * The coupon's id: the UUID CreateCoupon returned (8-4-4-4-12 hexadecimal digits), in any letter
+   * case; answers carry its lower-case form, and every spelling names the same coupon. Anything
+   * else is INVALID_ARGUMENT, reason INVALID_FIELD naming this field.
    *
    * @generated from field: string coupon_id = 1;
    */
@@ -387,11 +379,9 @@ export declare const RedeemCouponResponseSchema: GenMessage<RedeemCouponResponse
  */
 export declare type CancelRedemptionRequest = Message<"coupon.v1.CancelRedemptionRequest"> & {
   /**
-   * The coupon's id. An id is 1 to 128 characters: Unicode letters, combining marks and digits of
-   * any script (categories L, M, N) and the punctuation "-_.:@/+=", in Unicode NFC, not starting
-   * with a mark. Anything else (spaces, controls, bidi overrides, zero-width and other format
-   * characters, symbols, emoji, other punctuation) is INVALID_ARGUMENT, reason INVALID_FIELD naming
-   * this field.
+   * The coupon's id: the UUID CreateCoupon returned (8-4-4-4-12 hexadecimal digits), in any letter
+   * case; answers carry its lower-case form, and every spelling names the same coupon. Anything
+   * else is INVALID_ARGUMENT, reason INVALID_FIELD naming this field.
    *
    * @generated from field: string coupon_id = 1;
    */
@@ -449,9 +439,10 @@ export declare const CancelRedemptionResponseSchema: GenMessage<CancelRedemption
 /**
  * First-come coupon issuance. Operators create coupons, users race for them through IssueCoupon,
  * and the payment service redeems and compensates them. Every error carries a coupon.v1.ErrorDetail
- * with a machine-readable reason. Ids (coupon_id, user_id, order_id) are 1 to 128 characters of
+ * with a machine-readable reason. A coupon_id is a UUID in any letter case, answered in lower case.
+ * user_id and order_id are exact strings ("Bob" and "bob" are two users) of 1 to 128 characters of
  * the id alphabet (Unicode letters, marks and digits, and - _ . : @ / + =, in NFC; see each id
- * field); anything else is INVALID_ARGUMENT, reason INVALID_FIELD.
+ * field). Anything else is INVALID_ARGUMENT, reason INVALID_FIELD.
  * Every call carries `Authorization: Bearer <JWT>` (UNAUTHENTICATED without a valid one), and each
  * RPC lists the roles that may call it in its coupon.v1.allowed_roles option (PERMISSION_DENIED
  * otherwise).

@@ -114,9 +114,10 @@ export const CancelRedemptionResponseSchema = /*@__PURE__*/
 /**
  * First-come coupon issuance. Operators create coupons, users race for them through IssueCoupon,
  * and the payment service redeems and compensates them. Every error carries a coupon.v1.ErrorDetail
- * with a machine-readable reason. Ids (coupon_id, user_id, order_id) are 1 to 128 characters of
+ * with a machine-readable reason. A coupon_id is a UUID in any letter case, answered in lower case.
+ * user_id and order_id are exact strings ("Bob" and "bob" are two users) of 1 to 128 characters of
  * the id alphabet (Unicode letters, marks and digits, and - _ . : @ / + =, in NFC; see each id
- * field); anything else is INVALID_ARGUMENT, reason INVALID_FIELD.
+ * field). Anything else is INVALID_ARGUMENT, reason INVALID_FIELD.
  * Every call carries `Authorization: Bearer <JWT>` (UNAUTHENTICATED without a valid one), and each
  * RPC lists the roles that may call it in its coupon.v1.allowed_roles option (PERMISSION_DENIED
  * otherwise).

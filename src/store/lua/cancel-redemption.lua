@@ -38,7 +38,10 @@ local function remember_only(status)
 end
 -- A repeat of a cancel already done (its answer may have been lost) changes nothing and answers
 -- as the coupon is now: the order is cancelled and holds nothing (idempotent per order id, I5).
-if redis.call('SISMEMBER', KEYS[5], pair) == 1 then return reply('UNCHANGED', current) end
+if redis.call('SISMEMBER', KEYS[5], pair) == 1 then
+  repeat_write()
+  return reply('UNCHANGED', current)
+end
 if state == 'R' and held ~= order then
   -- Held by another order: nothing to give back, and the coupon is not touched. The order is
   -- still remembered as cancelled, so a late redeem of it is refused after the other order is

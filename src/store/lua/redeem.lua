@@ -37,7 +37,10 @@ local function reply(status, value) return reply_with_outbox(status, user, seq, 
 -- (A cancelled order never holds the coupon: redeeming it is refused, cancelling releases it.)
 if redis.call('SISMEMBER', KEYS[5], user .. '|' .. order) == 1 then return {'CANCELLED', seq, issued, current} end
 if state == 'R' then
-  if held == order then return reply('UNCHANGED', current) end
+  if held == order then
+    repeat_write()
+    return reply('UNCHANGED', current)
+  end
   return {'ALREADY_REDEEMED', seq, issued, current}
 end
 if issued == '' then return {'MISSING', seq, issued, current} end

@@ -1,5 +1,6 @@
 -- Shared by redeem.lua and cancel-redemption.lua, which are loaded with this file in front of them
--- (src/store/scripts.ts). Both use the same KEYS: [2] winners [3] issued [4] redeem [6] outbox.
+-- (src/store/scripts.ts). Both use the same KEYS: [2] winners [3] issued [4] redeem [6] outbox
+-- [7] redeem-loaded.
 -- The redeem value is "<R|C>|<order id>|<version>|<at ms>"; version grows by one per change.
 -- Outbox members are "<user>\n<redeem value>"; user ids hold no control characters, so the range
 -- ["<user>\n", "<user>\v") holds exactly this user's.
@@ -27,4 +28,13 @@ end
 local function journal(user, value)
   redis.call('HSET', KEYS[4], user, value)
   redis.call('ZADD', KEYS[6], 0, user .. '\n' .. value)
+end
+
+-- A repeat (UNCHANGED) still writes, so that the caller's WAIT (REDIS_WAIT_REPLICAS) covers the
+-- change it reports: WAIT waits for this connection's last write, and the change may be another
+-- process's, written earlier on the master's replication stream and not yet on any replica. The
+-- same as the gate's repeat (gate-reserve.lua). KEYS[7] (redeem-loaded, "1") exists whenever a
+-- repeat is answered; its value and expiry stay as they are.
+local function repeat_write()
+  redis.call('SET', KEYS[7], '1', 'KEEPTTL')
 end
