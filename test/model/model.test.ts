@@ -17,7 +17,7 @@ afterAll(async () => { await sys?.close(); });
 it(`${RUNS} generated sequences of up to 25 commands, faults included, answer as the model says`, { timeout: 240_000 }, async () => {
   // No shrinking here: each step replays real calls and faults. The report gives the seed and the
   // path; `npm run model -- --seed S --path P` shrinks it.
-  const result = await fc.check(fc.asyncProperty(fc.commands(commandArbs({ caseVariants: false, faults: true }), { maxCommands: 25, size: 'max' }), (cmds) => runCommands(sys, cmds)),
+  const result = await fc.check(fc.asyncProperty(fc.commands(commandArbs({ caseVariants: true, faults: true }), { maxCommands: 25, size: 'max' }), (cmds) => runCommands(sys, cmds)),
     { seed: SEED, numRuns: RUNS, endOnFailure: true });
-  expect(result.failed ? fc.defaultReportMessage(result) : 'ok').toBe('ok');
+  expect(result.failed ? `${fc.defaultReportMessage(result)}\n${(result.errorInstance as Error | undefined)?.message}` : 'ok').toBe('ok');
 });

@@ -20,6 +20,13 @@ if (!Number.isSafeInteger(runs) || runs < 1 || !Number.isSafeInteger(seed) || !N
 
 console.error(`model: ${runs} sequences of up to ${maxCommands} commands, seed ${seed}; starting coupon-api, coupon-issuer and a private Redis…`);
 const sys = await startSystem();
+// Stopped from outside (kill <pid>): take the processes, the private Redis and the topics down too.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    console.error(`model: ${signal} after ${done} sequences; stopping`);
+    void sys.close().finally(() => process.exit(130));
+  });
+}
 const started = Date.now();
 let done = 0;
 let failed = false;
@@ -35,6 +42,7 @@ try {
   if (result.failed) {
     failed = true;
     console.log(fc.defaultReportMessage(result));
+    console.log(`divergence: ${(result.errorInstance as Error | undefined)?.message ?? String(result.errorInstance)}`);
   } else {
     console.log(`model: ${result.numRuns} sequences, seed ${seed}: no divergence (${((Date.now() - started) / 1_000).toFixed(0)} s)`);
   }
