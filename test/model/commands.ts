@@ -61,13 +61,19 @@ const COUPON_STATUS: Record<number, string> = {
 
 interface Called<T> { heard: Heard; res?: T; span: Span }
 
+/** Commands run and answers heard, for the long form's summary. */
+export const tally = new Map<string, number>();
+const bump = (key: string) => tally.set(key, (tally.get(key) ?? 0) + 1);
+
 async function call<T>(fn: () => Promise<T>, toHeard: (res: T) => Heard = () => ({ ok: true })): Promise<Called<T>> {
   const t0 = Date.now();
   try {
     const res = await fn();
+    bump('answer OK');
     return { heard: toHeard(res), res, span: { t0, t1: Date.now() } };
   } catch (err) {
     if (!(err instanceof CouponCallError)) throw err;
+    bump(`answer ${grpc.status[err.code]} ${err.reason}`);
     return { heard: { ok: false, code: err.code, reason: err.reason, field: err.field }, span: { t0, t1: Date.now() } };
   }
 }
@@ -562,7 +568,14 @@ export function commandArbs(o: CommandOptions): fc.Arbitrary<Cmd>[] {
 /** Runs one command list against the real system, then the end-of-run check. */
 export async function runCommands(sys: System, cmds: Iterable<Cmd>): Promise<void> {
   const setup = newRun(sys);
-  await fc.asyncModelRun(() => setup, cmds);
+  // Counted as they run; the wrapped commands still tell fast-check which ran, for shrinking.
+  const counted = function* () {
+    for (const cmd of cmds) {
+      yield { check: (m: Readonly<Model>) => cmd.check(m), run: (m: Model, r: Real) => { bump(`command ${String(cmd).split('(')[0]}`); return cmd.run(m, r); }, toString: () => String(cmd) };
+    }
+  };
+  await fc.asyncModelRun(() => setup, counted());
+  bump('sequences');
   await finalCheck(setup.real);
 }
 

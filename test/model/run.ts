@@ -3,7 +3,7 @@
 // report: the seed, the path and the shrunk command list, to keep as a regression.
 import { parseArgs } from 'node:util';
 import fc from 'fast-check';
-import { commandArbs, runCommands } from './commands.ts';
+import { commandArbs, runCommands, tally } from './commands.ts';
 import { startSystem } from './system.ts';
 
 const { values } = parseArgs({ options: {
@@ -24,6 +24,7 @@ const sys = await startSystem();
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => {
     console.error(`model: ${signal} after ${done} sequences; stopping`);
+    console.log([...tally].sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `  ${k}: ${v}`).join('\n'));
     void sys.close().finally(() => process.exit(130));
   });
 }
@@ -50,6 +51,7 @@ try {
   failed = true;
   console.error((err as Error).stack);
 } finally {
+  console.log([...tally].sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `  ${k}: ${v}`).join('\n'));
   await sys.close();
 }
 process.exit(failed ? 1 : 0);

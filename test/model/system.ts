@@ -97,7 +97,9 @@ export async function startSystem(): Promise<System> {
       await redis.stop();
       const admin = k.admin();
       await admin.connect();
-      await admin.deleteTopics({ topics: Object.values(topics) }).catch(() => undefined);
+      const existing = new Set(await admin.listTopics().catch(() => []));
+      const ours = Object.values(topics).filter((t) => existing.has(t));
+      if (ours.length > 0) await admin.deleteTopics({ topics: ours }).catch(() => undefined);
       await admin.disconnect();
       for (const topic of Object.values(topics)) {
         await fetch(`${config.SCHEMA_REGISTRY_URL}/subjects/${topic}-value`, { method: 'DELETE' }).catch(() => undefined);
