@@ -9,7 +9,7 @@ import { CouponStatus as PbCouponStatus, UserCouponState, type UserCoupon } from
 import { CouponCallError } from '../../src/client/grpc.ts';
 import {
   applyIssues, applyRedemptions, couponStatuses, describeHeard, INVALID, issueAllowed, matches, newModel, NOT_FOUND,
-  redemptionOutcomes, redemptionStateOf, settledUserCoupon, winnerStates,
+  redemptionOutcomes, redemptionStateOf, sameMoments, settledUserCoupon, winnerStates,
   type Heard, type Model, type ModelCoupon, type RedemptionOp, type Span, type UserState,
 } from './model.ts';
 import type { System } from './system.ts';
@@ -24,6 +24,13 @@ export const USERS = ['alice', 'Alice', 'bob', 'BOB', 'carol'] as const;
 export const ORDERS = ['o1', 'O1', 'o2', 'o3'] as const;
 const user = (m: Model, name: string) => `${m.tag}.${name}`;
 const order = (m: Model, name: string) => `${m.tag}.${name}`;
+/** A user name, or "winner:k": the coupon's k-th winner by seq (mod their number), so redemptions mostly meet issued coupons. */
+function who(m: Model, c: ModelCoupon, name: string): string {
+  const k = /^winner:(\d+)$/.exec(name);
+  if (!k) return user(m, name);
+  const winners = [...c.winners].sort((a, b) => a[1] - b[1]).map(([u]) => u);
+  return winners.length > 0 ? winners[Number(k[1]) % winners.length]! : user(m, 'alice');
+}
 
 /** The model's view lags nothing: a settled read must match within this. */
 const SETTLE_MS = 30_000;
@@ -59,22 +66,37 @@ const COUPON_STATUS: Record<number, string> = {
   [PbCouponStatus.CLOSED]: 'CLOSED', [PbCouponStatus.COMPLETE]: 'COMPLETE',
 };
 
-interface Called<T> { heard: Heard; res?: T; span: Span }
+interface Called<T> { heard: Heard; res?: T; span: Span; retried: boolean }
 
 /** Commands run and answers heard, for the long form's summary. */
 export const tally = new Map<string, number>();
 const bump = (key: string) => tally.set(key, (tally.get(key) ?? 0) + 1);
 
+/**
+ * One call, as a caller makes it. A failure below the RPC layer (UNAVAILABLE without a reason: the
+ * connection to a killed worker; DEADLINE_EXCEEDED on this overloaded machine) is retried with the
+ * same request: every CouponService call is idempotent (per user, per order, or a read), so the
+ * answer that comes is the one the model judges, and the tally counts the retries.
+ */
 async function call<T>(fn: () => Promise<T>, toHeard: (res: T) => Heard = () => ({ ok: true })): Promise<Called<T>> {
   const t0 = Date.now();
-  try {
-    const res = await fn();
-    bump('answer OK');
-    return { heard: toHeard(res), res, span: { t0, t1: Date.now() } };
-  } catch (err) {
-    if (!(err instanceof CouponCallError)) throw err;
-    bump(`answer ${grpc.status[err.code]} ${err.reason}`);
-    return { heard: { ok: false, code: err.code, reason: err.reason, field: err.field }, span: { t0, t1: Date.now() } };
+  const deadline = t0 + 60_000;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const res = await fn();
+      bump('answer OK');
+      return { heard: toHeard(res), res, span: { t0, t1: Date.now() }, retried: attempt > 0 };
+    } catch (err) {
+      if (!(err instanceof CouponCallError)) throw err;
+      const transport = err.code === grpc.status.DEADLINE_EXCEEDED || (err.code === grpc.status.UNAVAILABLE && err.reason === '');
+      if (transport && Date.now() < deadline) {
+        bump(`retried ${grpc.status[err.code]} without a reason (transport)`);
+        await sleep(200);
+        continue;
+      }
+      bump(`answer ${grpc.status[err.code]} ${err.reason}`);
+      return { heard: { ok: false, code: err.code, reason: err.reason, field: err.field }, span: { t0, t1: Date.now() }, retried: attempt > 0 };
+    }
   }
 }
 
@@ -93,13 +115,17 @@ async function settled<T>(m: Model, fn: () => Promise<Called<T>>, retryPublishFa
     t0 ??= c.span.t0;
     const rebuilding = !c.heard.ok && c.heard.code === grpc.status.UNAVAILABLE && c.heard.reason === 'BACKEND_UNAVAILABLE' && m.flushed;
     const publishFailed = !c.heard.ok && c.heard.code === grpc.status.UNAVAILABLE && c.heard.reason === 'PUBLISH_FAILED' && retryPublishFailed;
-    if ((!rebuilding && !publishFailed) || Date.now() > deadline) return { ...c, span: { t0, t1: c.span.t1 } };
+    if ((!rebuilding && !publishFailed) || Date.now() > deadline) return { ...c, span: { t0, t1: c.span.t1 }, retried: c.retried || t0 !== c.span.t0 };
     if (publishFailed) bump('retried PUBLISH_FAILED (Kafka slow, no fault injected)');
     await sleep(200);
   }
 }
 
 const userCouponHeard = (uc: UserCoupon | undefined): Heard => ({ ok: true, seq: Number(uc?.seq ?? -1n), state: STATE[uc?.state ?? 0], orderId: uc?.orderId });
+const moments = (uc: UserCoupon) => ({
+  state: STATE[uc.state], orderId: uc.orderId,
+  issuedAtMs: uc.issuedAt ? timestampDate(uc.issuedAt).getTime() : null, redeemedAtMs: uc.redeemedAt ? timestampDate(uc.redeemedAt).getTime() : null,
+});
 
 function expectUserCouponNames(cmd: string, uc: UserCoupon | undefined, c: ModelCoupon, userId: string) {
   if (!uc) throw diverged(cmd, 'OK without user_coupon');
@@ -180,7 +206,8 @@ export async function checkUserCoupon(r: Real, c: ModelCoupon, spelled: string, 
     if (!now.includes(h.state!)) return { hard: seen };
     if (h.state === 'PENDING') return m.issuerPaused ? {} : { soft: seen };
     if (h.state !== want.state || h.orderId !== want.orderId) return m.flushed ? { soft: seen } : { hard: seen };
-    return {};
+    const moved = sameMoments(c, userId, moments(got.res!.userCoupon!));
+    return moved ? { hard: moved } : {};
   });
   if (seq !== undefined && !m.issuerPaused) c.issued.add(userId);
 }
@@ -189,7 +216,7 @@ export async function checkUserCoupon(r: Real, c: ModelCoupon, spelled: string, 
 export async function checkList(r: Real, userId: string, pageSize: number, cmd: string): Promise<void> {
   const m = r.m;
   await untilSettled(cmd, async () => {
-    const seen: { couponId: string; seq: number; state: UserState; orderId: string; issuedAt: number }[] = [];
+    const seen: { couponId: string; seq: number; state: UserState; orderId: string; issuedAt: number; uc: UserCoupon }[] = [];
     let token = '';
     for (let page = 0; ; page++) {
       if (page > 100) return { hard: 'more than 100 pages' };
@@ -199,7 +226,7 @@ export async function checkList(r: Real, userId: string, pageSize: number, cmd: 
       if (res.userCoupons.length > pageSize) return { hard: `page ${page} has ${res.userCoupons.length} entries, page_size ${pageSize}` };
       for (const uc of res.userCoupons) {
         if (uc.userId !== userId) return { hard: `an entry of user ${uc.userId}` };
-        seen.push({ couponId: uc.couponId, seq: Number(uc.seq), state: STATE[uc.state]!, orderId: uc.orderId, issuedAt: uc.issuedAt ? timestampDate(uc.issuedAt).getTime() : NaN });
+        seen.push({ couponId: uc.couponId, seq: Number(uc.seq), state: STATE[uc.state]!, orderId: uc.orderId, issuedAt: uc.issuedAt ? timestampDate(uc.issuedAt).getTime() : NaN, uc });
       }
       token = res.nextPageToken;
       if (!token) break;
@@ -224,6 +251,10 @@ export async function checkList(r: Real, userId: string, pageSize: number, cmd: 
       }
       // The ledger's redemption columns follow the redemption topic: eventually exact.
       if (s.state !== want.state || s.orderId !== want.orderId) expected.push(`${c.id}: ${s.state} ${s.orderId}, model ${want.state} ${want.orderId}`);
+      else {
+        const moved = sameMoments(c, userId, moments(s.uc));
+        if (moved) return { hard: `${c.id}: ${moved}` };
+      }
     }
     return expected.length ? { soft: `${expected.join('; ')}; listed: ${listed || '(none)'}` } : {};
   });
@@ -276,7 +307,7 @@ export class CreateCoupon implements Cmd {
     if (!got.heard.ok) throw diverged(this.toString(), `answered ${describeHeard(got.heard)}`);
     const p = got.res!.coupon!;
     if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(p.id)) throw diverged(this.toString(), `id ${p.id} is not a lower-case UUID`);
-    const c: ModelCoupon = { id: p.id, total: this.total, opensAtMs, closesAtMs, validUntilMs, winners: new Map(), issued: new Set(), redeemed: new Map(), cancelled: new Map() };
+    const c: ModelCoupon = { id: p.id, total: this.total, opensAtMs, closesAtMs, validUntilMs, winners: new Map(), issued: new Set(), redeemed: new Map(), cancelled: new Map(), issuedAt: new Map(), redeemedAt: new Map() };
     const status = COUPON_STATUS[p.status] ?? '?';
     if (Number(p.acceptedCount) !== 0 || Number(p.issuedCount) !== 0 || Number(p.remaining) !== this.total || !couponStatuses(c, 0, 0, got.span).includes(status as never)) {
       throw diverged(this.toString(), `new coupon reads accepted=${p.acceptedCount} issued=${p.issuedCount} remaining=${p.remaining} status=${status}`);
@@ -299,7 +330,7 @@ export class Issue implements Cmd {
     const calls = await Promise.all(this.users.map(async (name) => {
       const got = await settled(m, () => call(() => r.sys.storefront.issueCoupon({ couponId: spelled, userId: user(m, name) }, { timeoutMs: 20_000 }),
         (res) => ({ ok: true, seq: Number(res.seq), state: STATE[res.state] })));
-      return { user: user(m, name), span: got.span, heard: got.heard };
+      return { user: user(m, name), span: got.span, heard: got.heard, retried: got.retried };
     }));
     const repeatStates = (u: string): UserState[] => (m.flushed && c.redeemed.has(u) ? ['ISSUED', 'REDEEMED'] : winnerStates(c, u));
     const wrong = applyIssues(c, calls, repeatStates);
@@ -382,12 +413,13 @@ export class Redemptions implements Cmd {
   check(m: Readonly<Model>) { return m.coupons.length > 0; }
   async run(m: Model, r: Real) {
     const c = couponOf(m, this.coupon);
-    const userId = user(m, this.name);
+    const userId = who(m, c, this.name);
     // A winner's redemption is judged once the issuer wrote it (unless the issuer is paused: then
     // COUPON_NOT_ISSUED and a success are both allowed).
     if (c.winners.has(userId) && !c.issued.has(userId) && !m.issuerPaused) await checkUserCoupon(r, c, c.id, userId, `${this.toString(m)} (settling)`);
     const spelled = spell(c.id, this.spelling);
     const client = r.sys.payments.client;
+    const answers: (UserCoupon | undefined)[] = [];
     const calls = await Promise.all(this.ops.map(async (op) => {
       const request = { couponId: spelled, userId, orderId: order(m, op.order) };
       const send = (): Promise<{ userCoupon?: UserCoupon }> => (op.kind === 'redeem' ? client.redeemCoupon(request, { timeoutMs: 20_000 }) : client.cancelRedemption(request, { timeoutMs: 20_000 }));
@@ -396,11 +428,16 @@ export class Redemptions implements Cmd {
         expectUserCouponNames(this.toString(m), got.res!.userCoupon, c, userId);
         const seq = c.winners.get(userId) ?? 0;
         if (got.heard.seq !== seq) throw diverged(this.toString(m), `${op.kind}(${op.order}) answered seq ${got.heard.seq}, model ${seq}`);
+        answers.push(got.res!.userCoupon);
       }
       return { op: { kind: op.kind, order: order(m, op.order) }, span: got.span, heard: got.heard };
     }));
     const wrong = applyRedemptions(c, userId, calls);
     if (wrong) throw diverged(this.toString(m), wrong);
+    for (const x of answers) {
+      const moved = x ? sameMoments(c, userId, moments(x)) : undefined;
+      if (moved) throw diverged(this.toString(m), moved);
+    }
   }
   toString(m?: Model) { return `Redemptions(${m ? couponName(m, this.coupon) : `#${this.coupon}`}, ${showSpelling(this.spelling)}, ${this.name}, [${this.ops.map((o) => `${o.kind} ${o.order}`).join(', ')}])`; }
 }
@@ -415,11 +452,12 @@ export class PaymentFailed implements Cmd {
   check(m: Readonly<Model>) { return m.coupons.length > 0 && !m.issuerPaused; }
   async run(m: Model, r: Real) {
     const c = couponOf(m, this.coupon);
-    const userId = user(m, this.name);
+    const userId = who(m, c, this.name);
     await awaitIssued(r, c);
     await r.sys.publishPaymentFailed(order(m, this.orderName), spell(c.id, this.spelling), userId);
     const [outcome] = redemptionOutcomes(c, redemptionStateOf(c, userId), { kind: 'cancel', order: order(m, this.orderName) }, { t0: Date.now(), t1: Date.now() });
     const next = outcome!.next;
+    if (next.redeemed !== c.redeemed.get(userId)) c.redeemedAt.delete(userId);
     if (next.redeemed === undefined) c.redeemed.delete(userId); else c.redeemed.set(userId, next.redeemed);
     c.cancelled.set(userId, next.cancelled);
     await checkUserCoupon(r, c, c.id, userId, this.toString(m));
@@ -540,18 +578,19 @@ export function commandArbs(o: CommandOptions): fc.Arbitrary<Cmd>[] {
     : fc.constant('lower' as const);
   const name = fc.constantFrom(...USERS);
   const orderName = fc.constantFrom(...ORDERS);
+  const holder = fc.oneof({ weight: 1, arbitrary: name }, { weight: 3, arbitrary: fc.nat({ max: 3 }).map((k) => `winner:${k}`) });
   const op = fc.record({ kind: fc.constantFrom('redeem' as const, 'cancel' as const), order: orderName });
   const weighted = (weight: number, arbitrary: fc.Arbitrary<Cmd>) => ({ weight, arbitrary });
   const arbs = [
-    weighted(3, fc.tuple(fc.integer({ min: 1, max: 4 }), fc.oneof(fc.constant(-1_000), fc.integer({ min: 300, max: 800 })),
-      fc.option(fc.integer({ min: 600, max: 3_000 }), { freq: 2 }), fc.option(fc.integer({ min: 500, max: 4_000 }), { freq: 2 }))
+    weighted(3, fc.tuple(fc.integer({ min: 1, max: 4 }), fc.oneof({ weight: 3, arbitrary: fc.constant(-1_000) }, { weight: 1, arbitrary: fc.integer({ min: 300, max: 800 }) }),
+      fc.option(fc.integer({ min: 600, max: 5_000 }), { freq: 2 }), fc.option(fc.integer({ min: 500, max: 4_000 }), { freq: 2 }))
       .map(([total, opens, closes, valid]) => new CreateCoupon(total, opens, closes, valid))),
     weighted(6, fc.tuple(coupon, spelling, fc.array(name, { minLength: 1, maxLength: 3 })).map(([c, s, us]) => new Issue(c, s, us))),
     weighted(2, fc.tuple(coupon, spelling).map(([c, s]) => new GetCoupon(c, s))),
     weighted(2, fc.tuple(coupon, spelling, name).map(([c, s, u]) => new GetUserCoupon(c, s, u))),
     weighted(1, fc.tuple(name, fc.integer({ min: 1, max: 3 })).map(([u, p]) => new ListUserCoupons(u, p))),
-    weighted(5, fc.tuple(coupon, spelling, name, fc.array(op, { minLength: 1, maxLength: 3 })).map(([c, s, u, ops]) => new Redemptions(c, s, u, ops))),
-    weighted(1, fc.tuple(coupon, spelling, name, orderName).map(([c, s, u, x]) => new PaymentFailed(c, s, u, x))),
+    weighted(5, fc.tuple(coupon, spelling, holder, fc.array(op, { minLength: 1, maxLength: 3 })).map(([c, s, u, ops]) => new Redemptions(c, s, u, ops))),
+    weighted(1, fc.tuple(coupon, spelling, holder, orderName).map(([c, s, u, x]) => new PaymentFailed(c, s, u, x))),
     weighted(1, fc.tuple(fc.constantFrom(...COUPON_RPCS), o.caseVariants ? fc.constantFrom(...BAD_COUPON_IDS) : fc.constantFrom('', ' ', 'x'.repeat(129), 'a|b'))
       .map(([rpc, id]) => new BadCouponId(rpc, id))),
     weighted(1, fc.tuple(fc.constantFrom(...COUPON_RPCS), uuidLike, spelling).map(([rpc, id, s]) => new UnknownCoupon(rpc, spell(id, s)))),

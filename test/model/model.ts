@@ -20,6 +20,28 @@ export interface ModelCoupon {
   redeemed: Map<string, string>;
   /** user -> orders remembered as cancelled. */
   cancelled: Map<string, Set<string>>;
+  /** user -> issued_at first seen (ms): one fact, the same in every later answer. */
+  issuedAt: Map<string, number>;
+  /** user -> redeemed_at first seen for the order holding the coupon now. */
+  redeemedAt: Map<string, number>;
+}
+
+/**
+ * issued_at and redeemed_at name one moment each: every answer after the first must repeat it
+ * (README: a repeat of the redeeming order gets "the same result"). Returns what differs.
+ */
+export function sameMoments(c: ModelCoupon, user: string, seen: { state?: UserState; orderId?: string; issuedAtMs: number | null; redeemedAtMs: number | null }): string | undefined {
+  if (seen.state !== 'ISSUED' && seen.state !== 'REDEEMED') return undefined;
+  if (seen.issuedAtMs === null) return 'issued_at unset';
+  const issued = c.issuedAt.get(user);
+  if (issued === undefined) c.issuedAt.set(user, seen.issuedAtMs);
+  else if (issued !== seen.issuedAtMs) return `issued_at ${new Date(seen.issuedAtMs).toISOString()}, earlier ${new Date(issued).toISOString()}`;
+  if (seen.state !== 'REDEEMED' || seen.orderId !== c.redeemed.get(user)) return undefined;
+  if (seen.redeemedAtMs === null) return 'redeemed_at unset';
+  const redeemed = c.redeemedAt.get(user);
+  if (redeemed === undefined) c.redeemedAt.set(user, seen.redeemedAtMs);
+  else if (redeemed !== seen.redeemedAtMs) return `redeemed_at ${new Date(seen.redeemedAtMs).toISOString()}, earlier ${new Date(redeemed).toISOString()} for the same order`;
+  return undefined;
 }
 
 export interface Model {
@@ -112,7 +134,7 @@ export function winnerStates(c: ModelCoupon, user: string): UserState[] {
  * some order of the calls, and applies the winners. Returns a description of what is wrong, or
  * undefined.
  */
-export function applyIssues(c: ModelCoupon, calls: { user: string; span: Span; heard: Heard }[], repeatStates: (user: string) => UserState[] = (u) => winnerStates(c, u)): string | undefined {
+export function applyIssues(c: ModelCoupon, calls: { user: string; span: Span; heard: Heard; retried?: boolean }[], repeatStates: (user: string) => UserState[] = (u) => winnerStates(c, u)): string | undefined {
   const before = new Map(c.winners);
   const wins = new Map<string, number>();
   for (const { user, heard } of calls) {
@@ -130,7 +152,7 @@ export function applyIssues(c: ModelCoupon, calls: { user: string; span: Span; h
     taken.set(seq, user);
   }
   const soldOutAfter = before.size + wins.size >= c.total;
-  for (const { user, span, heard } of calls) {
+  for (const { user, span, heard, retried } of calls) {
     const known = before.get(user);
     const won = wins.get(user);
     const what = `IssueCoupon(${user}) answered ${describeHeard(heard)}`;
@@ -142,8 +164,9 @@ export function applyIssues(c: ModelCoupon, calls: { user: string; span: Span; h
     const allowed = issueAllowed({ ...c, winners: before }, user, span) as { refusals: Heard[]; mayWin: boolean };
     if (heard.ok) {
       if (!allowed.mayWin) return `${what}; the coupon could not be won then (${allowed.refusals.map(describeHeard).join(' | ')})`;
-      // A concurrent call of the same user may come second and find it further along.
-      const alone = calls.filter((x) => x.user === user).length === 1;
+      // A concurrent call of the same user, or a retry of one whose first answer was lost, may
+      // find the coupon further along.
+      const alone = calls.filter((x) => x.user === user).length === 1 && !retried;
       if (heard.state !== 'PENDING' && (alone || heard.state !== 'ISSUED')) return `${what}; a new win is PENDING`;
       continue;
     }
@@ -235,6 +258,7 @@ export function applyRedemptions(c: ModelCoupon, user: string, calls: { op: Rede
   }
   const end = found!;
   if (end.issued === true && c.winners.has(user)) c.issued.add(user);
+  if (end.redeemed !== c.redeemed.get(user)) c.redeemedAt.delete(user);
   if (end.redeemed === undefined) c.redeemed.delete(user); else c.redeemed.set(user, end.redeemed);
   if (end.cancelled.size > 0) c.cancelled.set(user, end.cancelled);
   return undefined;

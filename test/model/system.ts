@@ -51,10 +51,19 @@ export async function startSystem(): Promise<System> {
   const groups = redemptionGroups(env.KAFKA_REDEMPTION_GROUP);
   const redis = await startPrivateRedis();
   const proxy = await kafkaProxy(Number(config.KAFKA_BROKERS[0]!.split(':')[1]));
-  const [api, issuer] = await Promise.all([
-    startService('api', { ...env, REDIS_URL: redis.url, KAFKA_BROKERS: proxy.brokers, API_WORKERS: '2' }),
-    startService('issuer', { ...env, REDIS_URL: redis.url }),
+  // Two workers start one after another: on this loaded machine that can take over a minute. A
+  // failed start takes down what did start.
+  const started = await Promise.allSettled([
+    startService('api', { ...env, REDIS_URL: redis.url, KAFKA_BROKERS: proxy.brokers, API_WORKERS: '2' }, undefined, 180_000),
+    startService('issuer', { ...env, REDIS_URL: redis.url }, undefined, 180_000),
   ]);
+  if (started.some((s) => s.status === 'rejected')) {
+    for (const s of started) if (s.status === 'fulfilled') await s.value.stop();
+    await proxy.close();
+    await redis.stop();
+    throw (started.find((s) => s.status === 'rejected') as PromiseRejectedResult).reason;
+  }
+  const [api, issuer] = started.map((s) => (s as PromiseFulfilledResult<ServiceProcess>).value) as [ServiceProcess, ServiceProcess];
   const k = kafka();
   const registry = new EventRegistry({ url: config.SCHEMA_REGISTRY_URL, compatibility: config.SCHEMA_COMPATIBILITY });
   let codec: EventCodec<typeof PaymentResultSchema> | undefined;
