@@ -8,7 +8,7 @@ import { commandArbs, CreateCoupon, GetCoupon, Issue, Redemptions, replay, runCo
 import { startSystem, type System } from './system.ts';
 
 const SEED = 20_261_206;
-const RUNS = 14;
+const RUNS = 12;
 let sys: System;
 
 beforeAll(async () => { sys = await startSystem(); }, 120_000);
