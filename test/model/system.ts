@@ -10,8 +10,11 @@ import { createPaymentCoupons, type PaymentCoupons } from '../../src/client/paym
 import { EventRegistry, type EventCodec } from '../../src/events/registry.ts';
 import { topicNames } from '../../src/events/topics.ts';
 import { redemptionGroups } from '../../src/redemption/app.ts';
-import { tokenFor } from '../support/auth.ts';
-import { couponClient, type CouponClient } from '../support/coupons.ts';
+import { localToken } from '../../scripts/local-auth.mjs';
+import { CouponService } from '../../gen/coupon/v1/coupon_service_pb.js';
+import { createGrpcClient } from '../../src/client/grpc.ts';
+import type { Role } from '../support/auth.ts';
+import type { CouponClient } from '../support/coupons.ts';
 import { kafkaProxy, type KafkaProxy } from '../support/kafka-proxy.ts';
 import { startPrivateRedis, type PrivateRedis } from '../support/private-redis.ts';
 import { startService, type ServiceProcess } from '../support/processes.ts';
@@ -42,6 +45,17 @@ export interface System {
   close(): Promise<void>;
 }
 
+// A long run outlives a token (an hour): each role's token is renewed every 30 minutes.
+const tokens = new Map<Role, { atMs: number; token: Promise<string> }>();
+const tokenOf = (role: Role) => (): Promise<string> => {
+  const held = tokens.get(role);
+  if (held && Date.now() - held.atMs < 30 * 60_000) return held.token;
+  const fresh = { atMs: Date.now(), token: localToken({ roles: [role], sub: `model-${role}` }) };
+  tokens.set(role, fresh);
+  return fresh.token;
+};
+const separate = { 'grpc.use_local_subchannel_pool': 1 };
+
 const workerPids = (api: ServiceProcess) => api.logs.filter((l) => l.msg === 'worker listening').map((l) => Number(l.pid));
 const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
 
@@ -70,9 +84,9 @@ export async function startSystem(): Promise<System> {
   let producer: Producer | undefined;
 
   const clients = () => ({
-    operator: couponClient(api.address, true, ['operator']),
-    storefront: couponClient(api.address, true, ['storefront']),
-    payments: createPaymentCoupons(api.address, { token: () => tokenFor('payment'), channelOptions: { 'grpc.use_local_subchannel_pool': 1 } }),
+    operator: createGrpcClient(CouponService, api.address, { channelOptions: separate, token: tokenOf('operator') }),
+    storefront: createGrpcClient(CouponService, api.address, { channelOptions: separate, token: tokenOf('storefront') }),
+    payments: createPaymentCoupons(api.address, { token: tokenOf('payment'), channelOptions: separate }),
   });
   const closeClients = (s: System) => { s.operator.close(); s.storefront.close(); s.payments.close(); };
 
