@@ -25,7 +25,8 @@ export interface ServiceProcess {
   waitForLog(msg: string | RegExp, timeoutMs?: number): Promise<Record<string, unknown>>;
 }
 
-export async function startService(name: 'api' | 'issuer', env: Record<string, string> = {}, readyMsg?: string): Promise<ServiceProcess> {
+/** `readyTimeoutMs`: how long to wait for the ready line (60 s by default; workers start one after another). */
+export async function startService(name: 'api' | 'issuer', env: Record<string, string> = {}, readyMsg?: string, readyTimeoutMs = 60_000): Promise<ServiceProcess> {
   const child = spawn(process.execPath, [join(root, 'src', 'bin', `${name}.ts`)], {
     cwd: root,
     // coupon-api trusts the local signing key unless the caller configured auth otherwise.
@@ -56,7 +57,14 @@ export async function startService(name: 'api' | 'issuer', env: Record<string, s
     });
   };
 
-  const ready = await waitForLog(readyMsg ?? (name === 'api' ? 'coupon-api listening' : 'coupon-issuer consuming'));
+  let ready: Record<string, unknown>;
+  try {
+    ready = await waitForLog(readyMsg ?? (name === 'api' ? 'coupon-api listening' : 'coupon-issuer consuming'), readyTimeoutMs);
+  } catch (err) {
+    // Never leave a process that did not start behind (with API_WORKERS, its workers follow it).
+    if (child.exitCode === null) child.kill('SIGKILL');
+    throw err;
+  }
   const port = Number(ready.port ?? 0);
   return {
     child, logs, waitForLog,

@@ -1,0 +1,632 @@
+// fast-check commands over the real CouponService (test/model/system.ts), each checked against the
+// model (test/model/model.ts) after it runs. Shared by test/model/model.test.ts (a short seeded run
+// and the replayed regressions) and `npm run model` (test/model/run.ts).
+import { randomBytes } from 'node:crypto';
+import { timestampDate, timestampFromDate } from '@bufbuild/protobuf/wkt';
+import * as grpc from '@grpc/grpc-js';
+import fc from 'fast-check';
+import { CouponStatus as PbCouponStatus, UserCouponState, type UserCoupon } from '../../gen/coupon/v1/coupon_pb.js';
+import { CouponCallError } from '../../src/client/grpc.ts';
+import {
+  applyIssues, applyRedemptions, couponStatuses, describeHeard, INVALID, issueAllowed, matches, newModel, NOT_FOUND,
+  redemptionOutcomes, redemptionStateOf, sameMoments, settledUserCoupon, winnerStates,
+  type Heard, type Model, type ModelCoupon, type RedemptionOp, type Span, type UserState,
+} from './model.ts';
+import type { System } from './system.ts';
+
+export interface Real { sys: System; m: Model }
+export type Cmd = fc.AsyncCommand<Model, Real>;
+
+/** What the commands may use. `caseVariants`: spell coupon ids in upper and mixed case too. */
+export interface CommandOptions { caseVariants: boolean; faults: boolean }
+
+export const USERS = ['alice', 'Alice', 'bob', 'BOB', 'carol'] as const;
+export const ORDERS = ['o1', 'O1', 'o2', 'o3'] as const;
+const user = (m: Model, name: string) => `${m.tag}.${name}`;
+const order = (m: Model, name: string) => `${m.tag}.${name}`;
+/** A user name, or "winner:k": the coupon's k-th winner by seq (mod their number), so redemptions mostly meet issued coupons. */
+function who(m: Model, c: ModelCoupon, name: string): string {
+  const k = /^winner:(\d+)$/.exec(name);
+  if (!k) return user(m, name);
+  const winners = [...c.winners].sort((a, b) => a[1] - b[1]).map(([u]) => u);
+  return winners.length > 0 ? winners[Number(k[1]) % winners.length]! : user(m, 'alice');
+}
+
+/** The model's view lags nothing: a settled read must match within this. */
+const SETTLE_MS = 30_000;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class Divergence extends Error { override name = 'Divergence'; }
+const diverged = (cmd: string, what: string) => new Divergence(`${cmd}: ${what}`);
+
+// ---------------------------------------------------------------------------------------------
+// Spelling coupon ids.
+
+export type Spelling = 'lower' | 'upper' | { mixed: number };
+export function spell(id: string, how: Spelling): string {
+  if (how === 'lower') return id;
+  if (how === 'upper') return id.toUpperCase();
+  let bit = 0;
+  return [...id].map((ch) => (/[a-f]/.test(ch) ? ((how.mixed >> (bit++ % 31)) & 1 ? ch.toUpperCase() : ch) : ch)).join('');
+}
+const showSpelling = (s: Spelling) => (typeof s === 'string' ? s : `mixed:${s.mixed}`);
+
+const couponOf = (m: Model, index: number): ModelCoupon => m.coupons[index % m.coupons.length]!;
+const couponName = (m: Model, index: number) => `c${index % Math.max(1, m.coupons.length)}`;
+
+// ---------------------------------------------------------------------------------------------
+// Calling.
+
+const STATE: Record<number, UserState> = {
+  [UserCouponState.NOT_REQUESTED]: 'NOT_REQUESTED', [UserCouponState.PENDING]: 'PENDING',
+  [UserCouponState.ISSUED]: 'ISSUED', [UserCouponState.REDEEMED]: 'REDEEMED',
+};
+const COUPON_STATUS: Record<number, string> = {
+  [PbCouponStatus.SCHEDULED]: 'SCHEDULED', [PbCouponStatus.OPEN]: 'OPEN', [PbCouponStatus.SOLD_OUT]: 'SOLD_OUT',
+  [PbCouponStatus.CLOSED]: 'CLOSED', [PbCouponStatus.COMPLETE]: 'COMPLETE',
+};
+
+interface Called<T> { heard: Heard; res?: T; span: Span; retried: boolean }
+
+/** Commands run and answers heard, for the long form's summary. */
+export const tally = new Map<string, number>();
+const bump = (key: string) => tally.set(key, (tally.get(key) ?? 0) + 1);
+
+/**
+ * One call, as a caller makes it. A failure below the RPC layer (UNAVAILABLE without a reason: the
+ * connection to a killed worker; DEADLINE_EXCEEDED on this overloaded machine) is retried with the
+ * same request: every CouponService call is idempotent (per user, per order, or a read), so the
+ * answer that comes is the one the model judges, and the tally counts the retries.
+ */
+async function call<T>(fn: () => Promise<T>, toHeard: (res: T) => Heard = () => ({ ok: true })): Promise<Called<T>> {
+  const t0 = Date.now();
+  const deadline = t0 + 60_000;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const res = await fn();
+      bump('answer OK');
+      return { heard: toHeard(res), res, span: { t0, t1: Date.now() }, retried: attempt > 0 };
+    } catch (err) {
+      if (!(err instanceof CouponCallError)) throw err;
+      const transport = err.code === grpc.status.DEADLINE_EXCEEDED || (err.code === grpc.status.UNAVAILABLE && err.reason === '');
+      if (transport && Date.now() < deadline) {
+        bump(`retried ${grpc.status[err.code]} without a reason (transport)`);
+        await sleep(200);
+        continue;
+      }
+      bump(`answer ${grpc.status[err.code]} ${err.reason}`);
+      return { heard: { ok: false, code: err.code, reason: err.reason, field: err.field }, span: { t0, t1: Date.now() }, retried: attempt > 0 };
+    }
+  }
+}
+
+/**
+ * After a Redis flush the gate and the redemption state are rebuilt from the ledger: until then a
+ * call answers UNAVAILABLE BACKEND_UNAVAILABLE, and the caller retries (README, "Redis lost its
+ * state"); never allowed otherwise. PUBLISH_FAILED says "retry" too (an IssueCoupon's slot was
+ * released; a redemption's change is held and the retry completes it): on this loaded machine Kafka
+ * may miss PUBLISH_TIMEOUT_MS now and then, so a caller retries it, and the tally counts it.
+ */
+async function settled<T>(m: Model, fn: () => Promise<Called<T>>, retryPublishFailed = true): Promise<Called<T>> {
+  const deadline = Date.now() + 90_000;
+  let t0: number | undefined;
+  for (;;) {
+    const c = await fn();
+    t0 ??= c.span.t0;
+    const rebuilding = !c.heard.ok && c.heard.code === grpc.status.UNAVAILABLE && c.heard.reason === 'BACKEND_UNAVAILABLE' && m.flushed;
+    const publishFailed = !c.heard.ok && c.heard.code === grpc.status.UNAVAILABLE && c.heard.reason === 'PUBLISH_FAILED' && retryPublishFailed;
+    if ((!rebuilding && !publishFailed) || Date.now() > deadline) return { ...c, span: { t0, t1: c.span.t1 }, retried: c.retried || t0 !== c.span.t0 };
+    if (publishFailed) bump('retried PUBLISH_FAILED (Kafka slow, no fault injected)');
+    await sleep(200);
+  }
+}
+
+const userCouponHeard = (uc: UserCoupon | undefined): Heard => ({ ok: true, seq: Number(uc?.seq ?? -1n), state: STATE[uc?.state ?? 0], orderId: uc?.orderId });
+const moments = (uc: UserCoupon) => ({
+  state: STATE[uc.state], orderId: uc.orderId,
+  issuedAtMs: uc.issuedAt ? timestampDate(uc.issuedAt).getTime() : null, redeemedAtMs: uc.redeemedAt ? timestampDate(uc.redeemedAt).getTime() : null,
+});
+
+function expectUserCouponNames(cmd: string, uc: UserCoupon | undefined, c: ModelCoupon, userId: string) {
+  if (!uc) throw diverged(cmd, 'OK without user_coupon');
+  if (uc.couponId !== c.id) throw diverged(cmd, `user_coupon.coupon_id is ${JSON.stringify(uc.couponId)}, not the canonical ${c.id}`);
+  if (uc.userId !== userId) throw diverged(cmd, `user_coupon.user_id is ${JSON.stringify(uc.userId)}, not ${JSON.stringify(userId)}`);
+}
+
+/** Polls `read` until `judge` says done (undefined); a hard problem fails at once, a soft one after SETTLE_MS. */
+async function untilSettled(cmd: string, read: () => Promise<{ hard?: string; soft?: string }>): Promise<void> {
+  const deadline = Date.now() + SETTLE_MS;
+  for (;;) {
+    const { hard, soft } = await read();
+    if (hard) throw diverged(cmd, hard);
+    if (!soft) return;
+    if (Date.now() > deadline) throw diverged(cmd, `not settled within ${SETTLE_MS} ms: ${soft}`);
+    await sleep(150);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks of reads against the model, shared by the read commands and the end-of-run check.
+
+/** Waits until the ledger has every winner of `c` (the issuer caught up); no-op while it is paused. */
+async function awaitIssued(r: Real, c: ModelCoupon): Promise<void> {
+  if (r.m.issuerPaused) return;
+  for (const [u] of c.winners) {
+    if (c.issued.has(u)) continue;
+    await untilSettled(`waiting for ${u} ISSUED`, async () => {
+      const got = await call(() => r.sys.storefront.getUserCoupon({ couponId: c.id, userId: u }), (res) => userCouponHeard(res.userCoupon));
+      if (!got.heard.ok) return { hard: `GetUserCoupon answered ${describeHeard(got.heard)}` };
+      return got.heard.state === 'PENDING' ? { soft: 'still PENDING' } : {};
+    });
+    c.issued.add(u);
+  }
+}
+
+export async function checkCoupon(r: Real, c: ModelCoupon, spelled: string, cmd: string): Promise<void> {
+  const m = r.m;
+  const w = c.winners.size;
+  let first = true;
+  await untilSettled(cmd, async () => {
+    const got = await call(() => r.sys.operator.getCoupon({ couponId: spelled }));
+    if (!got.heard.ok) return { hard: `answered ${describeHeard(got.heard)}` };
+    const p = got.res!.coupon!;
+    const accepted = Number(p.acceptedCount);
+    const issued = Number(p.issuedCount);
+    const status = COUPON_STATUS[p.status] ?? `?${p.status}`;
+    const seen = `id=${p.id} total=${p.totalQuantity} accepted=${accepted} issued=${issued} remaining=${p.remaining} status=${status}`;
+    const want = `model: total=${c.total} winners=${w} known issued=${c.issued.size}`;
+    if (p.id !== c.id) return { hard: `id ${p.id} is not the canonical ${c.id}` };
+    if (Number(p.totalQuantity) !== c.total || accepted > w || issued > accepted || issued < c.issued.size) return { hard: `${seen}; ${want}` };
+    if (Number(p.remaining) !== c.total - accepted) return { hard: `${seen}: remaining is not total - accepted` };
+    if (!couponStatuses(c, accepted, issued, got.span).includes(status as never)) return { hard: `${seen}: status not one of ${couponStatuses(c, accepted, issued, got.span).join('|')}` };
+    // Accepted is read from the gate: exact at once, except while a flushed gate is rebuilt.
+    if (accepted < w && first && !m.flushed) return { hard: `${seen}; ${want}` };
+    first = false;
+    if (accepted < w) return { soft: `${seen}; ${want}` };
+    if (issued < w && !m.issuerPaused) return { soft: `${seen}; ${want}` };
+    return {};
+  });
+  if (!m.issuerPaused) for (const u of c.winners.keys()) c.issued.add(u);
+}
+
+export async function checkUserCoupon(r: Real, c: ModelCoupon, spelled: string, userId: string, cmd: string): Promise<void> {
+  const m = r.m;
+  const seq = c.winners.get(userId);
+  await untilSettled(cmd, async () => {
+    const got = await call(() => r.sys.storefront.getUserCoupon({ couponId: spelled, userId }), (res) => userCouponHeard(res.userCoupon));
+    if (!got.heard.ok) return { hard: `answered ${describeHeard(got.heard)}` };
+    expectUserCouponNames(cmd, got.res!.userCoupon, c, userId);
+    const h = got.heard;
+    const want = settledUserCoupon(c, userId);
+    const seen = `${describeHeard(h)}; model: ${JSON.stringify(want)}${seq !== undefined && !c.issued.has(userId) ? ' (may be PENDING)' : ''}`;
+    if (seq === undefined) return h.seq === 0 && h.state === 'NOT_REQUESTED' ? {} : { hard: seen };
+    if (h.seq !== seq || h.state === 'NOT_REQUESTED') return { hard: seen };
+    // The ledger may lag a redemption only while Redis's redemption state is reloaded after a flush.
+    const now: UserState[] = m.flushed ? [...winnerStates(c, userId), 'ISSUED', 'REDEEMED'] : winnerStates(c, userId);
+    if (!now.includes(h.state!)) return { hard: seen };
+    if (h.state === 'PENDING') return m.issuerPaused ? {} : { soft: seen };
+    if (h.state !== want.state || h.orderId !== want.orderId) return m.flushed ? { soft: seen } : { hard: seen };
+    const moved = sameMoments(c, userId, moments(got.res!.userCoupon!));
+    return moved ? { hard: moved } : {};
+  });
+  if (seq !== undefined && !m.issuerPaused) c.issued.add(userId);
+}
+
+/** ListUserCoupons, every page: the user's issued coupons of this run, newest issued first. */
+export async function checkList(r: Real, userId: string, pageSize: number, cmd: string): Promise<void> {
+  const m = r.m;
+  await untilSettled(cmd, async () => {
+    const seen: { couponId: string; seq: number; state: UserState; orderId: string; issuedAt: number; uc: UserCoupon }[] = [];
+    let token = '';
+    for (let page = 0; ; page++) {
+      if (page > 100) return { hard: 'more than 100 pages' };
+      const got = await call(() => r.sys.storefront.listUserCoupons({ userId, pageSize, pageToken: token }));
+      if (!got.heard.ok) return { hard: `page ${page} answered ${describeHeard(got.heard)}` };
+      const res = got.res!;
+      if (res.userCoupons.length > pageSize) return { hard: `page ${page} has ${res.userCoupons.length} entries, page_size ${pageSize}` };
+      for (const uc of res.userCoupons) {
+        if (uc.userId !== userId) return { hard: `an entry of user ${uc.userId}` };
+        seen.push({ couponId: uc.couponId, seq: Number(uc.seq), state: STATE[uc.state]!, orderId: uc.orderId, issuedAt: uc.issuedAt ? timestampDate(uc.issuedAt).getTime() : NaN, uc });
+      }
+      token = res.nextPageToken;
+      if (!token) break;
+      if (res.userCoupons.length === 0) return { hard: `page ${page} is empty but has a next_page_token` };
+    }
+    const listed = seen.map((s) => `${s.couponId}:${s.seq}:${s.state}:${s.orderId}`).join(', ');
+    const ids = seen.map((s) => s.couponId);
+    if (new Set(ids).size !== ids.length) return { hard: `a coupon listed twice: ${listed}` };
+    for (let i = 1; i < seen.length; i++) if (!(seen[i - 1]!.issuedAt >= seen[i]!.issuedAt)) return { hard: `not newest issued first: ${listed}` };
+    const expected: string[] = [];
+    for (const s of seen) {
+      const c = m.coupons.find((x) => x.id === s.couponId);
+      if (!c || c.winners.get(userId) !== s.seq || (s.state !== 'ISSUED' && s.state !== 'REDEEMED')) return { hard: `listed ${s.couponId}:${s.seq}:${s.state}, which the model does not have: ${listed}` };
+    }
+    for (const c of m.coupons) {
+      const want = settledUserCoupon(c, userId);
+      if (want.state === 'NOT_REQUESTED') continue;
+      const s = seen.find((x) => x.couponId === c.id);
+      if (!s) {
+        if (c.issued.has(userId) || !m.issuerPaused) expected.push(`${c.id}:${want.seq} missing`);
+        continue;
+      }
+      // The ledger's redemption columns follow the redemption topic: eventually exact.
+      if (s.state !== want.state || s.orderId !== want.orderId) expected.push(`${c.id}: ${s.state} ${s.orderId}, model ${want.state} ${want.orderId}`);
+      else {
+        const moved = sameMoments(c, userId, moments(s.uc));
+        if (moved) return { hard: `${c.id}: ${moved}` };
+      }
+    }
+    return expected.length ? { soft: `${expected.join('; ')}; listed: ${listed || '(none)'}` } : {};
+  });
+}
+
+/** End of a run: the issuer resumed, everything settled, every read equal to the model. */
+export async function finalCheck(r: Real): Promise<void> {
+  if (r.sys.issuerPaused) r.sys.resumeIssuer();
+  r.m.issuerPaused = false;
+  for (const c of r.m.coupons) {
+    await checkCoupon(r, c, c.id, `final GetCoupon(${c.id})`);
+    for (const name of USERS) await checkUserCoupon(r, c, c.id, user(r.m, name), `final GetUserCoupon(${c.id}, ${name})`);
+  }
+  for (const name of USERS) await checkList(r, user(r.m, name), 2, `final ListUserCoupons(${name})`);
+}
+
+/** Before each run: no fault left over from a failed one. */
+export function resetSystem(sys: System): void {
+  if (sys.issuerPaused) sys.resumeIssuer();
+  sys.proxy.hold(false);
+  sys.proxy.release();
+}
+
+export const newRun = (sys: System): { model: Model; real: Real } => {
+  resetSystem(sys);
+  const model = newModel(`m${randomBytes(3).toString('hex')}`);
+  return { model, real: { sys, m: model } };
+};
+
+// ---------------------------------------------------------------------------------------------
+// The commands.
+
+export class CreateCoupon implements Cmd {
+  readonly total: number;
+  readonly opensInMs: number;
+  readonly closesAfterMs: number | null;
+  readonly validAfterMs: number | null;
+  constructor(total: number, opensInMs: number, closesAfterMs: number | null, validAfterMs: number | null) { this.total = total; this.opensInMs = opensInMs; this.closesAfterMs = closesAfterMs; this.validAfterMs = validAfterMs; }
+  check() { return true; }
+  async run(m: Model, r: Real) {
+    const now = Date.now();
+    const opensAtMs = now + this.opensInMs;
+    const closesAtMs = this.closesAfterMs === null ? null : opensAtMs + this.closesAfterMs;
+    const validUntilMs = this.validAfterMs === null ? null : (closesAtMs ?? opensAtMs) + this.validAfterMs;
+    const got = await call(() => r.sys.operator.createCoupon({
+      name: `model ${m.tag}`, totalQuantity: BigInt(this.total), opensAt: timestampFromDate(new Date(opensAtMs)),
+      closesAt: closesAtMs === null ? undefined : timestampFromDate(new Date(closesAtMs)),
+      validUntil: validUntilMs === null ? undefined : timestampFromDate(new Date(validUntilMs)),
+    }));
+    if (!got.heard.ok) throw diverged(this.toString(), `answered ${describeHeard(got.heard)}`);
+    const p = got.res!.coupon!;
+    if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(p.id)) throw diverged(this.toString(), `id ${p.id} is not a lower-case UUID`);
+    const c: ModelCoupon = { id: p.id, total: this.total, opensAtMs, closesAtMs, validUntilMs, winners: new Map(), issued: new Set(), redeemed: new Map(), cancelled: new Map(), issuedAt: new Map(), redeemedAt: new Map() };
+    const status = COUPON_STATUS[p.status] ?? '?';
+    if (Number(p.acceptedCount) !== 0 || Number(p.issuedCount) !== 0 || Number(p.remaining) !== this.total || !couponStatuses(c, 0, 0, got.span).includes(status as never)) {
+      throw diverged(this.toString(), `new coupon reads accepted=${p.acceptedCount} issued=${p.issuedCount} remaining=${p.remaining} status=${status}`);
+    }
+    m.coupons.push(c);
+  }
+  toString() { return `CreateCoupon(total=${this.total}, opensIn=${this.opensInMs}, closesAfter=${this.closesAfterMs}, validAfter=${this.validAfterMs})`; }
+}
+
+/** IssueCoupon for one or more users at once (a user may appear twice: concurrent repeats). */
+export class Issue implements Cmd {
+  readonly coupon: number;
+  readonly spelling: Spelling;
+  readonly users: string[];
+  constructor(coupon: number, spelling: Spelling, users: string[]) { this.coupon = coupon; this.spelling = spelling; this.users = users; }
+  check(m: Readonly<Model>) { return m.coupons.length > 0; }
+  async run(m: Model, r: Real) {
+    const c = couponOf(m, this.coupon);
+    const spelled = spell(c.id, this.spelling);
+    const calls = await Promise.all(this.users.map(async (name) => {
+      const got = await settled(m, () => call(() => r.sys.storefront.issueCoupon({ couponId: spelled, userId: user(m, name) }, { timeoutMs: 20_000 }),
+        (res) => ({ ok: true, seq: Number(res.seq), state: STATE[res.state] })));
+      return { user: user(m, name), span: got.span, heard: got.heard, retried: got.retried };
+    }));
+    const repeatStates = (u: string): UserState[] => (m.flushed && c.redeemed.has(u) ? ['ISSUED', 'REDEEMED'] : winnerStates(c, u));
+    const wrong = applyIssues(c, calls, repeatStates);
+    if (wrong) throw diverged(this.toString(m), wrong);
+  }
+  toString(m?: Model) { return `Issue(${m ? couponName(m, this.coupon) : `#${this.coupon}`}, ${showSpelling(this.spelling)}, [${this.users.join(', ')}])`; }
+}
+
+/** IssueCoupon while every publish of coupon-api is held in the Kafka proxy: it must fail and change nothing. */
+export class IssueWhileKafkaCut implements Cmd {
+  readonly coupon: number;
+  readonly name: string;
+  constructor(coupon: number, name: string) { this.coupon = coupon; this.name = name; }
+  check(m: Readonly<Model>) { return m.coupons.length > 0; }
+  async run(m: Model, r: Real) {
+    const c = couponOf(m, this.coupon);
+    const userId = user(m, this.name);
+    r.sys.proxy.hold(true);
+    let got: Called<unknown>;
+    try {
+      got = await settled(m, () => call(() => r.sys.storefront.issueCoupon({ couponId: c.id, userId }, { timeoutMs: 30_000 }), (res) => ({ ok: true, seq: Number(res.seq), state: STATE[res.state] })), false);
+    } finally {
+      r.sys.proxy.hold(false);
+      // Whatever was held lands now, late: the issuer must drop a released reservation's record.
+      r.sys.proxy.release();
+    }
+    const allowed = issueAllowed(c, userId, got.span);
+    const what = `answered ${describeHeard(got.heard)}`;
+    if ('repeat' in allowed) {
+      if (!got.heard.ok || got.heard.seq !== allowed.repeat) throw diverged(this.toString(m), `${what}; a repeat must be OK with seq ${allowed.repeat} (it publishes nothing)`);
+      return;
+    }
+    const options = [...allowed.refusals, ...(allowed.mayWin ? [{ ok: false as const, code: grpc.status.UNAVAILABLE, reason: 'PUBLISH_FAILED' }] : [])];
+    if (!options.some((o) => matches(o, got.heard))) throw diverged(this.toString(m), `${what}; allowed: ${options.map(describeHeard).join(' | ')}`);
+  }
+  toString(m?: Model) { return `IssueWhileKafkaCut(${m ? couponName(m, this.coupon) : `#${this.coupon}`}, ${this.name})`; }
+}
+
+export class GetCoupon implements Cmd {
+  readonly coupon: number;
+  readonly spelling: Spelling;
+  constructor(coupon: number, spelling: Spelling) { this.coupon = coupon; this.spelling = spelling; }
+  check(m: Readonly<Model>) { return m.coupons.length > 0; }
+  async run(m: Model, r: Real) {
+    const c = couponOf(m, this.coupon);
+    await checkCoupon(r, c, spell(c.id, this.spelling), this.toString(m));
+  }
+  toString(m?: Model) { return `GetCoupon(${m ? couponName(m, this.coupon) : `#${this.coupon}`}, ${showSpelling(this.spelling)})`; }
+}
+
+export class GetUserCoupon implements Cmd {
+  readonly coupon: number;
+  readonly spelling: Spelling;
+  readonly name: string;
+  constructor(coupon: number, spelling: Spelling, name: string) { this.coupon = coupon; this.spelling = spelling; this.name = name; }
+  check(m: Readonly<Model>) { return m.coupons.length > 0; }
+  async run(m: Model, r: Real) {
+    const c = couponOf(m, this.coupon);
+    await checkUserCoupon(r, c, spell(c.id, this.spelling), user(m, this.name), this.toString(m));
+  }
+  toString(m?: Model) { return `GetUserCoupon(${m ? couponName(m, this.coupon) : `#${this.coupon}`}, ${showSpelling(this.spelling)}, ${this.name})`; }
+}
+
+export class ListUserCoupons implements Cmd {
+  readonly name: string;
+  readonly pageSize: number;
+  constructor(name: string, pageSize: number) { this.name = name; this.pageSize = pageSize; }
+  check() { return true; }
+  async run(m: Model, r: Real) { await checkList(r, user(m, this.name), this.pageSize, this.toString()); }
+  toString() { return `ListUserCoupons(${this.name}, page_size=${this.pageSize})`; }
+}
+
+/** RedeemCoupon and CancelRedemption for one (coupon, user), all at once. */
+export class Redemptions implements Cmd {
+  readonly coupon: number;
+  readonly spelling: Spelling;
+  readonly name: string;
+  readonly ops: RedemptionOp[];
+  constructor(coupon: number, spelling: Spelling, name: string, ops: RedemptionOp[]) { this.coupon = coupon; this.spelling = spelling; this.name = name; this.ops = ops; }
+  check(m: Readonly<Model>) { return m.coupons.length > 0; }
+  async run(m: Model, r: Real) {
+    const c = couponOf(m, this.coupon);
+    const userId = who(m, c, this.name);
+    // A winner's redemption is judged once the issuer wrote it (unless the issuer is paused: then
+    // COUPON_NOT_ISSUED and a success are both allowed).
+    if (c.winners.has(userId) && !c.issued.has(userId) && !m.issuerPaused) await checkUserCoupon(r, c, c.id, userId, `${this.toString(m)} (settling)`);
+    const spelled = spell(c.id, this.spelling);
+    const client = r.sys.payments.client;
+    const answers: (UserCoupon | undefined)[] = [];
+    const calls = await Promise.all(this.ops.map(async (op) => {
+      const request = { couponId: spelled, userId, orderId: order(m, op.order) };
+      const send = (): Promise<{ userCoupon?: UserCoupon }> => (op.kind === 'redeem' ? client.redeemCoupon(request, { timeoutMs: 20_000 }) : client.cancelRedemption(request, { timeoutMs: 20_000 }));
+      const got = await settled(m, () => call(send, (res) => userCouponHeard(res.userCoupon)));
+      if (got.heard.ok) {
+        expectUserCouponNames(this.toString(m), got.res!.userCoupon, c, userId);
+        const seq = c.winners.get(userId) ?? 0;
+        if (got.heard.seq !== seq) throw diverged(this.toString(m), `${op.kind}(${op.order}) answered seq ${got.heard.seq}, model ${seq}`);
+        answers.push(got.res!.userCoupon);
+      }
+      return { op: { kind: op.kind, order: order(m, op.order) }, span: got.span, heard: got.heard };
+    }));
+    const wrong = applyRedemptions(c, userId, calls);
+    if (wrong) throw diverged(this.toString(m), wrong);
+    for (const x of answers) {
+      const moved = x ? sameMoments(c, userId, moments(x)) : undefined;
+      if (moved) throw diverged(this.toString(m), moved);
+    }
+  }
+  toString(m?: Model) { return `Redemptions(${m ? couponName(m, this.coupon) : `#${this.coupon}`}, ${showSpelling(this.spelling)}, ${this.name}, [${this.ops.map((o) => `${o.kind} ${o.order}`).join(', ')}])`; }
+}
+
+/** A PAYMENT_STATUS_FAILED PaymentResult on payment.v1.result: CancelRedemption's effect, through Kafka. */
+export class PaymentFailed implements Cmd {
+  readonly coupon: number;
+  readonly spelling: Spelling;
+  readonly name: string;
+  readonly orderName: string;
+  constructor(coupon: number, spelling: Spelling, name: string, orderName: string) { this.coupon = coupon; this.spelling = spelling; this.name = name; this.orderName = orderName; }
+  check(m: Readonly<Model>) { return m.coupons.length > 0 && !m.issuerPaused; }
+  async run(m: Model, r: Real) {
+    const c = couponOf(m, this.coupon);
+    const userId = who(m, c, this.name);
+    await awaitIssued(r, c);
+    await r.sys.publishPaymentFailed(order(m, this.orderName), spell(c.id, this.spelling), userId);
+    const [outcome] = redemptionOutcomes(c, redemptionStateOf(c, userId), { kind: 'cancel', order: order(m, this.orderName) }, { t0: Date.now(), t1: Date.now() });
+    const next = outcome!.next;
+    if (next.redeemed !== c.redeemed.get(userId)) c.redeemedAt.delete(userId);
+    if (next.redeemed === undefined) c.redeemed.delete(userId); else c.redeemed.set(userId, next.redeemed);
+    c.cancelled.set(userId, next.cancelled);
+    await checkUserCoupon(r, c, c.id, userId, this.toString(m));
+  }
+  toString(m?: Model) { return `PaymentFailed(${m ? couponName(m, this.coupon) : `#${this.coupon}`}, ${showSpelling(this.spelling)}, ${this.name}, ${this.orderName})`; }
+}
+
+type CouponRpc = 'GetCoupon' | 'IssueCoupon' | 'GetUserCoupon' | 'RedeemCoupon' | 'CancelRedemption';
+const COUPON_RPCS: CouponRpc[] = ['GetCoupon', 'IssueCoupon', 'GetUserCoupon', 'RedeemCoupon', 'CancelRedemption'];
+
+async function callRpc(r: Real, rpc: CouponRpc, couponId: string, userId: string, orderId: string): Promise<Called<unknown>> {
+  const s = r.sys;
+  switch (rpc) {
+    case 'GetCoupon': return call(() => s.operator.getCoupon({ couponId }));
+    case 'IssueCoupon': return call(() => s.storefront.issueCoupon({ couponId, userId }));
+    case 'GetUserCoupon': return call(() => s.storefront.getUserCoupon({ couponId, userId }));
+    case 'RedeemCoupon': return call(() => s.payments.client.redeemCoupon({ couponId, userId, orderId }));
+    case 'CancelRedemption': return call(() => s.payments.client.cancelRedemption({ couponId, userId, orderId }));
+  }
+}
+
+/** A coupon_id not in UUID form: INVALID_ARGUMENT INVALID_FIELD coupon_id, and nothing changes. */
+export class BadCouponId implements Cmd {
+  readonly rpc: CouponRpc;
+  readonly badId: string;
+  constructor(rpc: CouponRpc, badId: string) { this.rpc = rpc; this.badId = badId; }
+  check() { return true; }
+  async run(m: Model, r: Real) {
+    const got = await callRpc(r, this.rpc, this.badId, user(m, 'alice'), order(m, 'o1'));
+    if (!matches(INVALID('coupon_id'), got.heard)) throw diverged(this.toString(), `answered ${describeHeard(got.heard)}; want ${describeHeard(INVALID('coupon_id'))}`);
+  }
+  toString() { return `BadCouponId(${this.rpc}, ${JSON.stringify(this.badId)})`; }
+}
+
+/** A well-formed UUID no coupon has: NOT_FOUND COUPON_NOT_FOUND. */
+export class UnknownCoupon implements Cmd {
+  readonly rpc: CouponRpc;
+  readonly id: string;
+  constructor(rpc: CouponRpc, id: string) { this.rpc = rpc; this.id = id; }
+  check() { return true; }
+  async run(m: Model, r: Real) {
+    const got = await callRpc(r, this.rpc, this.id, user(m, 'alice'), order(m, 'o1'));
+    if (!matches(NOT_FOUND, got.heard)) throw diverged(this.toString(), `answered ${describeHeard(got.heard)}`);
+  }
+  toString() { return `UnknownCoupon(${this.rpc}, ${this.id})`; }
+}
+
+/** A user_id outside the id alphabet: INVALID_ARGUMENT INVALID_FIELD user_id. */
+export class BadUserId implements Cmd {
+  readonly coupon: number;
+  readonly rpc: CouponRpc;
+  readonly badUser: string;
+  constructor(coupon: number, rpc: CouponRpc, badUser: string) { this.coupon = coupon; this.rpc = rpc; this.badUser = badUser; }
+  check(m: Readonly<Model>) { return m.coupons.length > 0 && this.rpc !== 'GetCoupon'; }
+  async run(m: Model, r: Real) {
+    const got = await callRpc(r, this.rpc, couponOf(m, this.coupon).id, this.badUser, order(m, 'o1'));
+    if (!matches(INVALID('user_id'), got.heard)) throw diverged(this.toString(m), `answered ${describeHeard(got.heard)}`);
+  }
+  toString(m?: Model) { return `BadUserId(${m ? couponName(m, this.coupon) : `#${this.coupon}`}, ${this.rpc}, ${JSON.stringify(this.badUser)})`; }
+}
+
+export class Wait implements Cmd {
+  readonly ms: number;
+  constructor(ms: number) { this.ms = ms; }
+  check() { return true; }
+  async run() { await sleep(this.ms); }
+  toString() { return `Wait(${this.ms})`; }
+}
+
+export class PauseIssuer implements Cmd {
+  // A rebuild after a flush waits for the issuer; the model does not pause it once Redis was flushed.
+  check(m: Readonly<Model>) { return !m.issuerPaused && !m.flushed; }
+  run(m: Model, r: Real) { r.sys.pauseIssuer(); m.issuerPaused = true; return Promise.resolve(); }
+  toString() { return 'PauseIssuer'; }
+}
+
+export class ResumeIssuer implements Cmd {
+  check(m: Readonly<Model>) { return m.issuerPaused; }
+  run(m: Model, r: Real) { r.sys.resumeIssuer(); m.issuerPaused = false; return Promise.resolve(); }
+  toString() { return 'ResumeIssuer'; }
+}
+
+/** FLUSHALL on coupon-api's own Redis: every gate and redemption state is rebuilt from the ledger. */
+export class FlushRedis implements Cmd {
+  check(m: Readonly<Model>) { return !m.issuerPaused; }
+  async run(m: Model, r: Real) { await r.sys.redis.client.flushall(); m.flushed = true; }
+  toString() { return 'FlushRedis'; }
+}
+
+export class KillApiWorker implements Cmd {
+  check() { return true; }
+  async run(_m: Model, r: Real) { await r.sys.killWorker(); }
+  toString() { return 'KillApiWorker'; }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Arbitraries.
+
+const uuidLike = fc.uuid({ version: 4 });
+export const BAD_COUPON_IDS = [
+  'not-a-coupon', '', ' ', 'x'.repeat(129), 'a|b',
+  '7d0f3c52-4a1e-4d7e-9c55-00000000000', // 11 hex digits at the end
+  '7d0f3c52-4a1e-4d7e-9c55-0000000000000', // 13
+  '7d0f3c524a1e4d7e9c55000000000000', // no hyphens
+  '{7d0f3c52-4a1e-4d7e-9c55-000000000000}',
+  '7d0f3c52-4a1e-4d7e-9c55-00000000000g',
+  '7D0F3C52-4A1E-4D7E-9C55-00000000000Ｆ', // a full-width F: a letter, not a hex digit
+  '٧d0f3c52-4a1e-4d7e-9c55-000000000000', // an Arabic-Indic seven: a digit, not a hex digit
+  ' 7d0f3c52-4a1e-4d7e-9c55-000000000000',
+  '7d0f3c52:4a1e:4d7e:9c55:000000000000',
+];
+const BAD_USER_IDS = ['', 'a b', 'a|b', 'x'.repeat(129), 'e\u0301', 'bob\u200b'];
+
+export function commandArbs(o: CommandOptions): fc.Arbitrary<Cmd>[] {
+  const coupon = fc.nat({ max: 7 });
+  const spelling: fc.Arbitrary<Spelling> = o.caseVariants
+    ? fc.oneof({ weight: 2, arbitrary: fc.constant('lower' as const) }, fc.constant('upper' as const), fc.integer({ min: 1, max: 2 ** 30 }).map((mixed) => ({ mixed })))
+    : fc.constant('lower' as const);
+  const name = fc.constantFrom(...USERS);
+  const orderName = fc.constantFrom(...ORDERS);
+  const holder = fc.oneof({ weight: 1, arbitrary: name }, { weight: 3, arbitrary: fc.nat({ max: 3 }).map((k) => `winner:${k}`) });
+  const op = fc.record({ kind: fc.constantFrom('redeem' as const, 'cancel' as const), order: orderName });
+  const weighted = (weight: number, arbitrary: fc.Arbitrary<Cmd>) => ({ weight, arbitrary });
+  const arbs = [
+    weighted(3, fc.tuple(fc.integer({ min: 1, max: 4 }), fc.oneof({ weight: 3, arbitrary: fc.constant(-1_000) }, { weight: 1, arbitrary: fc.integer({ min: 300, max: 800 }) }),
+      fc.option(fc.integer({ min: 600, max: 5_000 }), { freq: 2 }), fc.option(fc.integer({ min: 500, max: 4_000 }), { freq: 2 }))
+      .map(([total, opens, closes, valid]) => new CreateCoupon(total, opens, closes, valid))),
+    weighted(6, fc.tuple(coupon, spelling, fc.array(name, { minLength: 1, maxLength: 3 })).map(([c, s, us]) => new Issue(c, s, us))),
+    weighted(2, fc.tuple(coupon, spelling).map(([c, s]) => new GetCoupon(c, s))),
+    weighted(2, fc.tuple(coupon, spelling, name).map(([c, s, u]) => new GetUserCoupon(c, s, u))),
+    weighted(1, fc.tuple(name, fc.integer({ min: 1, max: 3 })).map(([u, p]) => new ListUserCoupons(u, p))),
+    weighted(5, fc.tuple(coupon, spelling, holder, fc.array(op, { minLength: 1, maxLength: 3 })).map(([c, s, u, ops]) => new Redemptions(c, s, u, ops))),
+    weighted(1, fc.tuple(coupon, spelling, holder, orderName).map(([c, s, u, x]) => new PaymentFailed(c, s, u, x))),
+    weighted(1, fc.tuple(fc.constantFrom(...COUPON_RPCS), o.caseVariants ? fc.constantFrom(...BAD_COUPON_IDS) : fc.constantFrom('', ' ', 'x'.repeat(129), 'a|b'))
+      .map(([rpc, id]) => new BadCouponId(rpc, id))),
+    weighted(1, fc.tuple(fc.constantFrom(...COUPON_RPCS), uuidLike, spelling).map(([rpc, id, s]) => new UnknownCoupon(rpc, spell(id, s)))),
+    weighted(1, fc.tuple(coupon, fc.constantFrom(...COUPON_RPCS.filter((x) => x !== 'GetCoupon')), fc.constantFrom(...BAD_USER_IDS)).map(([c, rpc, u]) => new BadUserId(c, rpc, u))),
+    weighted(1, fc.integer({ min: 100, max: 1_500 }).map((ms) => new Wait(ms))),
+  ];
+  if (o.faults) {
+    arbs.push(
+      weighted(1, fc.constant(new PauseIssuer())),
+      weighted(1, fc.constant(new ResumeIssuer())),
+      weighted(1, fc.constant(new FlushRedis())),
+      weighted(1, fc.tuple(coupon, name).map(([c, u]) => new IssueWhileKafkaCut(c, u))),
+      weighted(1, fc.constant(new KillApiWorker())),
+    );
+  }
+  // fc.commands picks uniformly among its arbitraries: a weight is that many copies.
+  return arbs.flatMap((a) => Array.from({ length: a.weight }, () => a.arbitrary));
+}
+
+/** Runs one command list against the real system, then the end-of-run check. */
+export async function runCommands(sys: System, cmds: Iterable<Cmd>): Promise<void> {
+  const setup = newRun(sys);
+  // Counted as they run; the wrapped commands still tell fast-check which ran, for shrinking.
+  const counted = function* () {
+    for (const cmd of cmds) {
+      yield { check: (m: Readonly<Model>) => cmd.check(m), run: (m: Model, r: Real) => { bump(`command ${String(cmd).split('(')[0]}`); return cmd.run(m, r); }, toString: () => String(cmd) };
+    }
+  };
+  await fc.asyncModelRun(() => setup, counted());
+  bump('sequences');
+  await finalCheck(setup.real);
+}
+
+/** Replays an explicit command list (a regression) from a fresh model. */
+export async function replay(sys: System, cmds: Cmd[]): Promise<void> {
+  const setup = newRun(sys);
+  for (const cmd of cmds) if (cmd.check(setup.model)) await cmd.run(setup.model, setup.real);
+  await finalCheck(setup.real);
+}
