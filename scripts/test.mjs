@@ -14,6 +14,12 @@ import { ensurePrometheusTools } from './promtool.mjs';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
 
+// The pure tests first: a broken rule fails in seconds, before any stack starts.
+if (args.length === 0) {
+  const unit = spawnSync('vitest', ['run', '--config', 'vitest.unit.config.ts'], { stdio: 'inherit', shell: false, env: process.env });
+  if (unit.status !== 0) process.exit(unit.status ?? 1);
+}
+
 try {
   await up();
 } catch (err) {
