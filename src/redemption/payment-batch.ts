@@ -20,14 +20,24 @@ export function paymentResultBatch(deps: { redemption: Redemption; log: Logger; 
       if (p.status !== PaymentStatus.FAILED) continue;
       try {
         requireId('order_id', p.orderId);
-        for (const ref of p.coupons) {
-          cancels.push({ record, couponId: requireCouponId('coupon_id', ref.couponId), userId: requireId('user_id', ref.userId) });
-        }
       } catch (err) {
         rejected.push({ record, reason: 'INVALID_FIELD', error: (err as Error).message });
+        continue;
       }
+      // A malformed reference sends the record to the dead-letter topic, but never holds back the
+      // order's well-formed ones: their coupons are given back now (a replay repeats those cancels,
+      // which are idempotent, and refuses the malformed one again).
+      const problems: string[] = [];
+      for (const ref of p.coupons) {
+        try {
+          cancels.push({ record, couponId: requireCouponId('coupon_id', ref.couponId), userId: requireId('user_id', ref.userId) });
+        } catch (err) {
+          problems.push((err as Error).message);
+        }
+      }
+      if (problems.length > 0) rejected.push({ record, reason: 'INVALID_FIELD', error: problems.join('; ') });
     }
-    const valid = cancels.filter((c) => !rejected.some((r) => r.record === c.record));
+    const valid = cancels;
 
     const settled = await Promise.allSettled(valid.map((c) => deps.redemption.cancel(c.couponId, c.userId, c.record.value.orderId)));
     let retryable: Error | undefined;

@@ -43,5 +43,9 @@ local seq = redis.call('LPOP', KEYS[4])
 if not seq then seq = redis.call('INCR', KEYS[3]) end
 redis.call('HSET', KEYS[2], user, seq)
 redis.call('ZADD', KEYS[5], now, user)
+-- The last reservation, part of what the in-process sold-out view checks (gate-sold-out.lua): a
+-- failover that dropped a reservation and a later one that took its seq leave the count and the
+-- epoch as they were, but never this.
+redis.call('HSET', KEYS[1], 'last_reserve', user .. '|' .. seq .. '|' .. ARGV[2])
 expire_new(tonumber(meta[4] or '0') or 0, KEYS[2], KEYS[3], KEYS[5])
 return {'RESERVED', tostring(seq), meta[1]}

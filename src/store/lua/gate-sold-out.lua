@@ -4,11 +4,15 @@
 -- or the keys' expiry can change what the gate answers a user who is not a winner.
 -- KEYS[1] meta  KEYS[2] winners  KEYS[3] pending
 -- Returns {epoch, final ('1' or '0'), winners, closes_ms, expire_at_ms}, or {} when the gate is not
--- in Redis (never armed here, lost or expired).
+-- in Redis (never armed here, lost or expired). The epoch returned is the arming's epoch and the
+-- last reservation together: a failover that took a unit back and a reservation that won it again
+-- change it, though neither the arming nor the count changed.
 if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
-local meta = redis.call('HMGET', KEYS[1], 'epoch', 'total', 'closes_ms', 'expire_at_ms')
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'total', 'closes_ms', 'expire_at_ms', 'last_reserve')
 local winners = redis.call('HLEN', KEYS[2])
 local final = '0'
 -- A gate armed before epochs existed has none: it never gets a view (nothing would notice its rebuild).
 if meta[1] and winners >= tonumber(meta[2]) and redis.call('ZCARD', KEYS[3]) == 0 then final = '1' end
-return {meta[1] or '', final, winners, meta[3] or '0', meta[4] or '0'}
+local epoch = ''
+if meta[1] then epoch = meta[1] .. '#' .. (meta[5] or '') end
+return {epoch, final, winners, meta[3] or '0', meta[4] or '0'}
