@@ -22,6 +22,9 @@ const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 const ID = /^[\p{L}\p{M}\p{N}\-_.:@/+=]+$/u;
 const ID_CHAR = /^[\p{L}\p{M}\p{N}\-_.:@/+=]$/u;
 const LEADING_MARK = /^\p{M}/u;
+// Letters and marks Unicode says to render invisibly (variation selectors, the combining grapheme
+// joiner, Hangul fillers): each would make a second id that displays exactly as the first.
+const INVISIBLE = /\p{Default_Ignorable_Code_Point}/u;
 
 const describe = (ch: string) => `U+${ch.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
 
@@ -33,6 +36,8 @@ export function idProblem(value: string): string | undefined {
   const bad = ID.test(value) ? undefined : chars.find((ch) => !ID_CHAR.test(ch));
   if (bad !== undefined) return `must contain only letters, marks, digits and - _ . : @ / + = (found ${describe(bad)})`;
   if (LEADING_MARK.test(value)) return 'must not start with a combining mark';
+  const invisible = chars.find((ch) => INVISIBLE.test(ch));
+  if (invisible !== undefined) return `must not contain invisible characters (found ${describe(invisible)})`;
   if (value.normalize('NFC') !== value) return 'must be in Unicode normalization form NFC';
   return undefined;
 }
