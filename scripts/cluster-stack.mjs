@@ -12,12 +12,11 @@
 // has its own pid file, so one broker or one Redis node can be killed and restarted alone; the
 // functions below do that for the proof tests (types in cluster-stack.d.mts).
 //
-//   node scripts/stack.mjs up --cluster | down --cluster | status
+//   node scripts/stack-cli.mjs up --cluster | down --cluster | status
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-// stack.mjs imports this module too: nothing imported is used before both have loaded.
 import {
   kafkaListening, kafkaStart, log, pidAlive, portOpen, postgresProblem, registryUp, sleep,
   startDetached, stop, waitFor, newKafkaClusterId,

@@ -1,12 +1,10 @@
-// The local stack: Apache Kafka (single-node KRaft) and Apicurio Registry, both resolved from Maven
-// Central by the poms under infra/, run as background JVMs with data under .stack/ (git-ignored).
-// PostgreSQL and Redis are used as found; this script only checks them and says what to start.
-// With --with-prometheus, `up` also starts Prometheus (Debian's package, installed if missing) with
-// ops/prometheus/prometheus.yml and its alert rules, data under .stack/prometheus.
-// With --cluster, `up` and `down` handle the clustered stack instead (scripts/cluster-stack.mjs:
-// three Kafka brokers and a six-node Redis Cluster under .stack/cluster, sharing the registry).
-//
-//   node scripts/stack.mjs up [--with-prometheus | --cluster] | down [--cluster] | status
+// The single-node local stack, as a library: Apache Kafka (single-node KRaft) and Apicurio Registry,
+// both resolved from Maven Central by the poms under infra/, run as background JVMs with data under
+// .stack/ (git-ignored). PostgreSQL and Redis are used as found; this module only checks them and
+// says what to start. `up({ withPrometheus })` also starts Prometheus (Debian's package, installed if
+// missing) with ops/prometheus/prometheus.yml and its alert rules, data under .stack/prometheus. The
+// clustered stack is scripts/cluster-stack.mjs, built on the process primitives here; the command
+// line over both is scripts/stack-cli.mjs (npm run stack:up | stack:down | stack:status).
 //
 // `up` is idempotent: parts already running are left alone.
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
@@ -16,7 +14,6 @@ import { createConnection } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ensurePrometheusTools } from './promtool.mjs';
-import { clusterDown, clusterPresent, clusterStatusRows, clusterUp } from './cluster-stack.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const stackDir = process.env.STACK_DIR ?? join(root, '.stack');
@@ -357,7 +354,8 @@ export async function stop(name, dir, signal = 'SIGTERM', label = name) {
   log(`${label}: stopped`);
 }
 
-async function status() {
+/** The single-node stack's parts: prints a line for each, true when all that should run do. */
+export async function singleNodeStatus() {
   const rows = [
     ['postgres', `${cfg.pgHost}:${cfg.pgPort}`, await portOpen(cfg.pgPort, cfg.pgHost)],
     ['redis', `127.0.0.1:${cfg.redisPort}`, await portOpen(cfg.redisPort)],
@@ -369,16 +367,7 @@ async function status() {
   const prometheusWanted = existsSync(join(prometheusDir, 'prometheus.pid'));
   const prometheusUp = await prometheusReady();
   console.log(`${'prometheus'.padEnd(10)} ${prometheusUp ? 'up  ' : prometheusWanted ? 'DOWN' : 'off '} ${prometheusUrl}${prometheusUp || prometheusWanted ? '' : ' (npm run stack:up -- --with-prometheus)'}`);
-  const single = rows.every((r) => r[2]) && (prometheusUp || !prometheusWanted);
-  // The clustered stack is listed while it is meant to run (started, not stopped by down --cluster).
-  if (!clusterPresent()) {
-    console.log('cluster    off  (npm run stack:up -- --cluster)');
-    return single;
-  }
-  console.log('cluster (registry shared):');
-  const clusterRows = await clusterStatusRows();
-  for (const [name, where, up, detail] of clusterRows) console.log(`  ${name.padEnd(11)} ${up ? 'up  ' : 'DOWN'} ${where.padEnd(16)} ${detail}`);
-  return single && clusterRows.every((r) => r[2]);
+  return rows.every((r) => r[2]) && (prometheusUp || !prometheusWanted);
 }
 
 export async function up({ withPrometheus = false } = {}) {
@@ -392,20 +381,4 @@ export async function down() {
   await stop('prometheus', prometheusDir);
   await stop('registry', registryDir);
   await kafkaDown(defaultKafka);
-}
-
-if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const cmd = process.argv[2];
-  const cluster = process.argv.includes('--cluster');
-  try {
-    if (cmd === 'up' && cluster) await clusterUp();
-    else if (cmd === 'up') await up({ withPrometheus: process.argv.includes('--with-prometheus') });
-    else if (cmd === 'down' && cluster) await clusterDown();
-    else if (cmd === 'down') await down();
-    else if (cmd === 'status') process.exitCode = (await status()) ? 0 : 1;
-    else { console.error('usage: node scripts/stack.mjs up [--with-prometheus | --cluster] | down [--cluster] | status'); process.exitCode = 2; }
-  } catch (err) {
-    console.error(`[stack] ${err.message}`);
-    process.exitCode = 1;
-  }
 }
