@@ -3,7 +3,7 @@
 // so it runs first: peak RSS is the process's high-water mark.
 import { randomUUID } from 'node:crypto';
 import { GateRebuilder } from '../src/gate/rebuild.ts';
-import { ledgerIsFinal } from '../src/gate/loss-guard.ts';
+import { ledgerIsFinal } from '../src/store/loss-guard.ts';
 import type { Db } from '../src/store/db.ts';
 import { couponKeys } from '../src/store/keys.ts';
 import { CouponScripts } from '../src/store/scripts.ts';

@@ -23,7 +23,7 @@ import { loadConfig } from '../src/config.ts';
 import { createKafka } from '../src/events/kafka.ts';
 import { EventRegistry } from '../src/events/registry.ts';
 import { topicNames } from '../src/events/topics.ts';
-import { redemptionGroups } from '../src/redemption/app.ts';
+import { redemptionGroups } from '../src/redemption/wiring.ts';
 import { createDb } from '../src/store/db.ts';
 import { check } from './check.ts';
 import { describeFault, faultSchedule, FaultInjector } from './faults.ts';

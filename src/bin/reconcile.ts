@@ -6,7 +6,7 @@ import { createLogger } from '../log.ts';
 import { createKafka } from '../events/kafka.ts';
 import { topicNames } from '../events/topics.ts';
 import { formatReports, recentCoupons, reconcileCoupon, type CouponReport } from '../ops/reconcile.ts';
-import { redemptionGroups } from '../redemption/app.ts';
+import { redemptionGroups } from '../redemption/wiring.ts';
 import { createDb } from '../store/db.ts';
 import { createRedis, redisReady } from '../store/redis.ts';
 import { redisTarget } from '../config.ts';

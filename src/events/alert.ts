@@ -8,7 +8,7 @@
 //   coupon.dependency.outage    a consumer failed 5 times in a row on an outage; it keeps retrying
 //   coupon.dependency.recovered the outage is over (a resolve notice, logged at info)
 //   coupon.gate.rebuild_blocked a coupon's Redis state cannot be rebuilt while dead letters wait
-//   coupon.redemption.load_blocked the same for a coupon's redemption state (gate/loss-guard.ts)
+//   coupon.redemption.load_blocked the same for a coupon's redemption state (store/loss-guard.ts)
 import type { Logger } from '../log.ts';
 import { consumerOutage as outage, deadLettered } from '../metrics/alerts.ts';
 

@@ -97,7 +97,7 @@ function cut(socket: net.Socket): void {
 /**
  * The bound on a publish (PUBLISH_TIMEOUT_MS, "T"), kafkajs retries included, for the producers of
  * the gate and of redemption. It is what lets a rebuild after a Redis loss wait a known time
- * (gate/loss-guard.ts): no record is written to Kafka later than T after its `send` was called.
+ * (store/loss-guard.ts): no record is written to Kafka later than T after its `send` was called.
  * - The publisher hands a record to kafkajs only before its deadline (T after `send`) and gives up
  *   on it at the deadline (events/publisher.ts).
  * - kafkajs is set to give up by itself before then in the usual failures: a request times out

@@ -10,7 +10,7 @@
 // Nothing of a record is written to Kafka after its deadline either (with the client's SendFence,
 // events/kafka.ts): if kafkajs is still trying when a batch's first deadline passes, the fence
 // resets its connections, and the next batch waits until kafkajs has given up. The rebuild after a
-// Redis loss relies on that bound (gate/loss-guard.ts).
+// Redis loss relies on that bound (store/loss-guard.ts).
 //
 // After a failed send the producer is replaced before the next batch. kafkajs rolls its sequence
 // numbers back when it gives up on a batch; if that batch was written after all (a lost ack), the

@@ -58,7 +58,7 @@ export interface GateDeps {
  * `readAtMs` (Date.now() clock) is a moment before the reservation was read from Redis (made, for
  * the gate): the publish bound counts from it, so a record never reaches Kafka later than
  * PUBLISH_TIMEOUT_MS after a moment when Redis still held its reservation, which is before any
- * loss of it was noticed (gate/loss-guard.ts), however long the caller paused in between.
+ * loss of it was noticed (store/loss-guard.ts), however long the caller paused in between.
  */
 export async function publishReservation(d: Pick<GateDeps, 'encoder' | 'publisher' | 'topic'>, couponId: string, userId: string, seq: number, requestedAtMs: number, total: number, readAtMs: number): Promise<void> {
   const value = d.encoder.encode(create(CouponIssueRequestedSchema, {

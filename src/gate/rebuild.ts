@@ -13,7 +13,7 @@ import type { Db } from '../store/db.ts';
 import { findCoupon, findUserCoupon, ledgerPages, LEDGER_PAGE, type CouponRow } from '../store/coupons.ts';
 import { gateMetaOf, LoadInterrupted, type CouponScripts, type GateMeta, type ReserveResult } from '../store/scripts.ts';
 import { DomainError } from '../domain/errors.ts';
-import type { RebuildGuard } from './loss-guard.ts';
+import type { RebuildGuard } from '../store/loss-guard.ts';
 
 export interface GateRebuildDeps {
   db: Db;
@@ -22,7 +22,7 @@ export interface GateRebuildDeps {
   log: Logger;
   /**
    * Says when the ledger can be trusted for this coupon: no publish from before the loss can still
-   * land, the issuer has recorded what did, and no dead letter still owns a seq (gate/loss-guard.ts).
+   * land, the issuer has recorded what did, and no dead letter still owns a seq (store/loss-guard.ts).
    */
   guard: RebuildGuard;
   /** Ledger rows per page (default LEDGER_PAGE). */

@@ -14,9 +14,9 @@ import { CouponScripts } from '../store/scripts.ts';
 import { ReplicaAcks } from '../store/replica-acks.ts';
 import { recordDeadLetters } from '../store/dead-letters.ts';
 import { issueBatch, type IssueStats } from './issue-batch.ts';
-import { redemptionGroups, startRedemptionConsumers } from '../redemption/app.ts';
+import { redemptionGroups, startRedemptionConsumers } from '../redemption/wiring.ts';
 import { startReconcileJob } from '../ops/reconcile-job.ts';
-import { startIssuerMetrics } from './metrics.ts';
+import { startIssuerMetrics } from './metrics-server.ts';
 
 export interface IssuerApp { stats: IssueStats; close(): Promise<void> }
 

@@ -26,7 +26,7 @@ import { couponKeys, parseRedemptionValue, type RedemptionValue } from '../store
 export { parseRedemptionValue, type RedemptionValue };
 import { LoadInterrupted, type CouponScripts, type RedemptionOutcome, type WithoutGate } from '../store/scripts.ts';
 import { couponRedemptions, userRedemption } from './ledger.ts';
-import type { LossGuard } from '../gate/loss-guard.ts';
+import type { LossGuard } from '../store/loss-guard.ts';
 import type { ReplicaAcks } from '../store/replica-acks.ts';
 
 /** Encodes CouponRedemptionChanged in the registry's wire format. */
@@ -47,7 +47,7 @@ export interface RedemptionDeps {
   /**
    * Says when the ledger can be trusted for this coupon: no redemption change from before the loss
    * can still land, the ledger consumer has applied what did, and no dead letter still owns a
-   * change (gate/loss-guard.ts). Loading older state could let a second order redeem the coupon.
+   * change (store/loss-guard.ts). Loading older state could let a second order redeem the coupon.
    */
   guard: LossGuard;
   /**

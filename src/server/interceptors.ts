@@ -3,7 +3,7 @@
 // - errorMapping, an interceptor, maps what domain code throws: DomainError → its reason's code;
 //   an unreachable or overloaded dependency → UNAVAILABLE (BACKEND_UNAVAILABLE); anything else →
 //   INTERNAL (INTERNAL_ERROR), logged with the procedure name.
-// - completeTransportErrors, a request gate, completes the errors connect-es raises itself while it
+// - completeTransportErrors, a per-call hook, completes the errors connect-es raises itself while it
 //   reads the request, before any interceptor runs (see there).
 // - unknownMethod, the adapter's fallback, answers a path under the service that names no method.
 // And strictJson says how JSON requests are read.
@@ -85,7 +85,7 @@ function classify(err: ConnectError, method: DescMethod): Completion | undefined
 type Writable = { -readonly [K in 'code' | 'rawMessage' | 'message']: ConnectError[K] };
 
 /**
- * A request gate (it runs once per call, before the body is read) that gives an ErrorDetail to the
+ * A per-call hook (connect-es runs it once per call, before the body is read) that gives an ErrorDetail to the
  * errors connect-es raises itself for a CouponService call: a body that does not decode, JSON of the
  * wrong shape, a message over the size limit, unknown compression, a unary call without exactly one
  * message. connect-es raises these before any interceptor runs, and writes them to the wire without

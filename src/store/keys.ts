@@ -27,7 +27,7 @@
 //                                with it, or the last writes) never arms a partial gate
 //   coupon:{id}:redeem-load:<token> string  the same for one load of the redemption state
 //   coupon:{id}:rebuild-after string when (ms, Redis time) the gate, found lost, may be rebuilt from
-//                                the ledger: first noticed + settle (gate/loss-guard.ts); removed
+//                                the ledger: first noticed + settle (store/loss-guard.ts); removed
 //                                once rebuilt
 //   coupon:{id}:redeem-load-after string the same for the redemption state (redeem-loaded lost)
 //   gate:active[:<prefix>] zset  coupon id → last time (ms) a script that can add a pending

@@ -72,7 +72,7 @@ export interface StaleReservation { userId: string; reservedAtMs: number; seq: n
 /** The issuer's verdict on one record (issuer-claim.lua). */
 export type ClaimVerdict = 'OK' | 'STALE' | 'LOST' | 'UNARMED' | 'OUT_OF_RANGE';
 
-/** State of a coupon that Redis can lose and the ledger rebuilds (gate/loss-guard.ts). */
+/** State of a coupon that Redis can lose and the ledger rebuilds (store/loss-guard.ts). */
 export type RebuiltState = 'gate' | 'redemption';
 
 /** `marker` is the loss marker's value: a rebuild passes it on, and it starts only while the marker still holds it. */

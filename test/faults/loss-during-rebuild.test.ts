@@ -11,7 +11,7 @@ import type { Redis } from 'ioredis';
 import { DomainError } from '../../src/domain/errors.ts';
 import type { Alerter } from '../../src/events/alert.ts';
 import type { BatchingPublisher } from '../../src/events/publisher.ts';
-import { LossGuard } from '../../src/gate/loss-guard.ts';
+import { LossGuard } from '../../src/store/loss-guard.ts';
 import { GateRebuilder } from '../../src/gate/rebuild.ts';
 import { Redemption } from '../../src/redemption/redemption.ts';
 import { ActiveCoupons } from '../../src/store/active-coupons.ts';

@@ -6,7 +6,7 @@ import http from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { UserCouponState } from '../../gen/coupon/v1/coupon_pb.js';
 import { topicNames } from '../../src/events/topics.ts';
-import { redemptionGroups } from '../../src/redemption/app.ts';
+import { redemptionGroups } from '../../src/redemption/wiring.ts';
 import { startService } from '../support/processes.ts';
 import { couponClient, createCoupon } from '../support/coupons.ts';
 import { cuttableProxy } from '../support/proxy.ts';

@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as grpc from '@grpc/grpc-js';
 import type { Redis } from 'ioredis';
 import { UserCouponState } from '../../gen/coupon/v1/coupon_pb.js';
-import { redemptionGroups } from '../../src/redemption/app.ts';
+import { redemptionGroups } from '../../src/redemption/wiring.ts';
 import { topicNames } from '../../src/events/topics.ts';
 import { CouponScripts } from '../../src/store/scripts.ts';
 import { couponKeys } from '../../src/store/keys.ts';

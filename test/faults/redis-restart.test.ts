@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
 import { CouponCallError } from '../../src/client/grpc.ts';
 import { topicNames } from '../../src/events/topics.ts';
-import { redemptionGroups } from '../../src/redemption/app.ts';
+import { redemptionGroups } from '../../src/redemption/wiring.ts';
 import { couponKeys } from '../../src/store/keys.ts';
 import { UserCouponState } from '../../gen/coupon/v1/coupon_pb.js';
 import { run, startService, type ServiceProcess } from '../support/processes.ts';

@@ -9,7 +9,7 @@ import { UserCouponState } from '../../gen/coupon/v1/coupon_pb.js';
 import { PaymentResultSchema, PaymentStatus } from '../../gen/payment/v1/payment_pb.js';
 import { EventRegistry } from '../../src/events/registry.ts';
 import { topicNames } from '../../src/events/topics.ts';
-import { redemptionGroups } from '../../src/redemption/app.ts';
+import { redemptionGroups } from '../../src/redemption/wiring.ts';
 import { startService, type ServiceProcess } from '../support/processes.ts';
 import { callError, couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
 import { config, db as newDb, kafka, redis as newRedis, uniqueEnv, until, waitForCaughtUp } from '../support/stack.ts';

@@ -9,7 +9,7 @@ import { PaymentResultSchema, PaymentStatus } from '../../gen/payment/v1/payment
 import { createPaymentCoupons, type PaymentCoupons } from '../../src/client/payment.ts';
 import { EventRegistry, type EventCodec } from '../../src/events/registry.ts';
 import { topicNames } from '../../src/events/topics.ts';
-import { redemptionGroups } from '../../src/redemption/app.ts';
+import { redemptionGroups } from '../../src/redemption/wiring.ts';
 import { localToken } from '../../scripts/local-auth.mjs';
 import { CouponService } from '../../gen/coupon/v1/coupon_service_pb.js';
 import { createGrpcClient } from '../../src/client/grpc.ts';

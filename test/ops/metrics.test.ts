@@ -10,7 +10,7 @@ import { createGrpcTransport } from '@connectrpc/connect-node';
 import { Health } from '../../gen/health/v1/health_pb.js';
 import { CouponStatus } from '../../gen/coupon/v1/coupon_pb.js';
 import { topicNames } from '../../src/events/topics.ts';
-import { redemptionGroups } from '../../src/redemption/app.ts';
+import { redemptionGroups } from '../../src/redemption/wiring.ts';
 import { replayGroupId } from '../../src/events/replay.ts';
 import { parseMetrics, scrape, sumOf, type Sample } from '../../src/metrics/text-format.ts';
 import { callError, couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';

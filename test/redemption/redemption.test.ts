@@ -13,7 +13,7 @@ import { createPaymentCoupons, type PaymentCoupons } from '../../src/client/paym
 import { EventRegistry } from '../../src/events/registry.ts';
 import { topicNames } from '../../src/events/topics.ts';
 import { decodeFrame } from '../../src/events/wire-format.ts';
-import { redemptionGroups } from '../../src/redemption/app.ts';
+import { redemptionGroups } from '../../src/redemption/wiring.ts';
 import { parseRedemptionValue } from '../../src/redemption/redemption.ts';
 import { couponKeys } from '../../src/store/keys.ts';
 import { CouponScripts } from '../../src/store/scripts.ts';

@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GateRebuilder } from '../../src/gate/rebuild.ts';
-import { ledgerIsFinal } from '../../src/gate/loss-guard.ts';
+import { ledgerIsFinal } from '../../src/store/loss-guard.ts';
 import { couponKeys } from '../../src/store/keys.ts';
 import { CHUNK, CouponScripts } from '../../src/store/scripts.ts';
 import { slowlog, startPrivateRedis, type PrivateRedis } from '../support/private-redis.ts';

@@ -12,7 +12,7 @@
 --         suffix of the writes, and each call's writes and count replicate as one unit). Either
 --         way 'arm' finds the count short or gone and refuses: a partial gate (winners or free
 --         seqs missing) would hand out held seqs, and seqs past the total.
--- KEYS[8] the gate's loss marker (coupon:{id}:rebuild-after, gate/loss-guard.ts)
+-- KEYS[8] the gate's loss marker (coupon:{id}:rebuild-after, store/loss-guard.ts)
 -- KEYS[9..] every key of the coupon, whose expiry 'arm' sets
 -- 'begin': ARGV[1] 'begin'  ARGV[2] how long (ms) the token may wait for the next call
 --         ARGV[3] the loss marker's value the rebuild waited for ('' = none: the ledger is final)

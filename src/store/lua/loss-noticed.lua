@@ -1,6 +1,6 @@
 -- A coupon's state is missing from Redis (it restarted, or a failover dropped writes). Records when
 -- the loss was first noticed, in Redis's own clock and with SET NX, so every process waits for the
--- same moment before rebuilding the state from the ledger (gate/loss-guard.ts).
+-- same moment before rebuilding the state from the ledger (store/loss-guard.ts).
 -- KEYS[1] the key whose absence means the state is lost (the gate's meta, or redeem-loaded)
 -- KEYS[2] the marker for that state (coupon:{id}:rebuild-after or coupon:{id}:redeem-load-after)
 -- ARGV[1] settle (ms): how long after the loss a publish accepted before it may still land

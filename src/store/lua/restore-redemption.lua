@@ -10,7 +10,7 @@
 --         writes with their counts (a failover drops a suffix of the writes, and each call's
 --         writes and count replicate as one unit); marking the coupon loaded then refuses, since a
 --         partial redeem or cancelled map would let an order redeem twice or after its cancel.
--- KEYS[8] the redemption loss marker (coupon:{id}:redeem-load-after, gate/loss-guard.ts)
+-- KEYS[8] the redemption loss marker (coupon:{id}:redeem-load-after, store/loss-guard.ts)
 -- ARGV[1] what this call is:
 --   'U' records for one user, outside any whole-coupon load (no token)
 --   'B' a whole-coupon load begins: ARGV[3] how long (ms) the token may wait for the next call,

@@ -9,7 +9,7 @@ import { exportConsumerLag } from '../metrics/consumer-lag.ts';
 import { exposeProcessMetrics } from '../metrics/serve.ts';
 import { replayGroupId } from '../events/replay.ts';
 import { topicNames } from '../events/topics.ts';
-import { redemptionGroups } from '../redemption/app.ts';
+import { redemptionGroups } from '../redemption/wiring.ts';
 import { dependencyProbes, DependencyMonitor } from '../ops/dependencies.ts';
 import type { Db } from '../store/db.ts';
 import type { Redis } from '../store/redis.ts';

@@ -16,13 +16,13 @@
 //    them would hand them out again. Replayed or discarded ones, and ones that can never own their
 //    seq, do not count.
 // Until all of that holds, callers get BACKEND_UNAVAILABLE saying what is awaited.
-import type { Redis } from '../store/redis.ts';
+import type { Redis } from './redis.ts';
 import { DomainError } from '../domain/errors.ts';
 import type { Alerter } from '../events/alert.ts';
 import type { Logger } from '../log.ts';
-import type { Db } from '../store/db.ts';
-import { blockingDeadLetters } from '../store/dead-letters.ts';
-import { lossKeys, type CouponScripts, type RebuiltState } from '../store/scripts.ts';
+import type { Db } from './db.ts';
+import { blockingDeadLetters } from './dead-letters.ts';
+import { lossKeys, type CouponScripts, type RebuiltState } from './scripts.ts';
 
 /**
  * Covers what the publish bound cannot: a reservation whose Redis reply arrived just before the

@@ -14,7 +14,7 @@ import type { RetryPolicy } from '../events/retry-policy.ts';
 import { consumerCaughtUp } from '../events/consumer-lag.ts';
 import { createPublishingKafka } from '../events/kafka.ts';
 import { topicNames } from '../events/topics.ts';
-import { LossGuard, lossSettleMs } from '../gate/loss-guard.ts';
+import { LossGuard, lossSettleMs } from '../store/loss-guard.ts';
 import type { Db } from '../store/db.ts';
 import type { Redis } from '../store/redis.ts';
 import { ReplicaAcks } from '../store/replica-acks.ts';
@@ -28,7 +28,7 @@ import { Redemption } from './redemption.ts';
 
 // How long a load from the ledger waits for the ledger consumer to apply what is on the topic
 // (a healthy consumer is one batch behind) before answering UNAVAILABLE. The load also waits until
-// nothing redeemed or cancelled before Redis lost the coupon can still land (gate/loss-guard.ts).
+// nothing redeemed or cancelled before Redis lost the coupon can still land (store/loss-guard.ts).
 const LEDGER_CATCH_UP_WAIT_MS = 2_000;
 
 /** Consumer groups: the ledger uses KAFKA_REDEMPTION_GROUP, the payment results a group derived from it. */
