@@ -14,16 +14,9 @@ import { bounded, pollUntil, sleep } from './journal.ts';
 
 export const root = join(import.meta.dirname, '..');
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
+import { freePort } from '../test/support/ports.ts';
+
+export { freePort };
 
 /** Everything the run writes: .stack/chaos-<pid>/{kafka,redis,logs}. */
 export class RunDir {

@@ -1,7 +1,6 @@
 // The gate through failures: the broker stops mid-sale, the process dies between reserve and
 // publish, and a publish that "failed" but reached the broker. I1–I4 hold in each.
 import { rmSync } from 'node:fs';
-import net from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import * as grpc from '@grpc/grpc-js';
@@ -19,6 +18,7 @@ import { kafkaDown, kafkaUp } from '../../scripts/stack.mjs';
 import { startService } from '../support/processes.ts';
 import { couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
 import { config, db as newDb, kafka, readTopic, redis as newRedis, uniqueEnv, until, waitForCaughtUp } from '../support/stack.ts';
+import { freePort } from '../support/ports.ts';
 
 const db = newDb();
 const r = newRedis();
@@ -26,9 +26,6 @@ afterAll(async () => { await db.destroy(); r.disconnect(); });
 
 const ledger = (couponId: string) => db('user_coupons').where({ coupon_id: couponId }).orderBy('seq').select<{ user_id: string; seq: number }[]>('user_id', 'seq');
 
-const freePort = () => new Promise<number>((resolve) => {
-  const s = net.createServer().listen(0, '127.0.0.1', () => { const { port } = s.address() as net.AddressInfo; s.close(() => resolve(port)); });
-});
 
 type Outcome = { userId: string; ok: true; seq: number } | { userId: string; ok: false; code: number; reason: string };
 const ask = (c: CouponClient, couponId: string, userIds: string[]) => Promise.all(userIds.map((userId) =>

@@ -1,41 +1,16 @@
 // A redis-server of the test's own, on a free port, keeping nothing on disk: for tests that count
 // commands, read SLOWLOG or flush everything, which must never happen on the shared Redis.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import net from 'node:net';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { startOwnRedis } from './redis-server.ts';
 
 export interface PrivateRedis { url: string; port: number; client: Redis; stop(): Promise<void> }
 
-const freePort = () => new Promise<number>((resolve) => {
-  const s = net.createServer().listen(0, '127.0.0.1', () => { const { port } = s.address() as net.AddressInfo; s.close(() => resolve(port)); });
-});
-
+/** A redis-server of the test's own (test/support/redis-server.ts) with one client, ready. */
 export async function startPrivateRedis(): Promise<PrivateRedis> {
-  const port = await freePort();
-  const child: ChildProcess = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--maxmemory-policy', 'noeviction'], { stdio: 'ignore' });
-  const exited = once(child, 'exit');
-  const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null });
-  // Refused connections while the server starts are expected; the loop below retries them.
-  const quiet = () => undefined;
-  client.on('error', quiet);
-  for (let i = 0; ; i++) {
-    try { await client.connect(); await client.ping(); break; } catch (err) {
-      if (i > 100) throw err;
-      client.disconnect();
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-  client.off('error', quiet);
-  return {
-    url: `redis://127.0.0.1:${port}/0`,
-    port,
-    client,
-    async stop() {
-      client.disconnect();
-      if (child.exitCode === null) { child.kill('SIGTERM'); await exited; }
-    },
-  };
+  const server = await startOwnRedis(['--maxmemory-policy', 'noeviction']);
+  const client = server.client();
+  await client.ping();
+  return { url: server.url, port: server.port, client, stop: () => server.stop() };
 }
 
 /** CPU seconds the server has used (user + system): its work, however busy the machine is. */

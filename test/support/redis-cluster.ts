@@ -13,6 +13,7 @@ import net from 'node:net';
 import { Redis } from 'ioredis';
 import { run } from './processes.ts';
 import { cuttableProxy, type CuttableProxy } from './proxy.ts';
+import { freePort } from './ports.ts';
 
 export interface ClusterNodeProcess {
   port: number;
@@ -40,9 +41,6 @@ export interface OwnRedisCluster {
   stop(): Promise<void>;
 }
 
-const freePort = () => new Promise<number>((resolve) => {
-  const s = net.createServer().listen(0, '127.0.0.1', () => { const { port } = s.address() as net.AddressInfo; s.close(() => resolve(port)); });
-});
 
 /** A port whose cluster bus port (+10000) is below 65536 and free as well. */
 async function clusterPort(): Promise<number> {

@@ -2,14 +2,11 @@
 // state or fail: never the shared one. Nothing is kept on disk.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import net from 'node:net';
 import { Redis } from 'ioredis';
+import { freePort } from './ports.ts';
 
 export interface OwnRedis { port: number; url: string; client(): Redis; restart(): Promise<void>; stop(): Promise<void> }
 
-const freePort = () => new Promise<number>((resolve) => {
-  const s = net.createServer().listen(0, '127.0.0.1', () => { const { port } = s.address() as net.AddressInfo; s.close(() => resolve(port)); });
-});
 
 export async function startOwnRedis(extraArgs: string[] = []): Promise<OwnRedis> {
   const port = await freePort();
