@@ -28,6 +28,10 @@ const HELP = `npm run bench -- [gate | issuer | rebuild] [options]
   issuer        rows/s draining a backlog of accepted requests already on the topic
   rebuild       a coupon's gate rebuilt from a --rebuild-users ledger after a Redis loss (about
                 15 s and 300 MB for a million users)
+  sold-out      a sold-out sale's refusals with the in-process sold-out view and without it (one
+                run each, on a redis-server of its own): Redis commands per refused IssueCoupon
+                and the share answered in process (--quantity [1000], --requests [20000] refusals,
+                --connections calls in flight, --workers)
 
 options (defaults in brackets):
   --quantity N        coupons to give out, Q [10000]
@@ -85,7 +89,7 @@ function fail(msg: string): never {
 
 if (o.help) { console.log(HELP); process.exit(0); }
 const section = positionals[0];
-if (positionals.length > 1 || (section && !['gate', 'issuer', 'rebuild'].includes(section))) fail(`unknown section ${positionals.join(' ')}; see npm run bench -- --help`);
+if (positionals.length > 1 || (section && !['gate', 'issuer', 'rebuild', 'sold-out'].includes(section))) fail(`unknown section ${positionals.join(' ')}; see npm run bench -- --help`);
 const count = (name: string, v: string, min = 1) => {
   const n = Number(v);
   if (!Number.isInteger(n) || n < min) fail(`--${name} must be a whole number ≥ ${min}, not ${JSON.stringify(v)}`);
@@ -93,6 +97,17 @@ const count = (name: string, v: string, min = 1) => {
 };
 const protocols: Protocol[] = o.protocol === 'both' ? ['connect-h1', 'grpc-h2c'] : o.protocol === 'connect-h1' || o.protocol === 'grpc-h2c' ? [o.protocol] : fail(`--protocol must be connect-h1, grpc-h2c or both, not ${o.protocol}`);
 const grpcClient: GrpcClient = o['grpc-client'] === 'h2load' || o['grpc-client'] === 'node' ? o['grpc-client'] : fail(`--grpc-client must be h2load or node, not ${o['grpc-client']}`);
+if (section === 'sold-out') {
+  const { soldOutBench } = await import('./sold-out.ts');
+  // Its own scale unless told: a sale of 1,000 units, then 20,000 refusals.
+  await soldOutBench({
+    quantity: count('quantity', o.quantity === '10000' ? '1000' : o.quantity),
+    refusals: count('requests', o.requests === '30000' ? '20000' : o.requests),
+    workers: count('workers', o.workers),
+    concurrency: count('connections', o.connections),
+  });
+  process.exit(0);
+}
 const requests = count('requests', o.requests);
 const settingsBase = {
   quantity: count('quantity', o.quantity),
