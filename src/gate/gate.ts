@@ -93,16 +93,6 @@ export class Gate {
     this.now = deps.now ?? Date.now;
   }
 
-  /**
-   * Before a read of the user's coupon: if Redis lost the coupon's gate, rebuild it first, as
-   * IssueCoupon would (UNAVAILABLE while the rebuild waits), so a read never answers from a ledger
-   * that may still miss records in flight. A finished or unknown coupon is left as it is.
-   */
-  async recover(couponId: string, userId: string): Promise<void> {
-    if ((await this.d.redis.exists(couponKeys(couponId).meta)) === 1) return;
-    await this.d.rebuilder.arm(couponId, userId);
-  }
-
   /** IssueCoupon: wins one slot for the user or says why not. */
   async issue(couponId: string, userId: string): Promise<{ seq: number; state: UserCouponStateName }> {
     // A repeat that finds the user's first request still publishing must not answer OK before

@@ -272,17 +272,6 @@ export class Redemption {
   }
 
   /**
-   * Before a read of a user's coupon: if Redis lost the coupon's redemption state while its gate is
-   * there, load it first (UNAVAILABLE while the load waits), so a read never answers from a ledger
-   * whose redemption columns may still lag a change already answered.
-   */
-  async recover(couponId: string): Promise<void> {
-    const k = couponKeys(couponId);
-    const [[, meta], [, loaded]] = (await this.d.redis.pipeline().exists(k.meta).exists(k.redeemLoaded).exec()) as [[unknown, number], [unknown, number]];
-    if (meta === 1 && loaded === 0) await this.load(couponId);
-  }
-
-  /**
    * Loads every redemption change the ledger holds for the coupon into Redis, once the ledger can
    * be trusted for it (the guard), then marks the coupon loaded. Needed once per coupon per Redis
    * lifetime (or after its keys expired): a new coupon is marked loaded when it is created. The

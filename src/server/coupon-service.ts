@@ -95,9 +95,6 @@ export function couponService(d: CouponServiceDeps): ServiceImpl<typeof CouponSe
     async getUserCoupon(req) {
       const couponId = requireCouponId('coupon_id', req.couponId);
       const userId = requireId('user_id', req.userId);
-      // After a Redis loss, the state is rebuilt before it is read, as IssueCoupon and RedeemCoupon do.
-      await d.gate.recover(couponId, userId);
-      await d.redemption.recover(couponId);
       const view = await getUserCoupon(d.db, d.redis, couponId, userId);
       return { userCoupon: userCouponMessage(view) };
     },
