@@ -32,7 +32,7 @@ import { CouponScripts } from '../../src/store/scripts.ts';
 import { startService, type ServiceProcess } from '../support/processes.ts';
 import { couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
 import { startOwnRedisCluster, type ClusterNodeProcess, type OwnRedisCluster } from '../support/redis-cluster.ts';
-import { config, db as newDb, kafka, readTopic, testLog, uniqueEnv, until, waitForCaughtUp } from '../support/stack.ts';
+import { config, db as newDb, kafka, readTopic, testLog, uniqueEnv, until, waitForCaughtUp, dropEnvironment } from '../support/stack.ts';
 
 const db = newDb();
 const k = kafka();
@@ -55,14 +55,7 @@ afterAll(async () => {
   await api?.stop();
   await cluster?.stop();
   await db.destroy();
-  const admin = k.admin();
-  await admin.connect();
-  await admin.deleteTopics({ topics: Object.values(topics) }).catch(() => undefined);
-  await admin.disconnect();
-  for (const topic of [topics.issue, topics.redemption]) {
-    await fetch(`${config.SCHEMA_REGISTRY_URL}/subjects/${topic}-value`, { method: 'DELETE' }).catch(() => undefined);
-    await fetch(`${config.SCHEMA_REGISTRY_URL}/subjects/${topic}-value?permanent=true`, { method: 'DELETE' }).catch(() => undefined);
-  }
+  await dropEnvironment(k, topics);
 });
 
 /** The gate and redemption as coupon-api builds them (server/app.ts), over this process's own cluster client. */

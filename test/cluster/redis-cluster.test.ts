@@ -12,7 +12,7 @@ import { UserCouponState } from '../../gen/coupon/v1/coupon_pb.js';
 import { run, startService, type ServiceProcess } from '../support/processes.ts';
 import { couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
 import { startOwnRedisCluster, type OwnRedisCluster } from '../support/redis-cluster.ts';
-import { config, db as newDb, kafka, readTopic, uniqueEnv, until, waitForCaughtUp } from '../support/stack.ts';
+import { db as newDb, kafka, readTopic, uniqueEnv, until, waitForCaughtUp, dropEnvironment } from '../support/stack.ts';
 
 const db = newDb();
 const k = kafka();
@@ -36,14 +36,7 @@ afterAll(async () => {
   await Promise.all([api?.stop(), issuer?.stop()]);
   await cluster?.stop();
   await db.destroy();
-  const admin = k.admin();
-  await admin.connect();
-  await admin.deleteTopics({ topics: Object.values(topics) }).catch(() => undefined);
-  await admin.disconnect();
-  for (const topic of [topics.issue, topics.redemption]) {
-    await fetch(`${config.SCHEMA_REGISTRY_URL}/subjects/${topic}-value`, { method: 'DELETE' }).catch(() => undefined);
-    await fetch(`${config.SCHEMA_REGISTRY_URL}/subjects/${topic}-value?permanent=true`, { method: 'DELETE' }).catch(() => undefined);
-  }
+  await dropEnvironment(k, topics);
 });
 
 const ledger = (couponId: string) => db('user_coupons').where({ coupon_id: couponId }).orderBy('seq').select<{ user_id: string; seq: number }[]>('user_id', 'seq');

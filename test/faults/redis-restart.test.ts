@@ -16,7 +16,7 @@ import { run, startService, type ServiceProcess } from '../support/processes.ts'
 import { couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
 import { kafkaProxy, type KafkaProxy } from '../support/kafka-proxy.ts';
 import { startOwnRedis, type OwnRedis } from '../support/redis-server.ts';
-import { config, db as newDb, kafka, readTopic, uniqueEnv, until, waitForCaughtUp } from '../support/stack.ts';
+import { config, db as newDb, kafka, readTopic, uniqueEnv, until, waitForCaughtUp, dropEnvironment } from '../support/stack.ts';
 
 const PUBLISH_TIMEOUT_MS = 4_000;
 
@@ -55,15 +55,7 @@ afterAll(async () => {
   await proxy?.close();
   await redisServer?.stop();
   await db.destroy();
-  // This file's topics and registry subjects.
-  const admin = k.admin();
-  await admin.connect();
-  await admin.deleteTopics({ topics: Object.values(topics) }).catch(() => undefined);
-  await admin.disconnect();
-  for (const topic of [topics.issue, topics.redemption]) {
-    await fetch(`${config.SCHEMA_REGISTRY_URL}/subjects/${topic}-value`, { method: 'DELETE' }).catch(() => undefined);
-    await fetch(`${config.SCHEMA_REGISTRY_URL}/subjects/${topic}-value?permanent=true`, { method: 'DELETE' }).catch(() => undefined);
-  }
+  await dropEnvironment(k, topics);
 });
 
 type Outcome = { ok: true; seq: number } | { ok: false; code: number; reason: string; message: string };
