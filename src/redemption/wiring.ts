@@ -7,6 +7,7 @@ import { PaymentResultSchema } from '../../gen/payment/v1/payment_pb.js';
 import type { Config } from '../config.ts';
 import type { Logger } from '../log.ts';
 import type { Alerter } from '../events/alert.ts';
+import { codecWhenAvailable } from '../events/producer-start.ts';
 import { startBatchConsumer } from '../events/batch-consumer.ts';
 import { BatchingPublisher } from '../events/publisher.ts';
 import type { EventRegistry } from '../events/registry.ts';
@@ -57,7 +58,7 @@ export async function createRedemption(w: RedemptionWiring): Promise<Redemption>
     redis: w.redis,
     scripts,
     publisher: w.publisher,
-    encoder: await w.registry.forTopic(topics.redemption, CouponRedemptionChangedSchema),
+    encoder: await codecWhenAvailable(w.registry, topics.redemption, CouponRedemptionChangedSchema, { log: w.log, alerter: w.alerter }),
     topic: topics.redemption,
     active,
     log: w.log,

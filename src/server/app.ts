@@ -30,6 +30,7 @@ import { activeCouponsKey, legacyCouponIndexKey } from '../store/keys.ts';
 import { CouponService } from '../../gen/coupon/v1/coupon_service_pb.js';
 import { dependencyProbes, DependencyMonitor } from '../ops/dependencies.ts';
 import { every } from '../lib/every.ts';
+import { codecWhenAvailable } from '../events/producer-start.ts';
 import { grpcMetrics } from './grpc-metrics.ts';
 import { rpcTracing } from '../telemetry/rpc.ts';
 import { exposeProcessMetrics } from '../metrics/serve.ts';
@@ -53,7 +54,8 @@ export async function startApi(config: Config, log: Logger): Promise<ApiApp> {
 
   // Every producer registers its schema before serving; an incompatible schema stops the start.
   const registry = new EventRegistry({ url: config.SCHEMA_REGISTRY_URL, compatibility: config.SCHEMA_COMPATIBILITY });
-  const issueCodec = await registry.forTopic(topics.issue, CouponIssueRequestedSchema);
+  const alerter = new Alerter(log, config.ALERT_WEBHOOK_URL);
+  const issueCodec = await codecWhenAvailable(registry, topics.issue, CouponIssueRequestedSchema, { log, alerter });
 
   // Its own client: the bound on every send (PUBLISH_TIMEOUT_MS) resets this client's connections.
   const publishing = createPublishingKafka(config.KAFKA_BROKERS, `${config.KAFKA_CLIENT_ID}-api-publish`, log, config.PUBLISH_TIMEOUT_MS);
@@ -62,7 +64,6 @@ export async function startApi(config: Config, log: Logger): Promise<ApiApp> {
   // The coupons the recovery loops walk: marked by the gate's and redemption's scripts (store/active-coupons.ts).
   const active = new ActiveCoupons(redis, activeCouponsKey(config.KAFKA_TOPIC_PREFIX));
   const scripts = new CouponScripts(redis, { active, retentionMs: config.REDIS_RETENTION });
-  const alerter = new Alerter(log, config.ALERT_WEBHOOK_URL);
   const catalog = new CouponCatalog({ db, redis, scripts, log });
   const guard = new LossGuard({
     redis, scripts, db, alerter, log,

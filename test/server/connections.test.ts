@@ -299,8 +299,11 @@ describe('coupon-api under hostile connections', () => {
     await Promise.race([client.closed, sleep(10_000)]);
     await others;
     expect(client.isClosed, `the connection was still open after ${sent} cancelled streams`).toBe(true);
-    // The server stopped taking this client's streams after at most about a reset burst (1000).
-    expect(client.goaway?.lastStreamId).toBeLessThan(2 * 1_100);
+    // The server stopped taking this client's streams after at most about a reset burst (1000). Its
+    // GOAWAY says where; when the server hangs up with this client's frames still unread, the kernel
+    // answers with a TCP reset that can overtake the GOAWAY, and then the closed connection is the
+    // whole evidence (seen on a loaded CI machine).
+    if (client.goaway) expect(client.goaway.lastStreamId).toBeLessThan(2 * 1_100);
     await expectStillServing();
   });
 
