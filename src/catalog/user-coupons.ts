@@ -26,34 +26,57 @@ export function fromLedger(row: UserCouponRow): UserCouponView {
   };
 }
 
-export async function getUserCoupon(db: Db, redis: Redis, couponId: string, userId: string): Promise<UserCouponView> {
+/**
+ * What a read waits for after a Redis loss, so that no answer rests on state the ledger may not
+ * have yet (docs/api.md#getusercoupon):
+ * - "never won" (NOT_REQUESTED) rests on absence: a winner's record may still be in flight to the
+ *   ledger, so the coupon's gate is rebuilt first;
+ * - a held coupon's redemption: the ledger may still lag a change answered OK, so the coupon's
+ *   redemption state is loaded first.
+ * Both throw BACKEND_UNAVAILABLE (retry) while they wait.
+ */
+export interface ReadRecovery {
+  gate(couponId: string, userId: string): Promise<void>;
+  redemption(couponId: string): Promise<void>;
+}
+
+interface RedisView { seq: string | null; issuedMs: string | null; redeem: string | null; redeemLoaded: string | null; armed: boolean }
+
+async function readRedis(redis: Redis, couponId: string, userId: string): Promise<RedisView> {
   const k = couponKeys(couponId);
-  const [seq, issuedMs, redeem, redeemLoaded] = await redis.pipeline().hget(k.winners, userId).hget(k.issued, userId).hget(k.redeem, userId).get(k.redeemLoaded).exec()
-    .then((res) => (res ?? []).map(([err, v]) => { if (err) throw err; return v as string | null; }));
-  // Until redemption state is reloaded after a Redis loss, Redis may not know a redemption the
-  // ledger has: read the ledger instead.
-  if (issuedMs && !redeemLoaded && isUuid(couponId)) {
-    const row = await findUserCoupon(db, couponId, userId);
-    if (row) return fromLedger(row);
+  const res = await redis.pipeline().hget(k.winners, userId).hget(k.issued, userId).hget(k.redeem, userId).get(k.redeemLoaded).exists(k.meta).exec();
+  const [seq, issuedMs, redeem, redeemLoaded, armed] = (res ?? []).map(([err, v]) => { if (err) throw err; return v; });
+  return { seq: seq as string | null, issuedMs: issuedMs as string | null, redeem: redeem as string | null, redeemLoaded: redeemLoaded as string | null, armed: armed === 1 };
+}
+
+/** Redis's redemption state of a held coupon, over its seq and issued time. */
+function withRedemption(base: Omit<UserCouponView, 'state' | 'orderId' | 'redeemedAt'>, redeem: string | null): UserCouponView {
+  const parsed = parseRedemptionValue(redeem);
+  const redeemed = parsed?.state === 'R';
+  return { ...base, state: redeemed ? 'REDEEMED' : 'ISSUED', orderId: redeemed ? parsed.orderId : '', redeemedAt: redeemed ? new Date(parsed.atMs) : null };
+}
+
+export async function getUserCoupon(db: Db, redis: Redis, couponId: string, userId: string, recovery?: ReadRecovery): Promise<UserCouponView> {
+  let r = await readRedis(redis, couponId, userId);
+  let row = r.issuedMs ? undefined : await findUserCoupon(db, couponId, userId);
+  if (recovery && !r.redeemLoaded && (r.issuedMs || row)) {
+    await recovery.redemption(couponId);
+    r = await readRedis(redis, couponId, userId);
+    row = r.issuedMs ? undefined : await findUserCoupon(db, couponId, userId);
   }
-  if (issuedMs) {
-    const parsed = parseRedemptionValue(redeem);
-    const r = parsed && { redeemed: parsed.state === 'R', orderId: parsed.orderId, atMs: parsed.atMs };
-    return {
-      couponId, userId, seq: Number(seq),
-      state: r?.redeemed ? 'REDEEMED' : 'ISSUED',
-      issuedAt: new Date(Number(issuedMs)),
-      orderId: r?.redeemed ? r.orderId : '',
-      redeemedAt: r?.redeemed ? new Date(r.atMs) : null,
-    };
-  }
-  if (isUuid(couponId)) {
-    const row = await findUserCoupon(db, couponId, userId);
-    if (row) return fromLedger(row);
-  }
-  if (seq) return { couponId, userId, seq: Number(seq), state: 'PENDING', issuedAt: null, orderId: '', redeemedAt: null };
-  if (!isUuid(couponId) || !(await findCoupon(db, couponId))) {
-    throw new DomainError('COUPON_NOT_FOUND', `no coupon with id ${couponId}`, { coupon_id: couponId });
+  if (r.issuedMs && r.redeemLoaded) return withRedemption({ couponId, userId, seq: Number(r.seq), issuedAt: new Date(Number(r.issuedMs)) }, r.redeem);
+  // Held, with Redis's redemption state lost again (or no recovery asked for): the ledger's word.
+  row ??= await findUserCoupon(db, couponId, userId);
+  if (row) return r.redeemLoaded ? withRedemption({ couponId, userId, seq: row.seq, issuedAt: row.issued_at }, r.redeem) : fromLedger(row);
+  if (r.seq) return { couponId, userId, seq: Number(r.seq), state: 'PENDING', issuedAt: null, orderId: '', redeemedAt: null };
+  const coupon = await findCoupon(db, couponId);
+  if (!coupon) throw new DomainError('COUPON_NOT_FOUND', `no coupon with id ${couponId}`, { coupon_id: couponId });
+  // "Never won" from a gate Redis lost is only as good as the ledger, which may still miss a winner
+  // in flight, unless every unit is in the ledger or the sale has not opened.
+  const settled = coupon.issued_count >= coupon.total_quantity || coupon.opens_at.getTime() > Date.now();
+  if (recovery && !r.armed && !settled) {
+    await recovery.gate(couponId, userId);
+    return getUserCoupon(db, redis, couponId, userId, { gate: () => Promise.resolve(), redemption: recovery.redemption });
   }
   return { couponId, userId, seq: 0, state: 'NOT_REQUESTED', issuedAt: null, orderId: '', redeemedAt: null };
 }

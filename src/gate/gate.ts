@@ -93,6 +93,17 @@ export class Gate {
     this.now = deps.now ?? Date.now;
   }
 
+  /**
+   * For a read that would answer "never won" (NOT_REQUESTED): if Redis lost the coupon's gate,
+   * rebuild it first, as IssueCoupon would (UNAVAILABLE while the rebuild waits for records in
+   * flight), so that answer never rests on a ledger that may still miss a winner. A gate that is
+   * armed, a coupon past its retention and an unknown coupon are left as they are.
+   */
+  async recover(couponId: string, userId: string): Promise<void> {
+    if ((await this.d.redis.exists(couponKeys(couponId).meta)) === 1) return;
+    await this.d.rebuilder.arm(couponId, userId);
+  }
+
   /** IssueCoupon: wins one slot for the user or says why not. */
   async issue(couponId: string, userId: string): Promise<{ seq: number; state: UserCouponStateName }> {
     // A repeat that finds the user's first request still publishing must not answer OK before

@@ -272,6 +272,15 @@ export class Redemption {
   }
 
   /**
+   * For a read of a user's coupon: loads the coupon's redemption state if Redis lost it (UNAVAILABLE
+   * while the load waits for the ledger to catch up), so the read never answers from redemption
+   * columns that may still lag a change already answered OK. A no-op for a loaded coupon.
+   */
+  ensureLoaded(couponId: string): Promise<void> {
+    return this.load(couponId);
+  }
+
+  /**
    * Loads every redemption change the ledger holds for the coupon into Redis, once the ledger can
    * be trusted for it (the guard), then marks the coupon loaded. Needed once per coupon per Redis
    * lifetime (or after its keys expired): a new coupon is marked loaded when it is created. The

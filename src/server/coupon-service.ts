@@ -95,7 +95,11 @@ export function couponService(d: CouponServiceDeps): ServiceImpl<typeof CouponSe
     async getUserCoupon(req) {
       const couponId = requireCouponId('coupon_id', req.couponId);
       const userId = requireId('user_id', req.userId);
-      const view = await getUserCoupon(d.db, d.redis, couponId, userId);
+      // After a Redis loss, what the answer rests on is rebuilt first, as IssueCoupon and RedeemCoupon do.
+      const view = await getUserCoupon(d.db, d.redis, couponId, userId, {
+        gate: (id, user) => d.gate.recover(id, user),
+        redemption: (id) => d.redemption.ensureLoaded(id),
+      });
       return { userCoupon: userCouponMessage(view) };
     },
     async listUserCoupons(req) {

@@ -205,9 +205,8 @@ export async function checkUserCoupon(r: Real, c: ModelCoupon, spelled: string, 
     const seen = `${describeHeard(h)}; model: ${JSON.stringify(want)}${seq !== undefined && !c.issued.has(userId) ? ' (may be PENDING)' : ''}`;
     if (seq === undefined) return h.seq === 0 && h.state === 'NOT_REQUESTED' ? {} : { hard: seen };
     if (h.seq !== seq || h.state === 'NOT_REQUESTED') return { hard: seen };
-    // The ledger may lag a redemption only while Redis's redemption state is reloaded after a flush
-    // (GetUserCoupon answers from the ledger then: docs/design.md#what-holds-and-what-does-not).
-    const now: UserState[] = m.flushed ? [...winnerStates(c, userId), 'ISSUED', 'REDEEMED'] : winnerStates(c, userId);
+    // A read after a flush reloads the redemption state before it answers: never the ledger's lag.
+    const now: UserState[] = winnerStates(c, userId);
     if (!now.includes(h.state!)) return { hard: seen };
     if (h.state === 'PENDING') return m.issuerPaused ? {} : { soft: seen };
     if (h.state !== want.state || h.orderId !== want.orderId) return m.flushed ? { soft: seen } : { hard: seen };

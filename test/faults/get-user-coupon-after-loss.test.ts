@@ -1,0 +1,60 @@
+// GetUserCoupon after Redis lost a coupon's state answers from the ledger alone. A user told
+// OK whose record the issuer has not written yet (docs/design.md#i3-no-lost-acceptance: OK comes
+// after Kafka's ack, not after the ledger) is then answered NOT_REQUESTED, "never won", while
+// IssueCoupon for the same coupon says UNAVAILABLE until the rebuild, and the user ends ISSUED.
+//
+// Real coupon-api and coupon-issuer on a redis-server of this file's own (it is restarted here);
+// the issuer starts only after the loss, so the record is still in Kafka when the question is asked.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { UserCouponState } from '../../gen/coupon/v1/coupon_pb.js';
+import { startService, type ServiceProcess } from '../support/processes.ts';
+import { afterRebuild, callError, couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
+import { startOwnRedis, type OwnRedis } from '../support/redis-server.ts';
+import { uniqueEnv, until } from '../support/stack.ts';
+
+const env = { ...uniqueEnv('review-get-user-after-loss'), API_WORKERS: '1', PUBLISH_TIMEOUT_MS: '2000' };
+let redisServer: OwnRedis;
+let api: ServiceProcess;
+let issuer: ServiceProcess | undefined;
+let client: CouponClient;
+
+beforeAll(async () => {
+  redisServer = await startOwnRedis();
+  api = await startService('api', { ...env, REDIS_URL: redisServer.url });
+  client = couponClient(api.address);
+});
+afterAll(async () => {
+  client?.close();
+  await Promise.all([api?.stop(), issuer?.stop()]);
+  await redisServer?.stop();
+});
+
+describe('GetUserCoupon after Redis lost the coupon', () => {
+  it('never answers NOT_REQUESTED ("never won") to a user IssueCoupon told OK', async () => {
+    const coupon = await createCoupon(client, 3);
+    const won = await client.issueCoupon({ couponId: coupon.id, userId: 'winner' });
+    expect(won.seq).toBe(1n);
+
+    await redisServer.restart();
+
+    // IssueCoupon knows it cannot answer yet.
+    const issue = await callError(client.issueCoupon({ couponId: coupon.id, userId: 'winner' }));
+    expect(issue.reason).toBe('BACKEND_UNAVAILABLE');
+    // GetUserCoupon must not deny the win: PENDING with seq 1, or UNAVAILABLE, are both honest.
+    const answers: unknown[] = [];
+    for (let i = 0; i < 5; i++) {
+      answers.push(await client.getUserCoupon({ couponId: coupon.id, userId: 'winner' }).then(
+        (res) => ({ state: UserCouponState[res.userCoupon!.state], seq: res.userCoupon!.seq }),
+        (e: unknown) => ({ reason: (e as { reason?: string }).reason }),
+      ));
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    // What the user ends with: the coupon they were told they won.
+    issuer = await startService('issuer', { ...env, REDIS_URL: redisServer.url });
+    const repeat = await afterRebuild(() => client.issueCoupon({ couponId: coupon.id, userId: 'winner' }));
+    expect(repeat.seq).toBe(1n);
+    await until('winner ISSUED', async () => (await client.getUserCoupon({ couponId: coupon.id, userId: 'winner' })).userCoupon!.state === UserCouponState.ISSUED);
+
+    for (const got of answers) expect([{ state: 'PENDING', seq: 1n }, { reason: 'BACKEND_UNAVAILABLE' }]).toContainEqual(got);
+  });
+});
