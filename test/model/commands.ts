@@ -155,7 +155,11 @@ async function awaitIssued(r: Real, c: ModelCoupon): Promise<void> {
     if (c.issued.has(u)) continue;
     await untilSettled(`waiting for ${u} ISSUED`, async () => {
       const got = await call(() => r.sys.storefront.getUserCoupon({ couponId: c.id, userId: u }), (res) => userCouponHeard(res.userCoupon));
-      if (!got.heard.ok) return { hard: `GetUserCoupon answered ${describeHeard(got.heard)}` };
+      if (!got.heard.ok) {
+        // After a flush a read first reloads what its answer rests on (docs/api.md, GetUserCoupon).
+        const rebuilding = got.heard.code === grpc.status.UNAVAILABLE && got.heard.reason === 'BACKEND_UNAVAILABLE' && r.m.flushed;
+        return rebuilding ? { soft: 'UNAVAILABLE while rebuilding' } : { hard: `GetUserCoupon answered ${describeHeard(got.heard)}` };
+      }
       return got.heard.state === 'PENDING' ? { soft: 'still PENDING' } : {};
     });
     c.issued.add(u);

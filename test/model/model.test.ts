@@ -4,7 +4,7 @@
 // `npm run model -- --runs N [--seed S]`.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { commandArbs, CreateCoupon, GetCoupon, Issue, Redemptions, replay, runCommands } from './commands.ts';
+import { commandArbs, CreateCoupon, FlushRedis, GetCoupon, Issue, PaymentFailed, Redemptions, replay, runCommands } from './commands.ts';
 import { startSystem, type System } from './system.ts';
 
 const SEED = 20_261_206;
@@ -34,5 +34,11 @@ describe('regressions found by the model', () => {
       new CreateCoupon(2, -1_000, null, null), new Issue(0, { mixed: 0x2aaaaaaa }, ['alice', 'alice']), new Issue(0, 'upper', ['alice', 'bob', 'carol']),
       new GetCoupon(0, 'lower'), new Redemptions(0, 'upper', 'alice', [{ kind: 'redeem', order: 'o1' }, { kind: 'redeem', order: 'O1' }]),
     ]);
+  });
+
+  it('after a flush, a read of a winner waits (UNAVAILABLE) while the redemption state reloads, then answers ISSUED', { timeout: 120_000 }, async () => {
+    // Found with seed 20261206 once GetUserCoupon reloaded what its answer rests on: the model took
+    // that wait for a wrong answer while it waited for the winner's row.
+    await replay(sys, [new CreateCoupon(1, -1_000, null, null), new FlushRedis(), new Issue(0, 'lower', ['alice']), new PaymentFailed(0, 'lower', 'winner:0', 'o1')]);
   });
 });
