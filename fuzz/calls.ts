@@ -112,7 +112,7 @@ function fieldArb(field: DescField, pools: Pools, plausible: boolean): fc.Arbitr
     case 'scalar':
       switch (field.scalar) {
         case ScalarType.STRING: {
-          const known = field.name === 'coupon_id' ? pools.couponIds : field.name === 'user_id' ? pools.userIds : field.name === 'order_id' ? pools.orderIds : undefined;
+          const known = field.name === 'coupon_id' || (field.name === 'id' && field.parent.typeName === 'coupon.v1.Coupon') ? pools.couponIds : field.name === 'user_id' ? pools.userIds : field.name === 'order_id' ? pools.orderIds : undefined;
           if (known) return plausible ? fc.constantFrom(...known) : idArb(known);
           if (field.name === 'page_token') return plausible ? fc.constant('') : pageTokenArb();
           return plausible ? fc.string({ unit: 'grapheme-ascii', minLength: 1, maxLength: 20 }) : textArb();
@@ -126,7 +126,12 @@ function fieldArb(field: DescField, pools: Pools, plausible: boolean): fc.Arbitr
     case 'message':
       if (field.message.typeName === 'google.protobuf.Timestamp') return plausible ? nearNowArb() : timestampArb();
       return messageArb(field.message, pools, plausible);
-    case 'list': throw new Error(`fuzz: no arbitrary for repeated field ${field.toString()}; add one`);
+    case 'list':
+      // UpdateCoupon's update_mask.paths: the updatable fields, others, and garbage.
+      if (field.listKind === 'scalar' && field.scalar === ScalarType.STRING) {
+        return fc.array(plausible ? fc.constantFrom('name', 'total_quantity', 'closes_at', 'valid_until', 'discount_amount') : textArb(), { maxLength: 5 });
+      }
+      throw new Error(`fuzz: no arbitrary for repeated field ${field.toString()}; add one`);
     case 'map': throw new Error(`fuzz: no arbitrary for map field ${field.toString()}; add one`);
   }
 }

@@ -11,7 +11,7 @@ import { deleteCoupon, findCoupon, insertCoupon, type CouponRow } from '../store
 import { couponKeys } from '../store/keys.ts';
 import { gateMetaOf, type CouponScripts } from '../store/scripts.ts';
 
-export type CouponStatusName = 'SCHEDULED' | 'OPEN' | 'SOLD_OUT' | 'CLOSED' | 'COMPLETE';
+export type CouponStatusName = 'SCHEDULED' | 'OPEN' | 'SOLD_OUT' | 'CLOSED' | 'COMPLETE' | 'PAUSED';
 export type UserCouponStateName = 'NOT_REQUESTED' | 'PENDING' | 'ISSUED' | 'REDEEMED';
 
 export interface CouponView {
@@ -39,11 +39,13 @@ export interface CatalogDeps {
   now?: () => number;
 }
 
-export function deriveStatus(row: Pick<CouponRow, 'opens_at' | 'closes_at' | 'total_quantity'>, accepted: number, issued: number, nowMs: number): CouponStatusName {
+export function deriveStatus(row: Pick<CouponRow, 'opens_at' | 'closes_at' | 'total_quantity'> & Partial<Pick<CouponRow, 'paused_at'>>, accepted: number, issued: number, nowMs: number): CouponStatusName {
   if (nowMs < row.opens_at.getTime()) return 'SCHEDULED';
   if (issued >= row.total_quantity) return 'COMPLETE';
   if (accepted >= row.total_quantity) return 'SOLD_OUT';
   if (row.closes_at && nowMs >= row.closes_at.getTime()) return 'CLOSED';
+  // The gate's order too (gate-reserve.lua): a paused coupon that sold out or closed says so.
+  if (row.paused_at) return 'PAUSED';
   return 'OPEN';
 }
 
@@ -94,6 +96,12 @@ export class CouponCatalog {
     if (!row) throw couponNotFound(couponId);
     const accepted = await this.d.redis.hlen(couponKeys(couponId).winners);
     // Without gate state (Redis lost it, or it expired), the ledger is the best lower bound.
+    return this.view(row, Math.max(accepted, row.issued_count));
+  }
+
+  /** A coupon just changed (catalog/changes.ts), with its live counts. */
+  async viewOf(row: CouponRow): Promise<CouponView> {
+    const accepted = await this.d.redis.hlen(couponKeys(row.id).winners);
     return this.view(row, Math.max(accepted, row.issued_count));
   }
 

@@ -104,6 +104,18 @@ export class Gate {
     await this.d.rebuilder.arm(couponId, userId);
   }
 
+  /**
+   * Before an operator's change (catalog/changes.ts): the coupon's gate in Redis, rebuilt first if
+   * Redis lost it (UNAVAILABLE while the rebuild waits). 'RETIRED' for a coupon past its retention,
+   * 'UNKNOWN' for no such coupon: neither is armed.
+   */
+  async ensureArmed(couponId: string): Promise<'ARMED' | 'RETIRED' | 'UNKNOWN'> {
+    if ((await this.d.redis.exists(couponKeys(couponId).meta)) === 1) return 'ARMED';
+    const rebuilt = await this.d.rebuilder.arm(couponId, '');
+    if (rebuilt === 'ARMED') return 'ARMED';
+    return rebuilt.status === 'NOT_FOUND' ? 'UNKNOWN' : 'RETIRED';
+  }
+
   /** IssueCoupon: wins one slot for the user or says why not. */
   async issue(couponId: string, userId: string): Promise<{ seq: number; state: UserCouponStateName }> {
     // A repeat that finds the user's first request still publishing must not answer OK before
@@ -140,6 +152,7 @@ export class Gate {
       case 'NOT_FOUND': throw couponNotFound(couponId);
       case 'NOT_OPEN': throw new DomainError('COUPON_NOT_OPEN', 'the coupon is not open yet', { coupon_id: couponId });
       case 'CLOSED': throw closed(couponId);
+      case 'PAUSED': throw new DomainError('COUPON_PAUSED', 'the coupon is paused by an operator; retry once it is resumed', { coupon_id: couponId });
       case 'SOLD_OUT':
         this.d.soldOut?.soldOut(couponId);
         throw soldOut(couponId);

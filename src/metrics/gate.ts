@@ -2,14 +2,14 @@
 import { counter } from './registry.ts';
 
 /** What the first-come gate decided for an IssueCoupon (docs/architecture.md#issuing). */
-export type GateOutcome = 'won' | 'repeat' | 'sold_out' | 'not_open' | 'closed' | 'not_found' | 'publish_failed' | 'unreplicated';
-export const GATE_OUTCOMES: readonly GateOutcome[] = ['won', 'repeat', 'sold_out', 'not_open', 'closed', 'not_found', 'publish_failed', 'unreplicated'];
+export type GateOutcome = 'won' | 'repeat' | 'sold_out' | 'not_open' | 'closed' | 'paused' | 'not_found' | 'publish_failed' | 'unreplicated';
+export const GATE_OUTCOMES: readonly GateOutcome[] = ['won', 'repeat', 'sold_out', 'not_open', 'closed', 'paused', 'not_found', 'publish_failed', 'unreplicated'];
 
 export const gateDecisions = counter({ name: 'coupon_gate_decisions_total', help: 'IssueCoupon decisions of the first-come gate, by outcome.', labelNames: ['outcome'] });
 // Every outcome exists from the start, so rate() and increase() see the first one.
 for (const outcome of GATE_OUTCOMES) gateDecisions.inc({ outcome }, 0);
 
-const REFUSALS: Record<string, GateOutcome> = { NOT_FOUND: 'not_found', NOT_OPEN: 'not_open', CLOSED: 'closed', SOLD_OUT: 'sold_out' };
+const REFUSALS: Record<string, GateOutcome> = { NOT_FOUND: 'not_found', NOT_OPEN: 'not_open', CLOSED: 'closed', SOLD_OUT: 'sold_out', PAUSED: 'paused' };
 
 /** Counts a refusal by the reserve script's status; the other statuses are counted where they are decided. */
 export function countGateRefusal(status: string): void {

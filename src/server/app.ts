@@ -30,6 +30,7 @@ import { activeCouponsKey, legacyCouponIndexKey } from '../store/keys.ts';
 import { CouponService } from '../../gen/coupon/v1/coupon_service_pb.js';
 import { dependencyProbes, DependencyMonitor } from '../ops/dependencies.ts';
 import { every } from '../lib/every.ts';
+import { CouponChanges } from '../catalog/changes.ts';
 import { codecWhenAvailable } from '../events/producer-start.ts';
 import { grpcMetrics } from './grpc-metrics.ts';
 import { rpcTracing } from '../telemetry/rpc.ts';
@@ -84,6 +85,7 @@ export async function startApi(config: Config, log: Logger): Promise<ApiApp> {
       : undefined,
     acks: new ReplicaAcks(redis, { replicas: config.REDIS_WAIT_REPLICAS, timeoutMs: config.REDIS_WAIT_TIMEOUT_MS }),
   });
+  const changes = new CouponChanges({ db, scripts, log, ensureGate: (couponId) => gate.ensureArmed(couponId) });
   const recoveryDeps = { redis, scripts, active, legacyIndexKey: legacyCouponIndexKey(config.KAFKA_TOPIC_PREFIX), publisher, encoder: issueCodec, topic: topics.issue, log };
   const recovery = every(config.RECOVERY_INTERVAL_MS, () => recoverStaleReservations(recoveryDeps, config.RECOVERY_STALE_MS), retryLater(log));
   const redemption = await createRedemption({ config, log, db, redis, registry, publisher, admin: kafkaAdmin, alerter });
@@ -113,7 +115,7 @@ export async function startApi(config: Config, log: Logger): Promise<ApiApp> {
       maxConcurrentStreams: config.API_MAX_CONCURRENT_STREAMS,
       maxSessionMemoryMb: config.API_MAX_SESSION_MEMORY_MB,
     },
-    routes: routes(couponService({ db, redis, catalog, gate, redemption }), health),
+    routes: routes(couponService({ db, redis, catalog, changes, gate, redemption }), health),
     interceptors: config.AUTH_MODE === 'jwt'
       ? [grpcMetrics([CouponService]), rpcTracing(), authInterceptor({ keys: jwksFrom({ url: config.AUTH_JWKS_URL, file: config.AUTH_JWKS_FILE }), issuer: config.AUTH_ISSUER, audience: config.AUTH_AUDIENCE, log }), errorMapping(log)]
       : [grpcMetrics([CouponService]), rpcTracing(), errorMapping(log)],

@@ -5,7 +5,7 @@
 // grpcurl. Verified tokens are cached until they expire, so the gate pays for a signature check
 // once per caller token, not once per call.
 import { readFileSync } from 'node:fs';
-import { Code, type Interceptor } from '@connectrpc/connect';
+import { Code, createContextKey, type Interceptor } from '@connectrpc/connect';
 import { getOption } from '@bufbuild/protobuf';
 import { createLocalJWKSet, createRemoteJWKSet, decodeJwt, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
 import { allowed_roles } from '../../gen/coupon/v1/access_pb.js';
@@ -15,6 +15,9 @@ import { countIssueCall } from '../metrics/grpc.ts';
 import { apiError, type AuthReason } from './errors.ts';
 
 export interface Caller { sub: string; roles: string[] }
+
+/** The verified caller of this call, for handlers that record who did what; 'anonymous' with AUTH_MODE=off. */
+export const callerKey = createContextKey<Caller>({ sub: 'anonymous', roles: [] }, { description: 'the verified caller' });
 
 export interface AuthOptions {
   /** The keys that sign callers' tokens. */
@@ -37,7 +40,7 @@ export function jwksFrom(o: { url?: string | undefined; file?: string | undefine
 // the caller and what changed. IssueCoupon is the hot path of a sale: its callers are counted in
 // coupon_issue_calls_total{caller} instead of a line per call (a handful of storefront services, so
 // the label stays small; only a token signed by a trusted key can name a new one).
-const AUDITED = new Set(['CreateCoupon', 'RedeemCoupon', 'CancelRedemption']);
+const AUDITED = new Set(['CreateCoupon', 'RedeemCoupon', 'CancelRedemption', 'UpdateCoupon', 'PauseCoupon', 'ResumeCoupon', 'CloseCoupon']);
 
 interface AuditedMessage { coupon?: { id: string; totalQuantity: bigint }; userCoupon?: { couponId: string; userId: string; orderId: string } }
 interface AuditedRequest { orderId?: string }
@@ -101,6 +104,7 @@ export function authInterceptor(o: AuthOptions): Interceptor {
       throw refuse(Code.PermissionDenied, 'ROLE_NOT_ALLOWED', `${procedure} needs one of the roles ${allowed.join(', ')}; the caller has ${caller.roles.join(', ') || 'none'}`);
     }
     if (procedure === 'IssueCoupon') countIssueCall(caller.sub);
+    req.contextValues.set(callerKey, caller);
     const res = await next(req);
     if (AUDITED.has(procedure) && !res.stream) o.log.info({ procedure, sub: caller.sub, ...audited(res.message, req.message) }, 'audit');
     return res;

@@ -6,6 +6,8 @@ import { timestampDate, timestampFromDate, type Timestamp } from '@bufbuild/prot
 import { CouponService } from '../../gen/coupon/v1/coupon_service_pb.js';
 import { CouponSchema, CouponStatus, UserCouponState } from '../../gen/coupon/v1/coupon_pb.js';
 import type { CouponCatalog, CouponView, UserCouponStateName } from '../catalog/catalog.ts';
+import type { CouponChanges, CouponPatch } from '../catalog/changes.ts';
+import { callerKey } from './auth.ts';
 import { getUserCoupon, listUserCoupons, type UserCouponView } from '../catalog/user-coupons.ts';
 import { invalidField } from '../domain/errors.ts';
 import { requireCouponId, requireId, requireIntInRange, requireText } from '../domain/ids.ts';
@@ -40,8 +42,12 @@ export function couponMessage(v: CouponView) {
     createdAt: timestampFromDate(r.created_at),
     discountAmount: BigInt(r.discount_amount),
     validUntil: r.valid_until ? timestampFromDate(r.valid_until) : undefined,
+    pausedAt: r.paused_at ? timestampFromDate(r.paused_at) : undefined,
   });
 }
+
+/** UpdateCoupon's update_mask paths (AIP-134), with the proto field each one names. */
+const UPDATABLE = new Set(['name', 'closes_at', 'valid_until', 'total_quantity']);
 
 export const userCouponState = (s: UserCouponStateName) => UserCouponState[s];
 
@@ -61,6 +67,7 @@ export interface CouponServiceDeps {
   db: Db;
   redis: Redis;
   catalog: CouponCatalog;
+  changes: CouponChanges;
   gate: Gate;
   redemption: Redemption;
 }
@@ -81,6 +88,33 @@ export function couponService(d: CouponServiceDeps): ServiceImpl<typeof CouponSe
       if (validUntil && closesAt && validUntil < closesAt) throw invalidField('valid_until', 'must not be before closes_at');
       const view = await d.catalog.createCoupon({ name, totalQuantity, opensAt, closesAt, discountAmount, validUntil });
       return { coupon: couponMessage(view) };
+    },
+    async updateCoupon(req, ctx) {
+      const couponId = requireCouponId('coupon.id', req.coupon?.id ?? '');
+      const paths = req.updateMask?.paths ?? [];
+      if (paths.length === 0) throw invalidField('update_mask', `must name at least one of ${[...UPDATABLE].join(', ')}`);
+      const unknown = paths.filter((p) => !UPDATABLE.has(p));
+      if (unknown.length > 0) throw invalidField('update_mask', `cannot change ${unknown.join(', ')}; only ${[...UPDATABLE].join(', ')}`);
+      const c = req.coupon!;
+      const patch: CouponPatch = {};
+      if (paths.includes('name')) patch.name = requireText('coupon.name', c.name, 200);
+      if (paths.includes('total_quantity')) patch.totalQuantity = requireIntInRange('coupon.total_quantity', c.totalQuantity, 1, MAX_TOTAL_QUANTITY);
+      if (paths.includes('closes_at')) patch.closesAt = requireTime('coupon.closes_at', c.closesAt);
+      if (paths.includes('valid_until')) patch.validUntil = requireTime('coupon.valid_until', c.validUntil);
+      const row = await d.changes.update(couponId, patch, ctx.values.get(callerKey).sub);
+      return { coupon: couponMessage(await d.catalog.viewOf(row)) };
+    },
+    async pauseCoupon(req, ctx) {
+      const row = await d.changes.pause(requireCouponId('coupon_id', req.couponId), ctx.values.get(callerKey).sub);
+      return { coupon: couponMessage(await d.catalog.viewOf(row)) };
+    },
+    async resumeCoupon(req, ctx) {
+      const row = await d.changes.resume(requireCouponId('coupon_id', req.couponId), ctx.values.get(callerKey).sub);
+      return { coupon: couponMessage(await d.catalog.viewOf(row)) };
+    },
+    async closeCoupon(req, ctx) {
+      const row = await d.changes.close(requireCouponId('coupon_id', req.couponId), ctx.values.get(callerKey).sub);
+      return { coupon: couponMessage(await d.catalog.viewOf(row)) };
     },
     async getCoupon(req) {
       const view = await d.catalog.getCoupon(requireCouponId('coupon_id', req.couponId));

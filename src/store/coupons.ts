@@ -12,6 +12,8 @@ export interface CouponRow {
   created_at: Date;
   issued_count: number;
   completed_at: Date | null;
+  /** When an operator paused it (PauseCoupon); null while not paused. */
+  paused_at: Date | null;
 }
 
 export interface UserCouponRow {
@@ -25,7 +27,7 @@ export interface UserCouponRow {
   redemption_version: number;
 }
 
-export async function insertCoupon(db: Db, row: Omit<CouponRow, 'created_at' | 'issued_count' | 'completed_at'>): Promise<CouponRow> {
+export async function insertCoupon(db: Db, row: Omit<CouponRow, 'created_at' | 'issued_count' | 'completed_at' | 'paused_at'>): Promise<CouponRow> {
   const [created] = await db<CouponRow>('coupons').insert(row).returning('*');
   return created!;
 }

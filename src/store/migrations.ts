@@ -132,6 +132,32 @@ const migrations: Migration[] = [
       });
     },
   },
+  {
+    // Operating a sale (docs/operations.md#change-a-live-sale): paused_at is set by PauseCoupon and
+    // cleared by ResumeCoupon; coupon_changes records every operator change, who made it, and the
+    // coupon's fields before and after, in the transaction that makes the change.
+    name: '006_coupon_changes',
+    async up(db) {
+      await db.schema.alterTable('coupons', (t) => {
+        t.timestamp('paused_at', { useTz: true }).nullable();
+      });
+      await db.schema.createTable('coupon_changes', (t) => {
+        t.bigIncrements('id').primary();
+        t.uuid('coupon_id').notNullable().references('id').inTable('coupons').onDelete('CASCADE');
+        t.text('action').notNullable();
+        t.text('changed_by').notNullable();
+        t.jsonb('before').notNullable();
+        t.jsonb('after').notNullable();
+        t.timestamp('changed_at', { useTz: true }).notNullable().defaultTo(db.fn.now());
+        t.index(['coupon_id', 'changed_at']);
+      });
+      await db.raw("ALTER TABLE coupon_changes ADD CONSTRAINT coupon_changes_action CHECK (action IN ('UPDATE', 'PAUSE', 'RESUME', 'CLOSE'))");
+    },
+    async down(db) {
+      await db.schema.dropTable('coupon_changes');
+      await db.schema.alterTable('coupons', (t) => { t.dropColumn('paused_at'); });
+    },
+  },
 ];
 
 export const migrationSource: Knex.MigrationSource<Migration> = {

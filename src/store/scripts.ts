@@ -28,6 +28,7 @@ const SCRIPTS = {
   restoreRedemption: { file: 'restore-redemption', keys: 8, libs: ['expiry'] },
   lossNoticed: { file: 'loss-noticed', keys: 2, libs: [] },
   gateSoldOut: { file: 'gate-sold-out', keys: 3, libs: [] },
+  gateChange: { file: 'gate-change', keys: 3 + COUPON_KEY_COUNT, libs: [] },
 } as const satisfies Record<string, { file: string; keys: number; libs: readonly string[] }>;
 
 type ScriptName = keyof typeof SCRIPTS;
@@ -47,7 +48,7 @@ type Call = (...args: (string | number)[]) => Promise<unknown>;
 export type ReserveResult =
   | { status: 'RESERVED'; seq: number; total: number }
   | { status: 'EXISTING'; seq: number; state: 'PENDING' | 'ISSUED' | 'REDEEMED'; unacked: boolean }
-  | { status: 'NOT_FOUND' | 'NOT_OPEN' | 'CLOSED' | 'SOLD_OUT' };
+  | { status: 'NOT_FOUND' | 'NOT_OPEN' | 'CLOSED' | 'SOLD_OUT' | 'PAUSED' };
 
 /**
  * What a redemption script saw and did: `value` is the user's redemption field after the call
@@ -90,6 +91,8 @@ export interface GateMeta {
   expireAtMs: number;
   /** REDIS_RETENTION, kept in meta for the issuer to set the deadline when the coupon completes. */
   retentionMs: number;
+  /** An operator paused the coupon (coupons.paused_at): the gate takes no new winners. */
+  paused?: boolean;
 }
 
 /**
@@ -112,7 +115,15 @@ export const gateMetaOf = (row: CouponRow, retentionMs: number): GateMeta => ({
   validUntilMs: row.valid_until?.getTime() ?? 0,
   expireAtMs: retentionDeadline(row, retentionMs),
   retentionMs,
+  paused: row.paused_at !== null && row.paused_at !== undefined,
 });
+
+/** What an operator changes on an armed gate; undefined = unchanged, 0 = never for the times. */
+export interface GateChange { total?: number; closesMs?: number; validUntilMs?: number; paused?: boolean; expireAtMs: number }
+export type GateChangeResult =
+  | { status: 'CHANGED'; accepted: number; highest: number }
+  | { status: 'BELOW_ACCEPTED'; floor: number }
+  | { status: 'NOT_ARMED' };
 
 /** The gate's view of the coupon when Redis has no gate for it: from the ledger row, for redeem.lua. */
 export interface WithoutGate { validUntilMs: number; deadlineMs: number }
@@ -175,6 +186,23 @@ export class CouponScripts {
     return { epoch, final: final === '1', winners: Number(winners), closesMs: Number(closesMs), expireAtMs: Number(expireAtMs) };
   }
 
+  /**
+   * An operator's change to an armed gate (gate-change.lua), atomic against reservations. Fields
+   * left undefined are unchanged; `expireAtMs` is the retention deadline after the change.
+   */
+  async gateChange(couponId: string, change: GateChange): Promise<GateChangeResult> {
+    const k = couponKeys(couponId);
+    const opt = (v: number | undefined) => (v === undefined ? '' : v);
+    const reply = (await this.call('gateChange', [k.meta, k.winners, k.next, ...allCouponKeys(couponId)], [
+      opt(change.total), opt(change.closesMs), opt(change.validUntilMs),
+      change.paused === undefined ? '' : change.paused ? '1' : '0',
+      change.expireAtMs, randomUUID(),
+    ])) as [string, string?, string?];
+    if (reply[0] === 'CHANGED') return { status: 'CHANGED', accepted: Number(reply[1]), highest: Number(reply[2]) };
+    if (reply[0] === 'BELOW_ACCEPTED') return { status: 'BELOW_ACCEPTED', floor: Number(reply[1]) };
+    return { status: 'NOT_ARMED' };
+  }
+
   /** Arms a new coupon's gate (meta last: nothing answers IssueCoupon before it). False if already armed. */
   gateArm(couponId: string, meta: GateMeta): Promise<boolean> {
     return this.gateLoad(couponId, meta).arm();
@@ -194,7 +222,7 @@ export class CouponScripts {
     const [status, seq, third, fourth] = reply;
     if (status === 'RESERVED') return { status, seq: Number(seq), total: Number(third) };
     if (status === 'EXISTING') return { status, seq: Number(seq), state: third as 'PENDING' | 'ISSUED' | 'REDEEMED', unacked: fourth === '1' };
-    return { status: status as 'NOT_FOUND' | 'NOT_OPEN' | 'CLOSED' | 'SOLD_OUT' };
+    return { status: status as 'NOT_FOUND' | 'NOT_OPEN' | 'CLOSED' | 'SOLD_OUT' | 'PAUSED' };
   }
 
   /**
@@ -355,7 +383,7 @@ export class GateLoad {
   async arm(): Promise<boolean> {
     if (this.armedElsewhere || !(await this.flushGaps())) return false;
     const m = this.meta;
-    return this.step(['arm', m.total, m.opensMs, m.closesMs, m.validUntilMs, this.highest, m.expireAtMs, m.retentionMs, this.rebuild ? this.written : '', randomUUID()]);
+    return this.step(['arm', m.total, m.opensMs, m.closesMs, m.validUntilMs, this.highest, m.expireAtMs, m.retentionMs, this.rebuild ? this.written : '', randomUUID(), m.paused ? '1' : '0']);
   }
 
   private async flushGaps(): Promise<boolean> {

@@ -101,6 +101,13 @@ export declare type Coupon = Message<"coupon.v1.Coupon"> & {
    * @generated from field: google.protobuf.Timestamp valid_until = 12;
    */
   validUntil?: Timestamp | undefined;
+
+  /**
+   * When an operator paused it (PauseCoupon); unset while it is not paused.
+   *
+   * @generated from field: google.protobuf.Timestamp paused_at = 13;
+   */
+  pausedAt?: Timestamp | undefined;
 };
 
 /**
@@ -219,6 +226,13 @@ export enum CouponStatus {
    * @generated from enum value: COUPON_STATUS_COMPLETE = 5;
    */
   COMPLETE = 5,
+
+  /**
+   * An operator paused it (PauseCoupon) before it sold out: no new winners until ResumeCoupon.
+   *
+   * @generated from enum value: COUPON_STATUS_PAUSED = 6;
+   */
+  PAUSED = 6,
 }
 
 /**

@@ -4,7 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Coupon, UserCoupon, UserCouponState } from "./coupon_pb.js";
 
 /**
@@ -437,6 +437,191 @@ export declare type CancelRedemptionResponse = Message<"coupon.v1.CancelRedempti
 export declare const CancelRedemptionResponseSchema: GenMessage<CancelRedemptionResponse>;
 
 /**
+ * Input to UpdateCoupon.
+ *
+ * @generated from message coupon.v1.UpdateCouponRequest
+ */
+export declare type UpdateCouponRequest = Message<"coupon.v1.UpdateCouponRequest"> & {
+  /**
+   * The coupon to change: its id (any letter case, as everywhere) and the new values of the fields
+   * update_mask names. Other fields are ignored.
+   *
+   * @generated from field: coupon.v1.Coupon coupon = 1;
+   */
+  coupon?: Coupon | undefined;
+
+  /**
+   * The fields to change, by their proto names: name, closes_at, valid_until, total_quantity. An
+   * empty mask, or any other path, is INVALID_ARGUMENT, reason INVALID_FIELD, field update_mask.
+   * - name: 1 to 200 characters.
+   * - closes_at: after opens_at, and not after valid_until; unset (in a mask that names it) means
+   *   never. A past closes_at closes the sale at once.
+   * - valid_until: after opens_at and not before closes_at; unset means no expiry.
+   * - total_quantity: 1 to 10,000,000. Raising it hands the new units to the next users, with seqs
+   *   after the old total. Lowering it is allowed down to the highest seq the gate has handed out
+   *   (the accepted count, plus any seq released and not yet handed out again); below that,
+   *   FAILED_PRECONDITION, reason QUANTITY_BELOW_ACCEPTED.
+   * A coupon past its retention (its sale and redemptions over) takes only name: other paths are
+   * FAILED_PRECONDITION, reason COUPON_FINISHED.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 2;
+   */
+  updateMask?: FieldMask | undefined;
+};
+
+/**
+ * Describes the message coupon.v1.UpdateCouponRequest.
+ * Use `create(UpdateCouponRequestSchema)` to create a new message.
+ */
+export declare const UpdateCouponRequestSchema: GenMessage<UpdateCouponRequest>;
+
+/**
+ * Output of UpdateCoupon.
+ *
+ * @generated from message coupon.v1.UpdateCouponResponse
+ */
+export declare type UpdateCouponResponse = Message<"coupon.v1.UpdateCouponResponse"> & {
+  /**
+   * The coupon after the change, with live counts.
+   *
+   * @generated from field: coupon.v1.Coupon coupon = 1;
+   */
+  coupon?: Coupon | undefined;
+};
+
+/**
+ * Describes the message coupon.v1.UpdateCouponResponse.
+ * Use `create(UpdateCouponResponseSchema)` to create a new message.
+ */
+export declare const UpdateCouponResponseSchema: GenMessage<UpdateCouponResponse>;
+
+/**
+ * Input to PauseCoupon.
+ *
+ * @generated from message coupon.v1.PauseCouponRequest
+ */
+export declare type PauseCouponRequest = Message<"coupon.v1.PauseCouponRequest"> & {
+  /**
+   * The coupon's id: the UUID CreateCoupon returned (8-4-4-4-12 hexadecimal digits), in any letter
+   * case; answers carry its lower-case form, and every spelling names the same coupon. Anything
+   * else is INVALID_ARGUMENT, reason INVALID_FIELD naming this field.
+   *
+   * @generated from field: string coupon_id = 1;
+   */
+  couponId: string;
+};
+
+/**
+ * Describes the message coupon.v1.PauseCouponRequest.
+ * Use `create(PauseCouponRequestSchema)` to create a new message.
+ */
+export declare const PauseCouponRequestSchema: GenMessage<PauseCouponRequest>;
+
+/**
+ * Output of PauseCoupon.
+ *
+ * @generated from message coupon.v1.PauseCouponResponse
+ */
+export declare type PauseCouponResponse = Message<"coupon.v1.PauseCouponResponse"> & {
+  /**
+   * The coupon, now PAUSED (or as it was, if it was already paused).
+   *
+   * @generated from field: coupon.v1.Coupon coupon = 1;
+   */
+  coupon?: Coupon | undefined;
+};
+
+/**
+ * Describes the message coupon.v1.PauseCouponResponse.
+ * Use `create(PauseCouponResponseSchema)` to create a new message.
+ */
+export declare const PauseCouponResponseSchema: GenMessage<PauseCouponResponse>;
+
+/**
+ * Input to ResumeCoupon.
+ *
+ * @generated from message coupon.v1.ResumeCouponRequest
+ */
+export declare type ResumeCouponRequest = Message<"coupon.v1.ResumeCouponRequest"> & {
+  /**
+   * The coupon's id: the UUID CreateCoupon returned (8-4-4-4-12 hexadecimal digits), in any letter
+   * case; answers carry its lower-case form, and every spelling names the same coupon. Anything
+   * else is INVALID_ARGUMENT, reason INVALID_FIELD naming this field.
+   *
+   * @generated from field: string coupon_id = 1;
+   */
+  couponId: string;
+};
+
+/**
+ * Describes the message coupon.v1.ResumeCouponRequest.
+ * Use `create(ResumeCouponRequestSchema)` to create a new message.
+ */
+export declare const ResumeCouponRequestSchema: GenMessage<ResumeCouponRequest>;
+
+/**
+ * Output of ResumeCoupon.
+ *
+ * @generated from message coupon.v1.ResumeCouponResponse
+ */
+export declare type ResumeCouponResponse = Message<"coupon.v1.ResumeCouponResponse"> & {
+  /**
+   * The coupon, no longer paused.
+   *
+   * @generated from field: coupon.v1.Coupon coupon = 1;
+   */
+  coupon?: Coupon | undefined;
+};
+
+/**
+ * Describes the message coupon.v1.ResumeCouponResponse.
+ * Use `create(ResumeCouponResponseSchema)` to create a new message.
+ */
+export declare const ResumeCouponResponseSchema: GenMessage<ResumeCouponResponse>;
+
+/**
+ * Input to CloseCoupon.
+ *
+ * @generated from message coupon.v1.CloseCouponRequest
+ */
+export declare type CloseCouponRequest = Message<"coupon.v1.CloseCouponRequest"> & {
+  /**
+   * The coupon's id: the UUID CreateCoupon returned (8-4-4-4-12 hexadecimal digits), in any letter
+   * case; answers carry its lower-case form, and every spelling names the same coupon. Anything
+   * else is INVALID_ARGUMENT, reason INVALID_FIELD naming this field.
+   *
+   * @generated from field: string coupon_id = 1;
+   */
+  couponId: string;
+};
+
+/**
+ * Describes the message coupon.v1.CloseCouponRequest.
+ * Use `create(CloseCouponRequestSchema)` to create a new message.
+ */
+export declare const CloseCouponRequestSchema: GenMessage<CloseCouponRequest>;
+
+/**
+ * Output of CloseCoupon.
+ *
+ * @generated from message coupon.v1.CloseCouponResponse
+ */
+export declare type CloseCouponResponse = Message<"coupon.v1.CloseCouponResponse"> & {
+  /**
+   * The coupon, now with closes_at in the past.
+   *
+   * @generated from field: coupon.v1.Coupon coupon = 1;
+   */
+  coupon?: Coupon | undefined;
+};
+
+/**
+ * Describes the message coupon.v1.CloseCouponResponse.
+ * Use `create(CloseCouponResponseSchema)` to create a new message.
+ */
+export declare const CloseCouponResponseSchema: GenMessage<CloseCouponResponse>;
+
+/**
  * First-come coupon issuance. Operators create coupons, users race for them through IssueCoupon,
  * and the payment service redeems and compensates them. Every error carries a coupon.v1.ErrorDetail
  * with a machine-readable reason. A coupon_id is a UUID in any letter case, answered in lower case.
@@ -522,6 +707,52 @@ export declare const CouponService: GenService<{
     methodKind: "unary";
     input: typeof CancelRedemptionRequestSchema;
     output: typeof CancelRedemptionResponseSchema;
+  },
+  /**
+   * Changes a coupon's name, closes_at, valid_until or total_quantity, the fields update_mask names
+   * (AIP-134). Atomic against IssueCoupon calls in flight; recorded in the coupon_changes table.
+   * Operators only.
+   *
+   * @generated from rpc coupon.v1.CouponService.UpdateCoupon
+   */
+  updateCoupon: {
+    methodKind: "unary";
+    input: typeof UpdateCouponRequestSchema;
+    output: typeof UpdateCouponResponseSchema;
+  },
+  /**
+   * Stops new winners until ResumeCoupon: IssueCoupon answers FAILED_PRECONDITION, reason
+   * COUPON_PAUSED, to anyone who has not won; a winner asking again still hears their seq.
+   * Idempotent. Operators only.
+   *
+   * @generated from rpc coupon.v1.CouponService.PauseCoupon
+   */
+  pauseCoupon: {
+    methodKind: "unary";
+    input: typeof PauseCouponRequestSchema;
+    output: typeof PauseCouponResponseSchema;
+  },
+  /**
+   * Lets a paused coupon take new winners again. Idempotent. Operators only.
+   *
+   * @generated from rpc coupon.v1.CouponService.ResumeCoupon
+   */
+  resumeCoupon: {
+    methodKind: "unary";
+    input: typeof ResumeCouponRequestSchema;
+    output: typeof ResumeCouponResponseSchema;
+  },
+  /**
+   * Ends the sale now: closes_at becomes the present (unless it is already past), and IssueCoupon
+   * answers COUPON_CLOSED to anyone who has not won. Winners keep their coupons. Idempotent.
+   * Operators only.
+   *
+   * @generated from rpc coupon.v1.CouponService.CloseCoupon
+   */
+  closeCoupon: {
+    methodKind: "unary";
+    input: typeof CloseCouponRequestSchema;
+    output: typeof CloseCouponResponseSchema;
   },
 }>;
 

@@ -54,6 +54,9 @@ export declare type ErrorDetail = Message<"coupon.v1.ErrorDetail"> & {
    *   COUPON_NOT_OPEN         (FAILED_PRECONDITION) before opens_at
    *   COUPON_CLOSED           (FAILED_PRECONDITION) after closes_at
    *   COUPON_SOLD_OUT         (RESOURCE_EXHAUSTED) every unit has been taken
+   *   COUPON_PAUSED           (FAILED_PRECONDITION) an operator paused the coupon (PauseCoupon); retry after ResumeCoupon
+   *   QUANTITY_BELOW_ACCEPTED (FAILED_PRECONDITION) UpdateCoupon would lower total_quantity below the seqs already handed out
+   *   COUPON_FINISHED         (FAILED_PRECONDITION) UpdateCoupon of a window or quantity for a coupon past its retention
    *   PUBLISH_FAILED          (UNAVAILABLE) the event could not be written to Kafka. For IssueCoupon the
    *                           slot was released; for RedeemCoupon and CancelRedemption the change is held,
    *                           and a retry with the same order_id completes it. Retry either way

@@ -31,6 +31,7 @@
 --         ARGV[9] rows + free seqs this rebuild wrote ('' for a new coupon: no rebuild, no token)
 --         ARGV[10] epoch: a token new to every arming, so that a process holding a view of the
 --         coupon (gate/sold-out-view.ts) notices the gate was rebuilt
+--         ARGV[11] '1' when an operator paused the coupon (coupons.paused_at), else '0'
 --         Puts the staged free list in place, writes meta last, and gives every key the deadline.
 -- Returns 1 when it wrote; 0 when the gate already existed: it is left untouched, and the caller
 -- stops (another process armed it); -1 when Redis lost state during this rebuild: nothing is
@@ -90,6 +91,7 @@ if redis.call('EXISTS', KEYS[6]) == 1 then redis.call('RENAME', KEYS[6], KEYS[5]
 redis.call('SET', KEYS[3], ARGV[6])
 redis.call('HSET', KEYS[1], 'total', ARGV[2], 'opens_ms', ARGV[3], 'closes_ms', ARGV[4], 'valid_until_ms', ARGV[5],
   'expire_at_ms', ARGV[7], 'retention_ms', ARGV[8], 'epoch', ARGV[10])
+if ARGV[11] == '1' then redis.call('HSET', KEYS[1], 'paused', '1') end
 -- Every key gets the same deadline, including keys written before the gate existed (redemption
 -- state restored from the ledger, the staged list's own short expiry), or none at all.
 local deadline = tonumber(ARGV[7])

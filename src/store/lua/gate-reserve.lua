@@ -10,7 +10,7 @@
 --   'RESERVED', seq, total  a slot was taken for the user and journaled in pending
 --   'EXISTING', seq, st, p  the user already holds seq; st is PENDING, ISSUED or REDEEMED; p is '1'
 --                         while that seq's publish is unacknowledged (still in the pending journal)
---   'NOT_FOUND' | 'NOT_OPEN' | 'CLOSED' | 'SOLD_OUT' | 'MARK_FIRST'
+--   'NOT_FOUND' | 'NOT_OPEN' | 'CLOSED' | 'SOLD_OUT' | 'PAUSED' | 'MARK_FIRST'
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'NOT_FOUND'} end
 local user = ARGV[1]
 local now = tonumber(ARGV[2])
@@ -32,11 +32,13 @@ if held then
   return {'EXISTING', held, state, unacked}
 end
 
-local meta = redis.call('HMGET', KEYS[1], 'total', 'opens_ms', 'closes_ms', 'expire_at_ms')
+local meta = redis.call('HMGET', KEYS[1], 'total', 'opens_ms', 'closes_ms', 'expire_at_ms', 'paused')
 local total, opens, closes = tonumber(meta[1]), tonumber(meta[2]), tonumber(meta[3])
 if now < opens then return {'NOT_OPEN'} end
 if closes > 0 and now >= closes then return {'CLOSED'} end
 if redis.call('HLEN', KEYS[2]) >= total then return {'SOLD_OUT'} end
+-- An operator's pause (gate-change.lua) holds new winners back; a sold-out coupon stays SOLD_OUT.
+if meta[5] == '1' then return {'PAUSED'} end
 if ARGV[3] ~= '1' then return {'MARK_FIRST'} end
 
 local seq = redis.call('LPOP', KEYS[4])
