@@ -40,3 +40,9 @@ export function decodePageToken(pageToken: string, scope: Scope, why: string): K
   }
 }
 
+/** A time in microseconds since the epoch, in the token's form (UTC, six decimals). */
+export function formatUs(us: bigint): string {
+  const ms = us / 1000n;
+  const micros = Number(us % 1000n);
+  return `${new Date(Number(ms)).toISOString().slice(0, 23)}${String(micros).padStart(3, '0')}Z`;
+}

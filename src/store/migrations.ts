@@ -132,6 +132,16 @@ const migrations: Migration[] = [
       });
     },
   },
+  {
+    // ListCoupons reads coupons newest created first, ties broken by id (catalog/coupon-list.ts).
+    name: '006_coupons_created_index',
+    async up(db) {
+      await db.raw('CREATE INDEX coupons_created_idx ON coupons (created_at DESC, id DESC)');
+    },
+    async down(db) {
+      await db.raw('DROP INDEX IF EXISTS coupons_created_idx');
+    },
+  },
 ];
 
 export const migrationSource: Knex.MigrationSource<Migration> = {

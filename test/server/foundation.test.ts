@@ -38,15 +38,15 @@ describe('coupon-api foundation', () => {
     expect(await firstStatus('no.such.Service')).toBe(HealthCheckResponse_ServingStatus.SERVICE_UNKNOWN);
   });
 
-  it('lists all seven CouponService methods through reflection with buf curl', async () => {
+  it('lists all eight CouponService methods through reflection with buf curl', async () => {
     const { code, stdout, stderr } = await run(bufBin, ['curl', '--http2-prior-knowledge', '--list-methods', api.url]);
     expect(stderr).toBe('');
     expect(code).toBe(0);
     const methods = stdout.trim().split('\n').filter((l) => l.startsWith('coupon.v1.CouponService/')).sort();
     expect(methods).toEqual([
       'coupon.v1.CouponService/CancelRedemption', 'coupon.v1.CouponService/CreateCoupon', 'coupon.v1.CouponService/GetCoupon',
-      'coupon.v1.CouponService/GetUserCoupon', 'coupon.v1.CouponService/IssueCoupon', 'coupon.v1.CouponService/ListUserCoupons',
-      'coupon.v1.CouponService/RedeemCoupon',
+      'coupon.v1.CouponService/GetUserCoupon', 'coupon.v1.CouponService/IssueCoupon', 'coupon.v1.CouponService/ListCoupons',
+      'coupon.v1.CouponService/ListUserCoupons', 'coupon.v1.CouponService/RedeemCoupon',
     ]);
   });
 

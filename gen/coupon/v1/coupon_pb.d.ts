@@ -173,7 +173,8 @@ export declare type UserCoupon = Message<"coupon.v1.UserCoupon"> & {
 export declare const UserCouponSchema: GenMessage<UserCoupon>;
 
 /**
- * The life of a coupon, derived from its window and counts.
+ * The life of a coupon, derived from its window and counts (the first that applies, in this order:
+ * SCHEDULED, EXPIRED, COMPLETE, SOLD_OUT, CLOSED, OPEN).
  *
  * @generated from enum coupon.v1.CouponStatus
  */
@@ -219,6 +220,21 @@ export enum CouponStatus {
    * @generated from enum value: COUPON_STATUS_COMPLETE = 5;
    */
   COMPLETE = 5,
+
+  /**
+   * Reserved for pausing a sale, which the service does not offer yet: never returned by the server
+   * today, and a ListCoupons filter on it finds no coupon.
+   *
+   * @generated from enum value: COUPON_STATUS_PAUSED = 6;
+   */
+  PAUSED = 6,
+
+  /**
+   * After valid_until: issued coupons can no longer be redeemed, whatever the counts.
+   *
+   * @generated from enum value: COUPON_STATUS_EXPIRED = 7;
+   */
+  EXPIRED = 7,
 }
 
 /**
