@@ -1,7 +1,7 @@
 // ListCoupons against the real coupon-api and coupon-issuer, on a database of the file's own (so the
 // listing holds exactly this file's coupons): every page of every filter compared with a model of
-// the coupons created, each refusal with its code and reason, the roles, and buf curl through
-// reflection.
+// the coupons created, each refusal with its code and reason, the roles, buf curl through
+// reflection, and `npm run watch` without an id.
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as grpc from '@grpc/grpc-js';
@@ -346,5 +346,26 @@ describe('ListCoupons through buf curl and reflection', () => {
     expect(printed.coupons.map((c) => c.id)).toEqual(expected({ status: 'OPEN' }).map((c) => c.id));
     expect(new Set(printed.coupons.map((c) => c.status))).toEqual(new Set(['COUPON_STATUS_OPEN']));
     expect(printed.nextPageToken ?? '').toBe('');
+  });
+});
+
+describe('npm run watch without an id', () => {
+  it('prints the open coupons, numbered, and exits 0 with a hint when stdin is not a terminal', async () => {
+    const { code, stdout, stderr } = await run(process.execPath, ['src/bin/watch.ts'], { ...env, API_PORT: new URL(api.url).port });
+    expect(code, stderr).toBe(0);
+    const open = expected({ status: 'OPEN' });
+    const listed = stdout.split('\n').filter((l) => /^\s+\d+ {2}[0-9a-f-]{36} /.test(l)).map((l) => /^\s+(\d+) {2}([0-9a-f-]{36}) {2}"([^"]*)"/.exec(l)!.slice(1));
+    expect(listed).toEqual(open.map((c, i) => [String(i + 1), c.id, c.name]));
+    expect(stdout).toContain('open coupons, newest first:');
+    expect(stdout).toContain('npm run watch -- <coupon id> watches one');
+    // What one line says of a coupon: its counts and when it closes.
+    const partly = open.find((c) => c.name === 'open, partly taken')!;
+    expect(stdout).toContain(`"open, partly taken"  accepted 1 / 3  closes ${new Date(partly.closesAtMs!).toISOString().slice(0, 19).replace('T', ' ')}Z`);
+  });
+
+  it('still refuses an argument that is not a coupon id', async () => {
+    const { code, stderr } = await run(process.execPath, ['src/bin/watch.ts', 'not-a-uuid'], { ...env, API_PORT: new URL(api.url).port });
+    expect(code).toBe(2);
+    expect(stderr).toContain('not a coupon id (a UUID): not-a-uuid');
   });
 });
