@@ -70,6 +70,7 @@ function pageTokenArb(): fc.Arbitrary<string> {
     fc.constant(''),
     fc.string({ maxLength: 40 }),
     fc.record({ t: fc.string(), c: fc.oneof(fc.uuid(), fc.string()), u: fc.string() }).map((o) => Buffer.from(JSON.stringify(o)).toString('base64url')),
+    fc.record({ t: fc.string(), c: fc.oneof(fc.uuid(), fc.string()), f: fc.string() }).map((o) => Buffer.from(JSON.stringify(o)).toString('base64url')),
     fc.constant('x'.repeat(1_025)),
   );
 }

@@ -10,17 +10,10 @@ import type { Db } from '../store/db.ts';
 import { deleteCoupon, findCoupon, insertCoupon, type CouponRow } from '../store/coupons.ts';
 import { couponKeys } from '../store/keys.ts';
 import { gateMetaOf, type CouponScripts } from '../store/scripts.ts';
+import { listCoupons, type CouponFilter, type CouponPage } from './coupon-list.ts';
+import { acceptedCount, couponView, type CouponView } from './status.ts';
 
-export type CouponStatusName = 'SCHEDULED' | 'OPEN' | 'SOLD_OUT' | 'CLOSED' | 'COMPLETE' | 'PAUSED';
 export type UserCouponStateName = 'NOT_REQUESTED' | 'PENDING' | 'ISSUED' | 'REDEEMED';
-
-export interface CouponView {
-  row: CouponRow;
-  accepted: number;
-  issued: number;
-  remaining: number;
-  status: CouponStatusName;
-}
 
 export interface NewCoupon {
   name: string;
@@ -37,16 +30,6 @@ export interface CatalogDeps {
   scripts: CouponScripts;
   log: Logger;
   now?: () => number;
-}
-
-export function deriveStatus(row: Pick<CouponRow, 'opens_at' | 'closes_at' | 'total_quantity'> & Partial<Pick<CouponRow, 'paused_at'>>, accepted: number, issued: number, nowMs: number): CouponStatusName {
-  if (nowMs < row.opens_at.getTime()) return 'SCHEDULED';
-  if (issued >= row.total_quantity) return 'COMPLETE';
-  if (accepted >= row.total_quantity) return 'SOLD_OUT';
-  if (row.closes_at && nowMs >= row.closes_at.getTime()) return 'CLOSED';
-  // The gate's order too (gate-reserve.lua): a paused coupon that sold out or closed says so.
-  if (row.paused_at) return 'PAUSED';
-  return 'OPEN';
 }
 
 export const couponNotFound = (couponId: string) => new DomainError('COUPON_NOT_FOUND', `no coupon with id ${couponId}`, { coupon_id: couponId });
@@ -94,23 +77,20 @@ export class CouponCatalog {
   async getCoupon(couponId: string): Promise<CouponView> {
     const row = isUuid(couponId) ? await findCoupon(this.d.db, couponId) : undefined;
     if (!row) throw couponNotFound(couponId);
-    const accepted = await this.d.redis.hlen(couponKeys(couponId).winners);
-    // Without gate state (Redis lost it, or it expired), the ledger is the best lower bound.
-    return this.view(row, Math.max(accepted, row.issued_count));
+    return this.view(row, await acceptedCount(this.d.redis, row));
+  }
+
+  /** Coupons newest first, a page at a time (src/catalog/coupon-list.ts). */
+  listCoupons(filter: CouponFilter, pageSize: number, pageToken: string): Promise<CouponPage> {
+    return listCoupons({ db: this.d.db, redis: this.d.redis, nowMs: this.now() }, filter, pageSize, pageToken);
   }
 
   /** A coupon just changed (catalog/changes.ts), with its live counts. */
   async viewOf(row: CouponRow): Promise<CouponView> {
-    const accepted = await this.d.redis.hlen(couponKeys(row.id).winners);
-    return this.view(row, Math.max(accepted, row.issued_count));
+    return this.view(row, await acceptedCount(this.d.redis, row));
   }
 
   private view(row: CouponRow, accepted: number): CouponView {
-    const issued = row.issued_count;
-    return {
-      row, accepted, issued,
-      remaining: Math.max(0, row.total_quantity - accepted),
-      status: deriveStatus(row, accepted, issued, this.now()),
-    };
+    return couponView(row, accepted, this.now());
   }
 }

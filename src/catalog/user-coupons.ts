@@ -5,8 +5,8 @@ import { DomainError } from '../domain/errors.ts';
 import type { Db } from '../store/db.ts';
 import { findCoupon, findUserCoupon, type UserCouponRow } from '../store/coupons.ts';
 import { couponKeys, parseRedemptionValue } from '../store/keys.ts';
-import { isUuid } from '../domain/ids.ts';
 import type { UserCouponStateName } from './catalog.ts';
+import { afterKeyset, decodePageToken, encodePageToken, timeUs } from './page-token.ts';
 
 export interface UserCouponView {
   couponId: string;
@@ -83,36 +83,18 @@ export async function getUserCoupon(db: Db, redis: Redis, couponId: string, user
 
 export interface Page { items: UserCouponView[]; nextToken: string }
 
-// The page token holds the last row's issued_at to the microsecond, as PostgreSQL keeps it (rows
-// of one issuer batch share now(), so anything coarser skips rows), plus its coupon id.
-const TOKEN_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
-const ISSUED_AT_US = `to_char(issued_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
-
-function parsePageToken(pageToken: string, userId: string): { issuedAt: string; couponId: string } {
-  try {
-    const parsed = JSON.parse(Buffer.from(pageToken, 'base64url').toString('utf8')) as { t?: unknown; c?: unknown; u?: unknown };
-    const t = parsed.t;
-    if (typeof t !== 'string' || !TOKEN_TIME.test(t) || typeof parsed.c !== 'string' || !isUuid(parsed.c) || parsed.u !== userId) throw new Error('bad token');
-    // A real calendar time (no month 13, no February 30), so PostgreSQL never sees an invalid one.
-    const ms = Date.parse(t);
-    if (Number.isNaN(ms) || new Date(ms).toISOString().slice(0, 19) !== t.slice(0, 19)) throw new Error('bad token');
-    return { issuedAt: t, couponId: parsed.c };
-  } catch {
-    throw new DomainError('INVALID_PAGE_TOKEN', 'page_token was not issued by this server for this user');
-  }
-}
-
-/** Keyset pagination over the ledger, newest issued first. The token is opaque to callers. */
+/** Keyset pagination over the ledger, newest issued first (src/catalog/page-token.ts). */
 export async function listUserCoupons(db: Db, userId: string, pageSize: number, pageToken: string): Promise<Page> {
-  const after = pageToken ? parsePageToken(pageToken, userId) : undefined;
+  const scope = { u: userId };
+  const after = pageToken ? decodePageToken(pageToken, scope, 'for this user') : undefined;
   const query = db<UserCouponRow>('user_coupons').where({ user_id: userId })
-    .select('*', db.raw(`${ISSUED_AT_US} AS issued_at_us`))
+    .select('*', db.raw(`${timeUs('issued_at')} AS issued_at_us`))
     .orderBy([{ column: 'issued_at', order: 'desc' }, { column: 'coupon_id', order: 'desc' }])
     .limit(pageSize + 1);
-  if (after) query.andWhereRaw('(issued_at, coupon_id) < (?::timestamptz, ?::uuid)', [after.issuedAt, after.couponId]);
+  if (after) query.andWhereRaw(afterKeyset('issued_at', 'coupon_id'), [after.at, after.id]);
   const rows = (await query) as (UserCouponRow & { issued_at_us: string })[];
   const items = rows.slice(0, pageSize).map(fromLedger);
   const last = rows.length > pageSize ? rows[pageSize - 1] : undefined;
-  const nextToken = last ? Buffer.from(JSON.stringify({ t: last.issued_at_us, c: last.coupon_id, u: userId })).toString('base64url') : '';
+  const nextToken = last ? encodePageToken({ at: last.issued_at_us, id: last.coupon_id }, scope) : '';
   return { items, nextToken };
 }

@@ -51,3 +51,22 @@ export function renderFrame(coupon: Coupon, now: Reading, before: Reading | unde
   })}`);
   return lines.join('\n');
 }
+
+/** A time the way the list shows it: UTC to the second. */
+const at = (ts: { seconds: bigint } | undefined) => (ts ? `${new Date(Number(ts.seconds) * 1_000).toISOString().slice(0, 19).replace('T', ' ')}Z` : 'never');
+
+/**
+ * What `npm run watch` without an id prints: the open coupons, numbered from 1, newest first, with
+ * what an operator picks by (name, counts, when the gate closes). `more`: the list is cut there.
+ */
+export function renderCouponList(coupons: Coupon[], more: boolean): string {
+  if (coupons.length === 0) return 'no open coupons';
+  const width = String(coupons.length).length;
+  const lines = ['open coupons, newest first:'];
+  coupons.forEach((c, i) => {
+    const total = Number(c.totalQuantity);
+    lines.push(`  ${String(i + 1).padStart(width)}  ${c.id}  "${c.name}"  accepted ${Number(c.acceptedCount).toLocaleString('en-US')} / ${total.toLocaleString('en-US')}  closes ${at(c.closesAt)}`);
+  });
+  if (more) lines.push(`  … and more: only the newest ${coupons.length} are shown`);
+  return lines.join('\n');
+}

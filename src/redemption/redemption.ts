@@ -24,7 +24,7 @@ import type { Db } from '../store/db.ts';
 import { couponKeys, parseRedemptionValue, type RedemptionValue } from '../store/keys.ts';
 
 export { parseRedemptionValue, type RedemptionValue };
-import { LoadInterrupted, type CouponScripts, type RedemptionOutcome, type WithoutGate } from '../store/scripts.ts';
+import { LoadInterrupted, retentionDeadline, type CouponScripts, type RedemptionOutcome, type WithoutGate } from '../store/scripts.ts';
 import { couponRedemptions, userRedemption } from './ledger.ts';
 import type { LossGuard } from '../store/loss-guard.ts';
 import type { ReplicaAcks } from '../store/replica-acks.ts';
@@ -276,8 +276,12 @@ export class Redemption {
    * while the load waits for the ledger to catch up), so the read never answers from redemption
    * columns that may still lag a change already answered OK. A no-op for a loaded coupon.
    */
-  ensureLoaded(couponId: string): Promise<void> {
-    return this.load(couponId);
+  async ensureLoaded(couponId: string): Promise<void> {
+    // Past its retention the coupon takes no more changes and its keys went on purpose: the
+    // ledger is final, and a read needs no load (RedeemCoupon and CancelRedemption still load).
+    const deadline = retentionDeadline(await this.couponOrThrow(couponId), this.d.scripts.retentionMs);
+    if (deadline > 0 && this.now() >= deadline) return;
+    await this.load(couponId);
   }
 
   /**

@@ -1,7 +1,8 @@
 // Who may call what (docs/design.md#callers-are-services-with-identities). Every CouponService call
 // carries `Authorization: Bearer <JWT>`, verified with jose against a JWKS with issuer and audience
 // checked; the token's `roles` claim must name one of the roles the RPC's coupon.v1.allowed_roles
-// option lists (proto/coupon/v1/access.proto). Health and reflection stay open for probes and
+// option lists (proto/coupon/v1/access.proto), and LIMITS below narrows a role to some requests of an
+// RPC (a storefront lists open coupons only). Health and reflection stay open for probes and
 // grpcurl. Verified tokens are cached until they expire, so the gate pays for a signature check
 // once per caller token, not once per call.
 import { readFileSync } from 'node:fs';
@@ -10,6 +11,7 @@ import { getOption } from '@bufbuild/protobuf';
 import { createLocalJWKSet, createRemoteJWKSet, decodeJwt, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
 import { allowed_roles } from '../../gen/coupon/v1/access_pb.js';
 import { CouponService } from '../../gen/coupon/v1/coupon_service_pb.js';
+import { CouponStatus } from '../../gen/coupon/v1/coupon_pb.js';
 import type { Logger } from '../log.ts';
 import { countIssueCall } from '../metrics/grpc.ts';
 import { apiError, type AuthReason } from './errors.ts';
@@ -54,6 +56,19 @@ function audited(response: unknown, request: unknown): Record<string, string> {
 }
 
 const refuse = (code: Code, reason: AuthReason, message: string) => apiError(code, reason, message);
+
+/**
+ * Roles an RPC's allowed_roles lets in for some requests only (docs/api.md#listcoupons): a caller
+ * whose only allowed role is `role` must send a request `permits` accepts, or is refused naming
+ * `field`. A caller that also has an unlimited allowed role is not limited.
+ */
+interface Limit { role: string; field: string; permits: (request: unknown) => boolean; rule: string }
+const LIMITS: Record<string, Limit> = {
+  ListCoupons: {
+    role: 'storefront', field: 'status', rule: 'a storefront may list open coupons only: set status to COUPON_STATUS_OPEN',
+    permits: (request) => (request as { status?: CouponStatus }).status === CouponStatus.OPEN,
+  },
+};
 
 export function authInterceptor(o: AuthOptions): Interceptor {
   const cache = new Map<string, { caller: Caller; expiresAtMs: number }>();
@@ -102,6 +117,11 @@ export function authInterceptor(o: AuthOptions): Interceptor {
     if (!caller.roles.some((r) => allowed.includes(r))) {
       o.log.warn({ procedure, sub: caller.sub, roles: caller.roles, allowed, refused: 'ROLE_NOT_ALLOWED' }, 'call refused: role not allowed');
       throw refuse(Code.PermissionDenied, 'ROLE_NOT_ALLOWED', `${procedure} needs one of the roles ${allowed.join(', ')}; the caller has ${caller.roles.join(', ') || 'none'}`);
+    }
+    const limit = LIMITS[procedure];
+    if (limit && !caller.roles.some((r) => r !== limit.role && allowed.includes(r)) && (req.stream || !limit.permits(req.message))) {
+      o.log.warn({ procedure, sub: caller.sub, roles: caller.roles, field: limit.field, refused: 'ROLE_NOT_ALLOWED' }, 'call refused: role not allowed');
+      throw apiError(Code.PermissionDenied, 'ROLE_NOT_ALLOWED', `${procedure}: ${limit.rule}`, { field: limit.field, metadata: { role: limit.role } });
     }
     if (procedure === 'IssueCoupon') countIssueCall(caller.sub);
     req.contextValues.set(callerKey, caller);

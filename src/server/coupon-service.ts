@@ -5,7 +5,8 @@ import { create } from '@bufbuild/protobuf';
 import { timestampDate, timestampFromDate, type Timestamp } from '@bufbuild/protobuf/wkt';
 import { CouponService } from '../../gen/coupon/v1/coupon_service_pb.js';
 import { CouponSchema, CouponStatus, UserCouponState } from '../../gen/coupon/v1/coupon_pb.js';
-import type { CouponCatalog, CouponView, UserCouponStateName } from '../catalog/catalog.ts';
+import type { CouponCatalog, UserCouponStateName } from '../catalog/catalog.ts';
+import type { CouponStatusName, CouponView } from '../catalog/status.ts';
 import type { CouponChanges, CouponPatch } from '../catalog/changes.ts';
 import { callerKey } from './auth.ts';
 import { getUserCoupon, listUserCoupons, type UserCouponView } from '../catalog/user-coupons.ts';
@@ -25,6 +26,30 @@ function requireTime(field: string, ts: Timestamp | undefined): Date | null {
   if (!ts) return null;
   if (ts.seconds < 0n || ts.seconds > MAX_SECONDS || ts.nanos < 0 || ts.nanos > 999_999_999) throw invalidField(field, 'must be a timestamp between 1970 and 9999');
   return timestampDate(ts);
+}
+
+/** A Timestamp in microseconds since the epoch, rounded up (created_at is kept to the microsecond). */
+function requireTimeUs(field: string, ts: Timestamp | undefined): bigint | undefined {
+  if (!ts) return undefined;
+  requireTime(field, ts);
+  return ts.seconds * 1_000_000n + BigInt(Math.ceil(ts.nanos / 1_000));
+}
+
+/** page_size and page_token of the list RPCs: the same rules for each. */
+function requirePaging(req: { pageSize: number; pageToken: string }): { pageSize: number; pageToken: string } {
+  const pageSize = requireIntInRange('page_size', req.pageSize, 0, 1_000) || 50;
+  if (req.pageToken.length > 1_024) throw invalidField('page_token', 'must be at most 1024 characters');
+  return { pageSize, pageToken: req.pageToken };
+}
+
+const STATUS_NUMBERS = Object.values(CouponStatus).filter((v) => typeof v === 'number');
+
+/** A status filter: a value the enum has (UNSPECIFIED: every status). */
+function requireStatus(field: string, value: CouponStatus): CouponStatusName | undefined {
+  if (value === CouponStatus.UNSPECIFIED) return undefined;
+  const name = CouponStatus[value] as CouponStatusName | undefined;
+  if (name === undefined) throw invalidField(field, `must be a CouponStatus value (${Math.min(...STATUS_NUMBERS)} to ${Math.max(...STATUS_NUMBERS)}), got ${value}`);
+  return name;
 }
 
 export function couponMessage(v: CouponView) {
@@ -120,6 +145,15 @@ export function couponService(d: CouponServiceDeps): ServiceImpl<typeof CouponSe
       const view = await d.catalog.getCoupon(requireCouponId('coupon_id', req.couponId));
       return { coupon: couponMessage(view) };
     },
+    async listCoupons(req) {
+      const { pageSize, pageToken } = requirePaging(req);
+      const status = requireStatus('status', req.status);
+      const createdSinceUs = requireTimeUs('created_since', req.createdSince);
+      const createdBeforeUs = requireTimeUs('created_before', req.createdBefore);
+      if (createdSinceUs !== undefined && createdBeforeUs !== undefined && createdBeforeUs <= createdSinceUs) throw invalidField('created_before', 'must be after created_since');
+      const page = await d.catalog.listCoupons({ status, createdSinceUs, createdBeforeUs }, pageSize, pageToken);
+      return { coupons: page.items.map(couponMessage), nextPageToken: page.nextToken };
+    },
     async issueCoupon(req) {
       const couponId = requireCouponId('coupon_id', req.couponId);
       const userId = requireId('user_id', req.userId);
@@ -138,9 +172,8 @@ export function couponService(d: CouponServiceDeps): ServiceImpl<typeof CouponSe
     },
     async listUserCoupons(req) {
       const userId = requireId('user_id', req.userId);
-      const pageSize = requireIntInRange('page_size', req.pageSize, 0, 1_000) || 50;
-      if (req.pageToken.length > 1_024) throw invalidField('page_token', 'must be at most 1024 characters');
-      const page = await listUserCoupons(d.db, userId, pageSize, req.pageToken);
+      const { pageSize, pageToken } = requirePaging(req);
+      const page = await listUserCoupons(d.db, userId, pageSize, pageToken);
       return { userCoupons: page.items.map(userCouponMessage), nextPageToken: page.nextToken };
     },
     // For the payment service; the state machine and its reasons live in src/redemption.

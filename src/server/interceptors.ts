@@ -52,6 +52,16 @@ function fieldAtFault(err: Error) {
 }
 
 /**
+ * An enum name the enum does not have comes without a FieldError, only the enum's type in the
+ * message: the request field of that type, when it has exactly one.
+ */
+function enumFieldOf(raw: string, method: DescMethod): string | undefined {
+  const enumType = /cannot decode enum ([\w.]+) from JSON/.exec(raw)?.[1];
+  const fields = enumType ? method.input.fields.filter((f) => f.enum?.typeName === enumType) : [];
+  return fields.length === 1 ? fields[0]!.name : undefined;
+}
+
+/**
  * What a request refused by connect-es itself was, or undefined for an error this does not know.
  * connect-es labels a protobuf body that does not decode INTERNAL ("parse binary: …"), and a unary
  * call with no message or two UNIMPLEMENTED; both are the caller's bytes, so INVALID_ARGUMENT here.
@@ -65,7 +75,7 @@ function classify(err: ConnectError, method: DescMethod): Completion | undefined
       // JSON that does not fit the message, bad framing, undecodable compressed data, a bad timeout
       // header. A JSON value of the wrong type names its field.
       const f = fieldAtFault(err)?.field();
-      return malformed(raw, f && f.kind === 'field' && f.parent.typeName === method.input.typeName ? f.name : undefined);
+      return malformed(raw, f && f.kind === 'field' && f.parent.typeName === method.input.typeName ? f.name : enumFieldOf(raw, method));
     }
     case Code.Internal:
       if (/^parse binary: |^decompression failed|do not know how to decompress/.test(raw)) return malformed(raw);

@@ -158,6 +158,17 @@ const migrations: Migration[] = [
       await db.schema.alterTable('coupons', (t) => { t.dropColumn('paused_at'); });
     },
   },
+  {
+    // Two migrations carry 006: knex tracks them by name, and databases already hold both names.
+    // ListCoupons reads coupons newest created first, ties broken by id (catalog/coupon-list.ts).
+    name: '006_coupons_created_index',
+    async up(db) {
+      await db.raw('CREATE INDEX coupons_created_idx ON coupons (created_at DESC, id DESC)');
+    },
+    async down(db) {
+      await db.raw('DROP INDEX IF EXISTS coupons_created_idx');
+    },
+  },
 ];
 
 export const migrationSource: Knex.MigrationSource<Migration> = {

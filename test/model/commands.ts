@@ -63,7 +63,7 @@ const STATE: Record<number, UserState> = {
 };
 const COUPON_STATUS: Record<number, string> = {
   [PbCouponStatus.SCHEDULED]: 'SCHEDULED', [PbCouponStatus.OPEN]: 'OPEN', [PbCouponStatus.SOLD_OUT]: 'SOLD_OUT',
-  [PbCouponStatus.CLOSED]: 'CLOSED', [PbCouponStatus.COMPLETE]: 'COMPLETE',
+  [PbCouponStatus.CLOSED]: 'CLOSED', [PbCouponStatus.COMPLETE]: 'COMPLETE', [PbCouponStatus.EXPIRED]: 'EXPIRED',
 };
 
 interface Called<T> { heard: Heard; res?: T; span: Span; retried: boolean }

@@ -267,13 +267,14 @@ export function applyRedemptions(c: ModelCoupon, user: string, calls: { op: Rede
 // ---------------------------------------------------------------------------------------------
 // Reads.
 
-export type CouponStatus = 'SCHEDULED' | 'OPEN' | 'SOLD_OUT' | 'CLOSED' | 'COMPLETE';
+export type CouponStatus = 'SCHEDULED' | 'OPEN' | 'SOLD_OUT' | 'CLOSED' | 'COMPLETE' | 'EXPIRED';
 
 /** coupon.proto's CouponStatus, from the window and the counts: every status possible during `span`. */
 export function couponStatuses(c: ModelCoupon, accepted: number, issued: number, span: Span): CouponStatus[] {
   const out = new Set<CouponStatus>();
-  for (const now of [span.t0 - SLACK_MS, span.t1 + SLACK_MS, c.opensAtMs, c.closesAtMs ?? span.t0].filter((t) => t >= span.t0 - SLACK_MS && t <= span.t1 + SLACK_MS)) {
+  for (const now of [span.t0 - SLACK_MS, span.t1 + SLACK_MS, c.opensAtMs, c.closesAtMs ?? span.t0, c.validUntilMs ?? span.t0].filter((t) => t >= span.t0 - SLACK_MS && t <= span.t1 + SLACK_MS)) {
     if (now < c.opensAtMs) out.add('SCHEDULED');
+    else if (c.validUntilMs !== null && now >= c.validUntilMs) out.add('EXPIRED');
     else if (issued >= c.total) out.add('COMPLETE');
     else if (accepted >= c.total) out.add('SOLD_OUT');
     else if (c.closesAtMs !== null && now >= c.closesAtMs) out.add('CLOSED');

@@ -69,9 +69,9 @@ describe('a coupon with closes_at and valid_until', () => {
     await sleepUntil(deadline + 100);
     expect(await expiries(coupon.id)).toEqual({});
 
-    // Reads come from the ledger.
+    // Reads come from the ledger; past valid_until the coupon is EXPIRED.
     const view = (await client.getCoupon({ couponId: coupon.id })).coupon!;
-    expect({ status: view.status, accepted: view.acceptedCount, issued: view.issuedCount }).toEqual({ status: CouponStatus.CLOSED, accepted: 2n, issued: 2n });
+    expect({ status: view.status, accepted: view.acceptedCount, issued: view.issuedCount }).toEqual({ status: CouponStatus.EXPIRED, accepted: 2n, issued: 2n });
     const aliceNow = (await client.getUserCoupon({ couponId: coupon.id, userId: 'alice' })).userCoupon!;
     expect({ state: aliceNow.state, orderId: aliceNow.orderId, seq: aliceNow.seq }).toEqual({ state: UserCouponState.REDEEMED, orderId: 'o1', seq: alice.seq });
     // IssueCoupon: a winner learns their seq, anyone else hears it is closed; the gate stays unarmed.
@@ -111,7 +111,7 @@ describe('a coupon with valid_until and no closes_at', () => {
     const soldOut = await callError(client.issueCoupon({ couponId: coupon.id, userId: 'eve' }));
     expect({ code: soldOut.code, reason: soldOut.reason }).toEqual({ code: grpc.status.RESOURCE_EXHAUSTED, reason: 'COUPON_SOLD_OUT' });
     expect((await client.issueCoupon({ couponId: coupon.id, userId: 'dan' })).seq).toBe(1n);
-    expect((await client.getCoupon({ couponId: coupon.id })).coupon!.status).toBe(CouponStatus.COMPLETE);
+    expect((await client.getCoupon({ couponId: coupon.id })).coupon!.status).toBe(CouponStatus.EXPIRED);
     expect(await redis.client.exists(`coupon:{${coupon.id}}:meta`)).toBe(0);
   });
 });

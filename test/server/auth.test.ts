@@ -7,6 +7,7 @@ import { generateKeyPair, SignJWT } from 'jose';
 import { fromBinary } from '@bufbuild/protobuf';
 import { CouponService } from '../../gen/coupon/v1/coupon_service_pb.js';
 import { ErrorDetailSchema } from '../../gen/coupon/v1/error_pb.js';
+import { CouponStatus } from '../../gen/coupon/v1/coupon_pb.js';
 import { Health, HealthCheckResponse_ServingStatus } from '../../gen/health/v1/health_pb.js';
 import { createGrpcClient } from '../../src/client/grpc.ts';
 import { localToken } from '../../scripts/local-auth.mjs';
@@ -82,6 +83,9 @@ describe('roles', () => {
       expect((await storefront.getCoupon({ couponId: coupon.id })).coupon!.id).toBe(coupon.id);
       expect((await storefront.getUserCoupon({ couponId: coupon.id, userId: 'shopper' })).userCoupon!.seq).toBe(1n);
       expect((await storefront.listUserCoupons({ userId: 'shopper' })).userCoupons).toBeDefined();
+      // ListCoupons: open coupons only (test/server/list-coupons.test.ts has the rest).
+      expect((await storefront.listCoupons({ status: CouponStatus.OPEN })).coupons).toBeDefined();
+      expect(await refusal(storefront.listCoupons({}))).toEqual(denied);
       expect(await refusal(storefront.createCoupon({ name: 'x', totalQuantity: 1n }))).toEqual(denied);
       expect(await refusal(storefront.redeemCoupon({ couponId: coupon.id, userId: 'shopper', orderId: 'o' }))).toEqual(denied);
       expect(await refusal(storefront.cancelRedemption({ couponId: coupon.id, userId: 'shopper', orderId: 'o' }))).toEqual(denied);
@@ -89,6 +93,7 @@ describe('roles', () => {
       expect(await refusal(payment.issueCoupon({ couponId: coupon.id, userId: 'p' }))).toEqual(denied);
       expect(await refusal(payment.createCoupon({ name: 'x', totalQuantity: 1n }))).toEqual(denied);
       expect(await refusal(payment.listUserCoupons({ userId: 'shopper' }))).toEqual(denied);
+      expect(await refusal(payment.listCoupons({ status: CouponStatus.OPEN }))).toEqual(denied);
       expect((await payment.getCoupon({ couponId: coupon.id })).coupon!.id).toBe(coupon.id);
       expect((await payment.getUserCoupon({ couponId: coupon.id, userId: 'shopper' })).userCoupon!.seq).toBe(1n);
       expect(await refusal(payment.cancelRedemption({ couponId: '00000000-0000-4000-8000-000000000000', userId: 'shopper', orderId: 'o' }))).toEqual({ code: grpc.status.NOT_FOUND, reason: 'COUPON_NOT_FOUND' });

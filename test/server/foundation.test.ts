@@ -46,8 +46,8 @@ describe('coupon-api foundation', () => {
     expect(methods).toEqual([
       'coupon.v1.CouponService/CancelRedemption', 'coupon.v1.CouponService/CloseCoupon', 'coupon.v1.CouponService/CreateCoupon',
       'coupon.v1.CouponService/GetCoupon', 'coupon.v1.CouponService/GetUserCoupon', 'coupon.v1.CouponService/IssueCoupon',
-      'coupon.v1.CouponService/ListUserCoupons', 'coupon.v1.CouponService/PauseCoupon', 'coupon.v1.CouponService/RedeemCoupon',
-      'coupon.v1.CouponService/ResumeCoupon', 'coupon.v1.CouponService/UpdateCoupon',
+      'coupon.v1.CouponService/ListCoupons', 'coupon.v1.CouponService/ListUserCoupons', 'coupon.v1.CouponService/PauseCoupon',
+      'coupon.v1.CouponService/RedeemCoupon', 'coupon.v1.CouponService/ResumeCoupon', 'coupon.v1.CouponService/UpdateCoupon',
     ]);
   });
 

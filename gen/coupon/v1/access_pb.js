@@ -16,7 +16,7 @@ export const file_coupon_v1_access = /*@__PURE__*/
  * <JWT>`; the token's `roles` claim (an array of strings) must name at least one of these, or the
  * call is refused with PERMISSION_DENIED (reason ROLE_NOT_ALLOWED). The roles in use:
  *   operator    runs the service: every RPC
- *   storefront  the shop: issuing and reading coupons
+ *   storefront  the shop: issuing and reading coupons (ListCoupons: open coupons only)
  *   payment     the payment service: redeeming, cancelling and reading
  * coupon-api reads this option from the method descriptor, so what reflection shows is what is
  * enforced. gRPC health and reflection need no token.

@@ -180,7 +180,8 @@ export declare type UserCoupon = Message<"coupon.v1.UserCoupon"> & {
 export declare const UserCouponSchema: GenMessage<UserCoupon>;
 
 /**
- * The life of a coupon, derived from its window and counts.
+ * The life of a coupon, derived from its window and counts (the first that applies, in this order:
+ * SCHEDULED, EXPIRED, COMPLETE, SOLD_OUT, CLOSED, PAUSED, OPEN).
  *
  * @generated from enum coupon.v1.CouponStatus
  */
@@ -228,11 +229,19 @@ export enum CouponStatus {
   COMPLETE = 5,
 
   /**
-   * An operator paused it (PauseCoupon) before it sold out: no new winners until ResumeCoupon.
+   * An operator paused it (PauseCoupon) while it would otherwise be OPEN: no new winners until
+   * ResumeCoupon.
    *
    * @generated from enum value: COUPON_STATUS_PAUSED = 6;
    */
   PAUSED = 6,
+
+  /**
+   * After valid_until: issued coupons can no longer be redeemed, whatever the counts.
+   *
+   * @generated from enum value: COUPON_STATUS_EXPIRED = 7;
+   */
+  EXPIRED = 7,
 }
 
 /**

@@ -5,7 +5,7 @@
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
-import type { Coupon, UserCoupon, UserCouponState } from "./coupon_pb.js";
+import type { Coupon, CouponStatus, UserCoupon, UserCouponState } from "./coupon_pb.js";
 
 /**
  * Describes the file coupon/v1/coupon_service.proto.
@@ -130,6 +130,90 @@ export declare type GetCouponResponse = Message<"coupon.v1.GetCouponResponse"> &
  * Use `create(GetCouponResponseSchema)` to create a new message.
  */
 export declare const GetCouponResponseSchema: GenMessage<GetCouponResponse>;
+
+/**
+ * Input to ListCoupons. The filters combine (a coupon must match all that are set), and must stay
+ * the same on every page of one listing.
+ *
+ * @generated from message coupon.v1.ListCouponsRequest
+ */
+export declare type ListCouponsRequest = Message<"coupon.v1.ListCouponsRequest"> & {
+  /**
+   * Maximum coupons per page, 0 to 1,000. 0 means 50. A page may hold fewer than this (even none)
+   * while next_page_token is set: keep reading until it is empty.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of the previous page; empty for the first page. A token given with other
+   * filters than the ones it was issued for is INVALID_ARGUMENT, reason INVALID_PAGE_TOKEN.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+
+  /**
+   * Only coupons with this status, as each page's call sees it (a coupon whose status changes
+   * while pages are read is listed by the status it has when its page is read).
+   * COUPON_STATUS_UNSPECIFIED lists every status. A value the enum does not have is
+   * INVALID_ARGUMENT, reason INVALID_FIELD, field status.
+   *
+   * @generated from field: coupon.v1.CouponStatus status = 3;
+   */
+  status: CouponStatus;
+
+  /**
+   * Only coupons created at or after this time. Unset means no lower bound.
+   *
+   * @generated from field: google.protobuf.Timestamp created_since = 4;
+   */
+  createdSince?: Timestamp | undefined;
+
+  /**
+   * Only coupons created before this time. Unset means no upper bound. Must be after created_since
+   * when both are set; otherwise INVALID_ARGUMENT, reason INVALID_FIELD, field created_before.
+   *
+   * @generated from field: google.protobuf.Timestamp created_before = 5;
+   */
+  createdBefore?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message coupon.v1.ListCouponsRequest.
+ * Use `create(ListCouponsRequestSchema)` to create a new message.
+ */
+export declare const ListCouponsRequestSchema: GenMessage<ListCouponsRequest>;
+
+/**
+ * Output of ListCoupons.
+ *
+ * @generated from message coupon.v1.ListCouponsResponse
+ */
+export declare type ListCouponsResponse = Message<"coupon.v1.ListCouponsResponse"> & {
+  /**
+   * The page of coupons with live counts, newest created first (coupons created in the same
+   * microsecond: higher id first).
+   *
+   * @generated from field: repeated coupon.v1.Coupon coupons = 1;
+   */
+  coupons: Coupon[];
+
+  /**
+   * Pass as page_token to get the next page; empty on the last page. Coupons created after the
+   * first page was read are not listed by later pages.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message coupon.v1.ListCouponsResponse.
+ * Use `create(ListCouponsResponseSchema)` to create a new message.
+ */
+export declare const ListCouponsResponseSchema: GenMessage<ListCouponsResponse>;
 
 /**
  * Input to IssueCoupon.
@@ -654,6 +738,20 @@ export declare const CouponService: GenService<{
     methodKind: "unary";
     input: typeof GetCouponRequestSchema;
     output: typeof GetCouponResponseSchema;
+  },
+  /**
+   * Lists coupons with their live counts and status, newest created first, a page at a time,
+   * optionally only those of one status or created in a time range. Operators see every coupon; a
+   * storefront may list only the open ones: a storefront call must set status to
+   * COUPON_STATUS_OPEN, or it is refused with PERMISSION_DENIED, reason ROLE_NOT_ALLOWED, field
+   * "status" (a caller that also has the operator role is not limited).
+   *
+   * @generated from rpc coupon.v1.CouponService.ListCoupons
+   */
+  listCoupons: {
+    methodKind: "unary";
+    input: typeof ListCouponsRequestSchema;
+    output: typeof ListCouponsResponseSchema;
   },
   /**
    * The first-come gate: wins one unit for the user, or says why not. Idempotent per (coupon, user):

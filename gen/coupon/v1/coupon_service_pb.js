@@ -11,7 +11,7 @@ import { file_google_protobuf_field_mask, file_google_protobuf_timestamp } from 
  * Describes the file coupon/v1/coupon_service.proto.
  */
 export const file_coupon_v1_coupon_service = /*@__PURE__*/
-  fileDesc("Ch5jb3Vwb24vdjEvY291cG9uX3NlcnZpY2UucHJvdG8SCWNvdXBvbi52MSKKAgoTQ3JlYXRlQ291cG9uUmVxdWVzdBIMCgRuYW1lGAEgASgJEhYKDnRvdGFsX3F1YW50aXR5GAIgASgDEiwKCG9wZW5zX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCgljbG9zZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSACIAQESFwoPZGlzY291bnRfYW1vdW50GAUgASgDEjQKC3ZhbGlkX3VudGlsGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEgBiAEBQgwKCl9jbG9zZXNfYXRCDgoMX3ZhbGlkX3VudGlsIjkKFENyZWF0ZUNvdXBvblJlc3BvbnNlEiEKBmNvdXBvbhgBIAEoCzIRLmNvdXBvbi52MS5Db3Vwb24iJQoQR2V0Q291cG9uUmVxdWVzdBIRCgljb3Vwb25faWQYASABKAkiNgoRR2V0Q291cG9uUmVzcG9uc2USIQoGY291cG9uGAEgASgLMhEuY291cG9uLnYxLkNvdXBvbiI4ChJJc3N1ZUNvdXBvblJlcXVlc3QSEQoJY291cG9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiTQoTSXNzdWVDb3Vwb25SZXNwb25zZRILCgNzZXEYASABKAMSKQoFc3RhdGUYAiABKA4yGi5jb3Vwb24udjEuVXNlckNvdXBvblN0YXRlIjoKFEdldFVzZXJDb3Vwb25SZXF1ZXN0EhEKCWNvdXBvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJIkMKFUdldFVzZXJDb3Vwb25SZXNwb25zZRIqCgt1c2VyX2NvdXBvbhgBIAEoCzIVLmNvdXBvbi52MS5Vc2VyQ291cG9uIlAKFkxpc3RVc2VyQ291cG9uc1JlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJfChdMaXN0VXNlckNvdXBvbnNSZXNwb25zZRIrCgx1c2VyX2NvdXBvbnMYASADKAsyFS5jb3Vwb24udjEuVXNlckNvdXBvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiSwoTUmVkZWVtQ291cG9uUmVxdWVzdBIRCgljb3Vwb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIQCghvcmRlcl9pZBgDIAEoCSJCChRSZWRlZW1Db3Vwb25SZXNwb25zZRIqCgt1c2VyX2NvdXBvbhgBIAEoCzIVLmNvdXBvbi52MS5Vc2VyQ291cG9uIk8KF0NhbmNlbFJlZGVtcHRpb25SZXF1ZXN0EhEKCWNvdXBvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEhAKCG9yZGVyX2lkGAMgASgJIkYKGENhbmNlbFJlZGVtcHRpb25SZXNwb25zZRIqCgt1c2VyX2NvdXBvbhgBIAEoCzIVLmNvdXBvbi52MS5Vc2VyQ291cG9uImkKE1VwZGF0ZUNvdXBvblJlcXVlc3QSIQoGY291cG9uGAEgASgLMhEuY291cG9uLnYxLkNvdXBvbhIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siOQoUVXBkYXRlQ291cG9uUmVzcG9uc2USIQoGY291cG9uGAEgASgLMhEuY291cG9uLnYxLkNvdXBvbiInChJQYXVzZUNvdXBvblJlcXVlc3QSEQoJY291cG9uX2lkGAEgASgJIjgKE1BhdXNlQ291cG9uUmVzcG9uc2USIQoGY291cG9uGAEgASgLMhEuY291cG9uLnYxLkNvdXBvbiIoChNSZXN1bWVDb3Vwb25SZXF1ZXN0EhEKCWNvdXBvbl9pZBgBIAEoCSI5ChRSZXN1bWVDb3Vwb25SZXNwb25zZRIhCgZjb3Vwb24YASABKAsyES5jb3Vwb24udjEuQ291cG9uIicKEkNsb3NlQ291cG9uUmVxdWVzdBIRCgljb3Vwb25faWQYASABKAkiOAoTQ2xvc2VDb3Vwb25SZXNwb25zZRIhCgZjb3Vwb24YASABKAsyES5jb3Vwb24udjEuQ291cG9uMo4JCg1Db3Vwb25TZXJ2aWNlEl0KDENyZWF0ZUNvdXBvbhIeLmNvdXBvbi52MS5DcmVhdGVDb3Vwb25SZXF1ZXN0Gh8uY291cG9uLnYxLkNyZWF0ZUNvdXBvblJlc3BvbnNlIgyquxgIb3BlcmF0b3ISbQoJR2V0Q291cG9uEhsuY291cG9uLnYxLkdldENvdXBvblJlcXVlc3QaHC5jb3Vwb24udjEuR2V0Q291cG9uUmVzcG9uc2UiJaq7GAhvcGVyYXRvcqq7GApzdG9yZWZyb250qrsYB3BheW1lbnQSaAoLSXNzdWVDb3Vwb24SHS5jb3Vwb24udjEuSXNzdWVDb3Vwb25SZXF1ZXN0Gh4uY291cG9uLnYxLklzc3VlQ291cG9uUmVzcG9uc2UiGqq7GAhvcGVyYXRvcqq7GApzdG9yZWZyb250EnkKDUdldFVzZXJDb3Vwb24SHy5jb3Vwb24udjEuR2V0VXNlckNvdXBvblJlcXVlc3QaIC5jb3Vwb24udjEuR2V0VXNlckNvdXBvblJlc3BvbnNlIiWquxgIb3BlcmF0b3KquxgKc3RvcmVmcm9udKq7GAdwYXltZW50EnQKD0xpc3RVc2VyQ291cG9ucxIhLmNvdXBvbi52MS5MaXN0VXNlckNvdXBvbnNSZXF1ZXN0GiIuY291cG9uLnYxLkxpc3RVc2VyQ291cG9uc1Jlc3BvbnNlIhqquxgIb3BlcmF0b3KquxgKc3RvcmVmcm9udBJoCgxSZWRlZW1Db3Vwb24SHi5jb3Vwb24udjEuUmVkZWVtQ291cG9uUmVxdWVzdBofLmNvdXBvbi52MS5SZWRlZW1Db3Vwb25SZXNwb25zZSIXqrsYCG9wZXJhdG9yqrsYB3BheW1lbnQSdAoQQ2FuY2VsUmVkZW1wdGlvbhIiLmNvdXBvbi52MS5DYW5jZWxSZWRlbXB0aW9uUmVxdWVzdBojLmNvdXBvbi52MS5DYW5jZWxSZWRlbXB0aW9uUmVzcG9uc2UiF6q7GAhvcGVyYXRvcqq7GAdwYXltZW50El0KDFVwZGF0ZUNvdXBvbhIeLmNvdXBvbi52MS5VcGRhdGVDb3Vwb25SZXF1ZXN0Gh8uY291cG9uLnYxLlVwZGF0ZUNvdXBvblJlc3BvbnNlIgyquxgIb3BlcmF0b3ISWgoLUGF1c2VDb3Vwb24SHS5jb3Vwb24udjEuUGF1c2VDb3Vwb25SZXF1ZXN0Gh4uY291cG9uLnYxLlBhdXNlQ291cG9uUmVzcG9uc2UiDKq7GAhvcGVyYXRvchJdCgxSZXN1bWVDb3Vwb24SHi5jb3Vwb24udjEuUmVzdW1lQ291cG9uUmVxdWVzdBofLmNvdXBvbi52MS5SZXN1bWVDb3Vwb25SZXNwb25zZSIMqrsYCG9wZXJhdG9yEloKC0Nsb3NlQ291cG9uEh0uY291cG9uLnYxLkNsb3NlQ291cG9uUmVxdWVzdBoeLmNvdXBvbi52MS5DbG9zZUNvdXBvblJlc3BvbnNlIgyquxgIb3BlcmF0b3JiBnByb3RvMw", [file_coupon_v1_access, file_coupon_v1_coupon, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("Ch5jb3Vwb24vdjEvY291cG9uX3NlcnZpY2UucHJvdG8SCWNvdXBvbi52MSKKAgoTQ3JlYXRlQ291cG9uUmVxdWVzdBIMCgRuYW1lGAEgASgJEhYKDnRvdGFsX3F1YW50aXR5GAIgASgDEiwKCG9wZW5zX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCgljbG9zZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSACIAQESFwoPZGlzY291bnRfYW1vdW50GAUgASgDEjQKC3ZhbGlkX3VudGlsGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEgBiAEBQgwKCl9jbG9zZXNfYXRCDgoMX3ZhbGlkX3VudGlsIjkKFENyZWF0ZUNvdXBvblJlc3BvbnNlEiEKBmNvdXBvbhgBIAEoCzIRLmNvdXBvbi52MS5Db3Vwb24iJQoQR2V0Q291cG9uUmVxdWVzdBIRCgljb3Vwb25faWQYASABKAkiNgoRR2V0Q291cG9uUmVzcG9uc2USIQoGY291cG9uGAEgASgLMhEuY291cG9uLnYxLkNvdXBvbiLLAQoSTGlzdENvdXBvbnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEicKBnN0YXR1cxgDIAEoDjIXLmNvdXBvbi52MS5Db3Vwb25TdGF0dXMSMQoNY3JlYXRlZF9zaW5jZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlIKE0xpc3RDb3Vwb25zUmVzcG9uc2USIgoHY291cG9ucxgBIAMoCzIRLmNvdXBvbi52MS5Db3Vwb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjgKEklzc3VlQ291cG9uUmVxdWVzdBIRCgljb3Vwb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCSJNChNJc3N1ZUNvdXBvblJlc3BvbnNlEgsKA3NlcRgBIAEoAxIpCgVzdGF0ZRgCIAEoDjIaLmNvdXBvbi52MS5Vc2VyQ291cG9uU3RhdGUiOgoUR2V0VXNlckNvdXBvblJlcXVlc3QSEQoJY291cG9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiQwoVR2V0VXNlckNvdXBvblJlc3BvbnNlEioKC3VzZXJfY291cG9uGAEgASgLMhUuY291cG9uLnYxLlVzZXJDb3Vwb24iUAoWTGlzdFVzZXJDb3Vwb25zUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIl8KF0xpc3RVc2VyQ291cG9uc1Jlc3BvbnNlEisKDHVzZXJfY291cG9ucxgBIAMoCzIVLmNvdXBvbi52MS5Vc2VyQ291cG9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJLChNSZWRlZW1Db3Vwb25SZXF1ZXN0EhEKCWNvdXBvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEhAKCG9yZGVyX2lkGAMgASgJIkIKFFJlZGVlbUNvdXBvblJlc3BvbnNlEioKC3VzZXJfY291cG9uGAEgASgLMhUuY291cG9uLnYxLlVzZXJDb3Vwb24iTwoXQ2FuY2VsUmVkZW1wdGlvblJlcXVlc3QSEQoJY291cG9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSEAoIb3JkZXJfaWQYAyABKAkiRgoYQ2FuY2VsUmVkZW1wdGlvblJlc3BvbnNlEioKC3VzZXJfY291cG9uGAEgASgLMhUuY291cG9uLnYxLlVzZXJDb3Vwb24iaQoTVXBkYXRlQ291cG9uUmVxdWVzdBIhCgZjb3Vwb24YASABKAsyES5jb3Vwb24udjEuQ291cG9uEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayI5ChRVcGRhdGVDb3Vwb25SZXNwb25zZRIhCgZjb3Vwb24YASABKAsyES5jb3Vwb24udjEuQ291cG9uIicKElBhdXNlQ291cG9uUmVxdWVzdBIRCgljb3Vwb25faWQYASABKAkiOAoTUGF1c2VDb3Vwb25SZXNwb25zZRIhCgZjb3Vwb24YASABKAsyES5jb3Vwb24udjEuQ291cG9uIigKE1Jlc3VtZUNvdXBvblJlcXVlc3QSEQoJY291cG9uX2lkGAEgASgJIjkKFFJlc3VtZUNvdXBvblJlc3BvbnNlEiEKBmNvdXBvbhgBIAEoCzIRLmNvdXBvbi52MS5Db3Vwb24iJwoSQ2xvc2VDb3Vwb25SZXF1ZXN0EhEKCWNvdXBvbl9pZBgBIAEoCSI4ChNDbG9zZUNvdXBvblJlc3BvbnNlEiEKBmNvdXBvbhgBIAEoCzIRLmNvdXBvbi52MS5Db3Vwb24y+AkKDUNvdXBvblNlcnZpY2USXQoMQ3JlYXRlQ291cG9uEh4uY291cG9uLnYxLkNyZWF0ZUNvdXBvblJlcXVlc3QaHy5jb3Vwb24udjEuQ3JlYXRlQ291cG9uUmVzcG9uc2UiDKq7GAhvcGVyYXRvchJtCglHZXRDb3Vwb24SGy5jb3Vwb24udjEuR2V0Q291cG9uUmVxdWVzdBocLmNvdXBvbi52MS5HZXRDb3Vwb25SZXNwb25zZSIlqrsYCG9wZXJhdG9yqrsYCnN0b3JlZnJvbnSquxgHcGF5bWVudBJoCgtMaXN0Q291cG9ucxIdLmNvdXBvbi52MS5MaXN0Q291cG9uc1JlcXVlc3QaHi5jb3Vwb24udjEuTGlzdENvdXBvbnNSZXNwb25zZSIaqrsYCG9wZXJhdG9yqrsYCnN0b3JlZnJvbnQSaAoLSXNzdWVDb3Vwb24SHS5jb3Vwb24udjEuSXNzdWVDb3Vwb25SZXF1ZXN0Gh4uY291cG9uLnYxLklzc3VlQ291cG9uUmVzcG9uc2UiGqq7GAhvcGVyYXRvcqq7GApzdG9yZWZyb250EnkKDUdldFVzZXJDb3Vwb24SHy5jb3Vwb24udjEuR2V0VXNlckNvdXBvblJlcXVlc3QaIC5jb3Vwb24udjEuR2V0VXNlckNvdXBvblJlc3BvbnNlIiWquxgIb3BlcmF0b3KquxgKc3RvcmVmcm9udKq7GAdwYXltZW50EnQKD0xpc3RVc2VyQ291cG9ucxIhLmNvdXBvbi52MS5MaXN0VXNlckNvdXBvbnNSZXF1ZXN0GiIuY291cG9uLnYxLkxpc3RVc2VyQ291cG9uc1Jlc3BvbnNlIhqquxgIb3BlcmF0b3KquxgKc3RvcmVmcm9udBJoCgxSZWRlZW1Db3Vwb24SHi5jb3Vwb24udjEuUmVkZWVtQ291cG9uUmVxdWVzdBofLmNvdXBvbi52MS5SZWRlZW1Db3Vwb25SZXNwb25zZSIXqrsYCG9wZXJhdG9yqrsYB3BheW1lbnQSdAoQQ2FuY2VsUmVkZW1wdGlvbhIiLmNvdXBvbi52MS5DYW5jZWxSZWRlbXB0aW9uUmVxdWVzdBojLmNvdXBvbi52MS5DYW5jZWxSZWRlbXB0aW9uUmVzcG9uc2UiF6q7GAhvcGVyYXRvcqq7GAdwYXltZW50El0KDFVwZGF0ZUNvdXBvbhIeLmNvdXBvbi52MS5VcGRhdGVDb3Vwb25SZXF1ZXN0Gh8uY291cG9uLnYxLlVwZGF0ZUNvdXBvblJlc3BvbnNlIgyquxgIb3BlcmF0b3ISWgoLUGF1c2VDb3Vwb24SHS5jb3Vwb24udjEuUGF1c2VDb3Vwb25SZXF1ZXN0Gh4uY291cG9uLnYxLlBhdXNlQ291cG9uUmVzcG9uc2UiDKq7GAhvcGVyYXRvchJdCgxSZXN1bWVDb3Vwb24SHi5jb3Vwb24udjEuUmVzdW1lQ291cG9uUmVxdWVzdBofLmNvdXBvbi52MS5SZXN1bWVDb3Vwb25SZXNwb25zZSIMqrsYCG9wZXJhdG9yEloKC0Nsb3NlQ291cG9uEh0uY291cG9uLnYxLkNsb3NlQ291cG9uUmVxdWVzdBoeLmNvdXBvbi52MS5DbG9zZUNvdXBvblJlc3BvbnNlIgyquxgIb3BlcmF0b3JiBnByb3RvMw", [file_coupon_v1_access, file_coupon_v1_coupon, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * Describes the message coupon.v1.CreateCouponRequest.
@@ -42,130 +42,144 @@ export const GetCouponResponseSchema = /*@__PURE__*/
   messageDesc(file_coupon_v1_coupon_service, 3);
 
 /**
+ * Describes the message coupon.v1.ListCouponsRequest.
+ * Use `create(ListCouponsRequestSchema)` to create a new message.
+ */
+export const ListCouponsRequestSchema = /*@__PURE__*/
+  messageDesc(file_coupon_v1_coupon_service, 4);
+
+/**
+ * Describes the message coupon.v1.ListCouponsResponse.
+ * Use `create(ListCouponsResponseSchema)` to create a new message.
+ */
+export const ListCouponsResponseSchema = /*@__PURE__*/
+  messageDesc(file_coupon_v1_coupon_service, 5);
+
+/**
  * Describes the message coupon.v1.IssueCouponRequest.
  * Use `create(IssueCouponRequestSchema)` to create a new message.
  */
 export const IssueCouponRequestSchema = /*@__PURE__*/
-  messageDesc(file_coupon_v1_coupon_service, 4);
+  messageDesc(file_coupon_v1_coupon_service, 6);
 
 /**
  * Describes the message coupon.v1.IssueCouponResponse.
  * Use `create(IssueCouponResponseSchema)` to create a new message.
  */
 export const IssueCouponResponseSchema = /*@__PURE__*/
-  messageDesc(file_coupon_v1_coupon_service, 5);
+  messageDesc(file_coupon_v1_coupon_service, 7);
 
 /**
  * Describes the message coupon.v1.GetUserCouponRequest.
  * Use `create(GetUserCouponRequestSchema)` to create a new message.
  */
 export const GetUserCouponRequestSchema = /*@__PURE__*/
-  messageDesc(file_coupon_v1_coupon_service, 6);
+  messageDesc(file_coupon_v1_coupon_service, 8);
 
 /**
  * Describes the message coupon.v1.GetUserCouponResponse.
  * Use `create(GetUserCouponResponseSchema)` to create a new message.
  */
 export const GetUserCouponResponseSchema = /*@__PURE__*/
-  messageDesc(file_coupon_v1_coupon_service, 7);
+  messageDesc(file_coupon_v1_coupon_service, 9);
 
 /**
  * Describes the message coupon.v1.ListUserCouponsRequest.
  * Use `create(ListUserCouponsRequestSchema)` to create a new message.
  */
 export const ListUserCouponsRequestSchema = /*@__PURE__*/
-  messageDesc(file_coupon_v1_coupon_service, 8);
+  messageDesc(file_coupon_v1_coupon_service, 10);
 
 /**
  * Describes the message coupon.v1.ListUserCouponsResponse.
  * Use `create(ListUserCouponsResponseSchema)` to create a new message.
  */
 export const ListUserCouponsResponseSchema = /*@__PURE__*/
-  messageDesc(file_coupon_v1_coupon_service, 9);
+  messageDesc(file_coupon_v1_coupon_service, 11);
 
 /**
  * Describes the message coupon.v1.RedeemCouponRequest.
  * Use `create(RedeemCouponRequestSchema)` to create a new message.
  */
 export const RedeemCouponRequestSchema = /*@__PURE__*/
-  messageDesc(file_coupon_v1_coupon_service, 10);
+  messageDesc(file_coupon_v1_coupon_service, 12);
 
 /**
  * Describes the message coupon.v1.RedeemCouponResponse.
  * Use `create(RedeemCouponResponseSchema)` to create a new message.
  */
 export const RedeemCouponResponseSchema = /*@__PURE__*/
-  messageDesc(file_coupon_v1_coupon_service, 11);
+  messageDesc(file_coupon_v1_coupon_service, 13);
 
 /**
  * Describes the message coupon.v1.CancelRedemptionRequest.
  * Use `create(CancelRedemptionRequestSchema)` to create a new message.
  */
 export const CancelRedemptionRequestSchema = /*@__PURE__*/
-  messageDesc(file_coupon_v1_coupon_service, 12);
+  messageDesc(file_coupon_v1_coupon_service, 14);
 
 /**
  * Describes the message coupon.v1.CancelRedemptionResponse.
  * Use `create(CancelRedemptionResponseSchema)` to create a new message.
  */
 export const CancelRedemptionResponseSchema = /*@__PURE__*/
-  messageDesc(file_coupon_v1_coupon_service, 13);
+  messageDesc(file_coupon_v1_coupon_service, 15);
 
 /**
  * Describes the message coupon.v1.UpdateCouponRequest.
  * Use `create(UpdateCouponRequestSchema)` to create a new message.
  */
 export const UpdateCouponRequestSchema = /*@__PURE__*/
-  messageDesc(file_coupon_v1_coupon_service, 14);
+  messageDesc(file_coupon_v1_coupon_service, 16);
 
 /**
  * Describes the message coupon.v1.UpdateCouponResponse.
  * Use `create(UpdateCouponResponseSchema)` to create a new message.
  */
 export const UpdateCouponResponseSchema = /*@__PURE__*/
-  messageDesc(file_coupon_v1_coupon_service, 15);
+  messageDesc(file_coupon_v1_coupon_service, 17);
 
 /**
  * Describes the message coupon.v1.PauseCouponRequest.
  * Use `create(PauseCouponRequestSchema)` to create a new message.
  */
 export const PauseCouponRequestSchema = /*@__PURE__*/
-  messageDesc(file_coupon_v1_coupon_service, 16);
+  messageDesc(file_coupon_v1_coupon_service, 18);
 
 /**
  * Describes the message coupon.v1.PauseCouponResponse.
  * Use `create(PauseCouponResponseSchema)` to create a new message.
  */
 export const PauseCouponResponseSchema = /*@__PURE__*/
-  messageDesc(file_coupon_v1_coupon_service, 17);
+  messageDesc(file_coupon_v1_coupon_service, 19);
 
 /**
  * Describes the message coupon.v1.ResumeCouponRequest.
  * Use `create(ResumeCouponRequestSchema)` to create a new message.
  */
 export const ResumeCouponRequestSchema = /*@__PURE__*/
-  messageDesc(file_coupon_v1_coupon_service, 18);
+  messageDesc(file_coupon_v1_coupon_service, 20);
 
 /**
  * Describes the message coupon.v1.ResumeCouponResponse.
  * Use `create(ResumeCouponResponseSchema)` to create a new message.
  */
 export const ResumeCouponResponseSchema = /*@__PURE__*/
-  messageDesc(file_coupon_v1_coupon_service, 19);
+  messageDesc(file_coupon_v1_coupon_service, 21);
 
 /**
  * Describes the message coupon.v1.CloseCouponRequest.
  * Use `create(CloseCouponRequestSchema)` to create a new message.
  */
 export const CloseCouponRequestSchema = /*@__PURE__*/
-  messageDesc(file_coupon_v1_coupon_service, 20);
+  messageDesc(file_coupon_v1_coupon_service, 22);
 
 /**
  * Describes the message coupon.v1.CloseCouponResponse.
  * Use `create(CloseCouponResponseSchema)` to create a new message.
  */
 export const CloseCouponResponseSchema = /*@__PURE__*/
-  messageDesc(file_coupon_v1_coupon_service, 21);
+  messageDesc(file_coupon_v1_coupon_service, 23);
 
 /**
  * First-come coupon issuance. Operators create coupons, users race for them through IssueCoupon,

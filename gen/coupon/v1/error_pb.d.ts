@@ -66,18 +66,22 @@ export declare type ErrorDetail = Message<"coupon.v1.ErrorDetail"> & {
    *   COUPON_EXPIRED          (FAILED_PRECONDITION) past the coupon's valid_until
    *   REDEMPTION_CANCELLED    (FAILED_PRECONDITION) this order's redemption was cancelled; it cannot redeem again
    *   ORDER_MISMATCH          (FAILED_PRECONDITION) a cancel names an order other than the redeeming one
-   *   INVALID_PAGE_TOKEN      (INVALID_ARGUMENT) page_token was not returned by this server
+   *   INVALID_PAGE_TOKEN      (INVALID_ARGUMENT) page_token was not returned by this server for this
+   *                           listing (the same user for ListUserCoupons, the same filters for ListCoupons)
    *   TOKEN_MISSING           (UNAUTHENTICATED) no `Authorization: Bearer <JWT>` header
    *   TOKEN_INVALID           (UNAUTHENTICATED) the token is malformed, badly signed, or for another issuer or audience
    *   TOKEN_EXPIRED           (UNAUTHENTICATED) the token is past its exp (or before its nbf)
-   *   ROLE_NOT_ALLOWED        (PERMISSION_DENIED) none of the caller's roles may call this RPC (see allowed_roles)
+   *   ROLE_NOT_ALLOWED        (PERMISSION_DENIED) none of the caller's roles may call this RPC (see allowed_roles),
+   *                           or may make this call: field names the request field whose value the
+   *                           role may not ask for (a storefront's ListCoupons must ask for open coupons)
    *
    * @generated from field: string reason = 1;
    */
   reason: string;
 
   /**
-   * The request field at fault, for INVALID_FIELD (for example "user_id"); empty otherwise.
+   * The request field at fault, for INVALID_FIELD (for example "user_id") and for a ROLE_NOT_ALLOWED
+   * that concerns one field's value; empty otherwise.
    *
    * @generated from field: string field = 2;
    */
