@@ -2,7 +2,7 @@
 // (PostgreSQL, the record) plus its armed gate in Redis; CreateCoupon makes both or neither.
 import { randomUUID } from 'node:crypto';
 import type { Redis } from '../store/redis.ts';
-import { DomainError } from '../domain/errors.ts';
+import { DomainError, refusal } from '../domain/errors.ts';
 import { isUuid } from '../domain/ids.ts';
 import { isOutage } from '../domain/outage.ts';
 import type { Logger } from '../log.ts';
@@ -32,7 +32,7 @@ export interface CatalogDeps {
   now?: () => number;
 }
 
-export const couponNotFound = (couponId: string) => new DomainError('COUPON_NOT_FOUND', `no coupon with id ${couponId}`, { coupon_id: couponId });
+export const couponNotFound = (couponId: string) => refusal('COUPON_NOT_FOUND', `no coupon with id ${couponId}`, { coupon_id: couponId });
 
 export class CouponCatalog {
   private readonly d: CatalogDeps;

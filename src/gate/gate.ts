@@ -8,7 +8,7 @@ import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import type { Redis } from '../store/redis.ts';
 import { CouponIssueRequestedSchema } from '../../gen/coupon/events/v1/issue_pb.js';
 import { couponNotFound, type UserCouponStateName } from '../catalog/catalog.ts';
-import { DomainError } from '../domain/errors.ts';
+import { DomainError, refusal } from '../domain/errors.ts';
 import type { Logger } from '../log.ts';
 import type { BatchingPublisher } from '../events/publisher.ts';
 import { countGateDecision, countGateRefusal } from '../metrics/gate.ts';
@@ -77,8 +77,8 @@ const unreplicated = (couponId: string, cause: unknown) => new DomainError('BACK
 
 const released = (couponId: string, cause?: unknown) => new DomainError('PUBLISH_FAILED', 'could not record the request; the slot was released, retry', { coupon_id: couponId }, cause);
 
-const soldOut = (couponId: string) => new DomainError('COUPON_SOLD_OUT', 'the coupon is sold out', { coupon_id: couponId });
-const closed = (couponId: string) => new DomainError('COUPON_CLOSED', 'the coupon is closed', { coupon_id: couponId });
+const soldOut = (couponId: string) => refusal('COUPON_SOLD_OUT', 'the coupon is sold out', { coupon_id: couponId });
+const closed = (couponId: string) => refusal('COUPON_CLOSED', 'the coupon is closed', { coupon_id: couponId });
 
 type Settled = { ok: true } | { ok: false; err: DomainError };
 
@@ -150,9 +150,9 @@ export class Gate {
     countGateRefusal(result.status);
     switch (result.status) {
       case 'NOT_FOUND': throw couponNotFound(couponId);
-      case 'NOT_OPEN': throw new DomainError('COUPON_NOT_OPEN', 'the coupon is not open yet', { coupon_id: couponId });
+      case 'NOT_OPEN': throw refusal('COUPON_NOT_OPEN', 'the coupon is not open yet', { coupon_id: couponId });
       case 'CLOSED': throw closed(couponId);
-      case 'PAUSED': throw new DomainError('COUPON_PAUSED', 'the coupon is paused by an operator; retry once it is resumed', { coupon_id: couponId });
+      case 'PAUSED': throw refusal('COUPON_PAUSED', 'the coupon is paused by an operator; retry once it is resumed', { coupon_id: couponId });
       case 'SOLD_OUT':
         this.d.soldOut?.soldOut(couponId);
         throw soldOut(couponId);

@@ -4,14 +4,15 @@
 import { Code, ConnectError } from '@connectrpc/connect';
 import { create } from '@bufbuild/protobuf';
 import { ErrorDetailSchema } from '../../gen/coupon/v1/error_pb.js';
-import type { ErrorReason } from '../domain/errors.ts';
+import { withoutStack, type ErrorReason } from '../domain/errors.ts';
 
 /** Reasons of refusals made by the server itself, before any domain code runs. */
 export type AuthReason = 'TOKEN_MISSING' | 'TOKEN_INVALID' | 'TOKEN_EXPIRED' | 'ROLE_NOT_ALLOWED';
 
+/** The error a caller sees. Its stack trace would point here and never reaches the caller, so none is captured. */
 export function apiError(code: Code, reason: ErrorReason | AuthReason, message: string, extra: { field?: string | undefined; metadata?: Record<string, string> } = {}): ConnectError {
   const detail = create(ErrorDetailSchema, { reason, field: extra.field ?? '', metadata: extra.metadata ?? {} });
-  return new ConnectError(message, code, undefined, [{ desc: ErrorDetailSchema, value: detail }]);
+  return withoutStack(() => new ConnectError(message, code, undefined, [{ desc: ErrorDetailSchema, value: detail }]));
 }
 
 export const codeOf: Record<ErrorReason, Code> = {
