@@ -34,6 +34,7 @@ import { CouponChanges } from '../catalog/changes.ts';
 import { codecWhenAvailable } from '../events/producer-start.ts';
 import { grpcMetrics } from './grpc-metrics.ts';
 import { rpcTracing } from '../telemetry/rpc.ts';
+import { tracingRequested } from '../telemetry/tracing.ts';
 import { exposeProcessMetrics } from '../metrics/serve.ts';
 import { listen, type RunningServer } from './http.ts';
 import { routes } from './routes.ts';
@@ -116,9 +117,14 @@ export async function startApi(config: Config, log: Logger): Promise<ApiApp> {
       maxSessionMemoryMb: config.API_MAX_SESSION_MEMORY_MB,
     },
     routes: routes(couponService({ db, redis, catalog, changes, gate, redemption }), health),
-    interceptors: config.AUTH_MODE === 'jwt'
-      ? [grpcMetrics([CouponService]), rpcTracing(), authInterceptor({ keys: jwksFrom({ url: config.AUTH_JWKS_URL, file: config.AUTH_JWKS_FILE }), issuer: config.AUTH_ISSUER, audience: config.AUTH_AUDIENCE, log }), errorMapping(log)]
-      : [grpcMetrics([CouponService]), rpcTracing(), errorMapping(log)],
+    // Without a trace exporter there is no span to record: the tracing interceptor is left out
+    // (it cost about 1% of coupon-api's CPU in a sale for no-op spans).
+    interceptors: [
+      grpcMetrics([CouponService]),
+      ...(tracingRequested() ? [rpcTracing()] : []),
+      ...(config.AUTH_MODE === 'jwt' ? [authInterceptor({ keys: jwksFrom({ url: config.AUTH_JWKS_URL, file: config.AUTH_JWKS_FILE }), issuer: config.AUTH_ISSUER, audience: config.AUTH_AUDIENCE, log })] : []),
+      errorMapping(log),
+    ],
     log,
   });
   const ready = { url: server.url, port: server.port, tls: Boolean(config.API_TLS_CERT), mutualTls: Boolean(config.API_TLS_CLIENT_CA), health: health.problems() };
