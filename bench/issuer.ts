@@ -10,10 +10,11 @@ import { topicNames } from '../src/events/topics.ts';
 import type { Db } from '../src/store/db.ts';
 import { couponClient, createCoupon } from '../test/support/coupons.ts';
 import { couponKeys } from '../src/store/keys.ts';
-import { config, kafka, redis as newRedis } from '../test/support/stack.ts';
+import { Redis } from 'ioredis';
+import { config, kafka } from '../test/support/stack.ts';
 import { cpuWindow, stackGroups, type CpuReport } from './cpu.ts';
 import { progress } from './progress.ts';
-import { startService } from './services.ts';
+import { startService, type LogFormat } from './services.ts';
 import { fmtInt } from './stats.ts';
 
 export interface IssuerReport {
@@ -26,12 +27,12 @@ export interface IssuerReport {
   cpu: CpuReport;
 }
 
-export async function issuerBench(o: { backlog: number; logLevel: string; env: Record<string, string>; logDir: string; db: Db }): Promise<IssuerReport> {
+export async function issuerBench(o: { backlog: number; logLevel: string; logFormat: LogFormat; env: Record<string, string>; redisUrl: string; logDir: string; db: Db }): Promise<IssuerReport> {
   const { backlog, db } = o;
   const base = { ...o.env, LOG_LEVEL: o.logLevel };
   const topics = topicNames(o.env.KAFKA_TOPIC_PREFIX!);
   progress.say(`[bench] issuer: writing a ${fmtInt(backlog)}-record backlog to ${topics.issue} …`);
-  const api = await startService('api', { ...base, API_WORKERS: '1' }, join(o.logDir, 'issuer-bench-api.log'));
+  const api = await startService('api', { ...base, API_WORKERS: '1' }, join(o.logDir, 'issuer-bench-api.log'), { logFormat: o.logFormat });
   const client = couponClient(api.address);
   const coupon = await createCoupon(client, backlog, { name: 'bench issuer backlog' });
   client.close();
@@ -39,7 +40,7 @@ export async function issuerBench(o: { backlog: number; logLevel: string; env: R
 
   // The gate's side of those requests: every backlog user a winner with its seq (the issuer drops a
   // record the armed gate holds no reservation of).
-  const redis = newRedis();
+  const redis = new Redis(o.redisUrl);
   const keys = couponKeys(coupon.id);
   for (let from = 0; from < backlog; from += 5_000) {
     const fields: string[] = [];
@@ -62,8 +63,8 @@ export async function issuerBench(o: { backlog: number; logLevel: string; env: R
   }
   await producer.disconnect();
 
-  const issuer = await startService('issuer', base, join(o.logDir, 'issuer-bench-issuer.log'), ['issuer totals']);
-  const cpu = cpuWindow(stackGroups({ issuerPid: issuer.pid, redisPort: Number(new URL(config.REDIS_URL).port || 6379) }));
+  const issuer = await startService('issuer', base, join(o.logDir, 'issuer-bench-issuer.log'), { keep: ['issuer totals'], logFormat: o.logFormat });
+  const cpu = cpuWindow(stackGroups({ issuerPid: issuer.pid, redisPort: Number(new URL(o.redisUrl).port || 6379) }));
   const started = performance.now();
   const deadline = Date.now() + 600_000;
   let issued = 0;

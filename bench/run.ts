@@ -6,25 +6,31 @@ import { join, relative } from 'node:path';
 import { parseArgs } from 'node:util';
 import { topicNames } from '../src/events/topics.ts';
 import { allCouponKeys, activeCouponsKey, legacyCouponIndexKey } from '../src/store/keys.ts';
+import { Redis } from 'ioredis';
+import { startOwnRedis, type OwnRedis } from '../test/support/redis-server.ts';
 import { config, db as newDb, kafka, redis as newRedis, uniqueEnv } from '../test/support/stack.ts';
 import { chartHtml } from './chart.ts';
+import { prepareCompare, thisCheckout, type ComparedCode } from './compare.ts';
 import { listProcs } from './cpu.ts';
-import { gateBench, type GateReport, type GateSettings } from './gate.ts';
+import { gateBench, type Code, type GateReport, type GateSettings } from './gate.ts';
 import { issuerBench, type IssuerReport } from './issuer.ts';
 import type { GrpcClient, Protocol } from './load.ts';
 import { progress } from './progress.ts';
+import type { LogFormat } from './services.ts';
 import { rebuildBench, type RebuildReport } from './rebuild.ts';
-import { ratiosOf, renderGate, renderIssuer, renderTargets, targetsOf, type FullReport } from './report.ts';
+import { ratiosOf, renderCompare, renderGate, renderIssuer, renderTargets, targetsOf, type FullReport } from './report.ts';
 
 const root = join(import.meta.dirname, '..');
-const HELP = `npm run bench -- [gate | issuer | rebuild] [options]
+const HELP = `npm run bench -- [gate | issuer | rebuild | sold-out] [options]
 
   (no section)  the gate over both protocols, then the issuer (add --rebuild for the rebuild)
-  gate          IssueCoupon through coupon-api and coupon-issuer as npm start runs them, with
-                API_WORKERS=1 and --workers: per protocol a no-op ceiling (grpc.health.v1.Health/
-                Check, same port and load) and the gate on a fresh coupon, followed until every
-                winner is issued; plus the gate's Lua script alone (redis-benchmark) and
-                PostgreSQL's bulk insert, as ceilings
+  gate          IssueCoupon through coupon-api and coupon-issuer as npm start runs them (JWT
+                auth), with API_WORKERS=1 and --workers: per protocol a no-op ceiling (grpc.health.
+                v1.Health/Check, same port and load) and the gate on a fresh coupon, followed until
+                every winner is issued; plus the gate's Lua script alone (redis-benchmark) and
+                PostgreSQL's bulk insert, as ceilings. Per run: coupon-api's CPU per call (/proc),
+                Redis commands per call (INFO commandstats before and after), the share of
+                IssueCoupon answered in process, the sale against the no-op (calls/s and p99)
   issuer        rows/s draining a backlog of accepted requests already on the topic
   rebuild       a coupon's gate rebuilt from a --rebuild-users ledger after a Redis loss (about
                 15 s and 300 MB for a million users)
@@ -47,10 +53,22 @@ options (defaults in brackets):
   --warmup N          calls of each kind (no-op, IssueCoupon on a coupon of its own) sent over
                       each protocol to a freshly started coupon-api before measuring; 0: none [3000]
   --log-level L       LOG_LEVEL of coupon-api and coupon-issuer (npm start: info) [info]
+  --log-format F      json (production logging, LOG_PRETTY=false) or pretty (npm start's,
+                      LOG_PRETTY=true) of coupon-api and coupon-issuer [json]
+  --compare REF       the gate also on another commit's code (a branch, tag, sha, main~3 …) in
+                      the same run, settings and machine, interleaved per API_WORKERS (ABBA): its
+                      own coupon-api and coupon-issuer from a temporary git worktree (with this
+                      checkout's node_modules), its own ledger database bench_cmp_<sha> and topic
+                      prefix; prints both and their ratios (COMPARE). The worktree is removed at
+                      the end, the database dropped unless --keep
+  --redis R           stack (the stack's Redis, as npm start uses it) or own (a redis-server of the
+                      bench's own with the stack's settings, so Redis commands per call count no
+                      other client's; --keep keeps nothing of it) [stack]
   --backlog N         the issuer bench's backlog [100000]
   --rebuild           with no section: run the rebuild too
   --rebuild-users N   the rebuild bench's ledger size [1000000]
-  --keep              keep the bench's coupons, Redis keys, topics and schema subjects
+  --keep              keep the bench's coupons, Redis keys, topics and schema subjects, and
+                      --compare's ledger database
   --out DIR           where results go, a folder per run [bench/results]
   -h, --help          this text
 
@@ -73,6 +91,9 @@ const { values: o, positionals } = parseArgs({
     'duration-cap': { type: 'string', default: '60' },
     warmup: { type: 'string', default: '3000' },
     'log-level': { type: 'string', default: 'info' },
+    'log-format': { type: 'string', default: 'json' },
+    compare: { type: 'string' },
+    redis: { type: 'string', default: 'stack' },
     backlog: { type: 'string', default: process.env.BENCH_BACKLOG ?? '100000' },
     rebuild: { type: 'boolean', default: false },
     'rebuild-users': { type: 'string', default: process.env.BENCH_REBUILD_USERS ?? '1000000' },
@@ -97,6 +118,10 @@ const count = (name: string, v: string, min = 1) => {
 };
 const protocols: Protocol[] = o.protocol === 'both' ? ['connect-h1', 'grpc-h2c'] : o.protocol === 'connect-h1' || o.protocol === 'grpc-h2c' ? [o.protocol] : fail(`--protocol must be connect-h1, grpc-h2c or both, not ${o.protocol}`);
 const grpcClient: GrpcClient = o['grpc-client'] === 'h2load' || o['grpc-client'] === 'node' ? o['grpc-client'] : fail(`--grpc-client must be h2load or node, not ${o['grpc-client']}`);
+const logFormatArg = o['log-format'];
+const logFormat: LogFormat = logFormatArg === 'json' || logFormatArg === 'pretty' ? logFormatArg : fail(`--log-format must be json or pretty, not ${logFormatArg}`);
+const ownRedis = o.redis === 'own' ? true : o.redis === 'stack' ? false : fail(`--redis must be stack or own, not ${o.redis}`);
+if (o.compare !== undefined && section && section !== 'gate') fail(`--compare runs the gate section on another commit's code; it does not apply to ${section}`);
 if (section === 'sold-out') {
   const { soldOutBench } = await import('./sold-out.ts');
   // Its own scale unless told: a sale of 1,000 units, then 20,000 refusals.
@@ -120,6 +145,7 @@ const settingsBase = {
   warmup: count('warmup', o.warmup, 0),
   grpcClient,
   logLevel: o['log-level'],
+  logFormat,
 };
 if (settingsBase.quantity > 10_000_000) fail('--quantity is at most 10,000,000 (the coupons table\'s limit)');
 const runGate = !section || section === 'gate';
@@ -153,13 +179,23 @@ async function preflight(db: ReturnType<typeof newDb>, redis: ReturnType<typeof 
 
 const startedAt = new Date();
 const db = newDb();
-const redis = newRedis();
-redis.on('error', () => { /* reported by the preflight */ });
-await preflight(db, redis);
+const stackRedis = newRedis();
+stackRedis.on('error', () => { /* reported by the preflight */ });
+await preflight(db, stackRedis);
+let own: OwnRedis | undefined;
+let redis = stackRedis;
+if (ownRedis) {
+  // The stack's settings (no persistence, noeviction), on a port of its own.
+  own = await startOwnRedis(['--maxmemory-policy', 'noeviction']);
+  redis = new Redis(own.url);
+  stackRedis.disconnect();
+}
+const redisUrl = own?.url ?? config.REDIS_URL;
 const outDir = join(o.out, startedAt.toISOString().replace(/[:.]/g, '-'));
 const logDir = join(outDir, 'logs');
 mkdirSync(logDir, { recursive: true });
-const env = uniqueEnv('bench');
+const env: Record<string, string> = { ...uniqueEnv('bench'), ...(own ? { REDIS_URL: own.url } : {}) };
+let compared: ComparedCode | undefined;
 const admin = kafka().admin();
 /** Other benches, tests and chaos runs on this machine: they take CPU from the figures. */
 const othersRunning = () => listProcs().filter((p) => /chaos\/run\.ts|vitest|bench\/run\.ts/.test(p.args) && p.pid !== process.pid && p.pid !== process.ppid).map((p) => `${p.pid} ${p.args.slice(0, 80)}`);
@@ -187,16 +223,24 @@ try {
   }
   if (runGate) {
     const settings: GateSettings = { ...settingsBase, outDir: join(outDir, 'runs') };
-    gate = await gateBench(settings, { db, redis, admin, env, logDir, created });
+    const self: Code = { ...thisCheckout(env, db), created };
+    if (o.compare !== undefined) {
+      progress.say(`[bench] --compare ${o.compare}: a worktree of it and a ledger database of its own …`);
+      compared = await prepareCompare(o.compare, db);
+      if (own) compared.env.REDIS_URL = own.url;
+      progress.say(`[bench] ${o.compare} is ${compared.commit}, checked out in ${compared.root}, ledger ${compared.database}`);
+    }
+    gate = await gateBench(settings, { redis, redisUrl, ownRedis, admin, logDir, codes: compared ? [self, compared] : [self] });
     report.gate = gate;
     report.ratios = ratiosOf(gate);
     console.log(`${renderGate(gate, report.ratios)}\n`);
+    if (gate.compare) console.log(`${renderCompare(gate)}\n`);
     const chart = join(outDir, 'chart.html');
     writeFileSync(chart, chartHtml(gate, `npm run bench: gate, ${startedAt.toISOString()}`));
     report.files.chart = chart;
   }
   if (runIssuer) {
-    issuer = await issuerBench({ backlog: count('backlog', o.backlog), logLevel: settingsBase.logLevel, env, logDir, db });
+    issuer = await issuerBench({ backlog: count('backlog', o.backlog), logLevel: settingsBase.logLevel, logFormat, env, redisUrl, logDir, db });
     created.push(issuer.couponId);
     report.issuer = issuer;
     if (gate) (report.ratios ??= {})['issuer rows/s (backlog) / PostgreSQL bulk insert'] = issuer.rowsPerSec / gate.ceilings.insert.rowsPerSec;
@@ -213,20 +257,32 @@ try {
   report.files.logs = logDir;
   writeFileSync(report.files.report, `${JSON.stringify(report, null, 1)}\n`);
   console.log(`results: ${relative(process.cwd(), outDir) || outDir}/ (report.json${report.files.chart ? ', chart.html' : ''}, logs/, runs/)`);
-  if (!o.keep) await cleanup().catch((err: unknown) => console.error(`[bench] cleanup: ${(err as Error).message}`));
+  if (!o.keep) {
+    await cleanup(env.KAFKA_TOPIC_PREFIX!, created).catch((err: unknown) => console.error(`[bench] cleanup: ${(err as Error).message}`));
+    if (compared) await cleanup(compared.env.KAFKA_TOPIC_PREFIX!, compared.created).catch((err: unknown) => console.error(`[bench] cleanup of ${o.compare}'s run: ${(err as Error).message}`));
+  }
+  if (compared) {
+    for (const note of await compared.dispose({ keep: o.keep, adminDb: db }).catch((err: unknown) => [`cleanup of ${o.compare}: ${(err as Error).message}`])) console.log(`[bench] ${note}`);
+  }
   await admin.disconnect().catch(() => undefined);
   redis.disconnect();
+  stackRedis.disconnect();
+  await own?.stop();
   await db.destroy();
 }
 
-/** The bench's coupons (ledger rows and Redis keys), its topics and their schema subjects. */
-async function cleanup() {
-  for (const id of created) {
+/**
+ * The bench's coupons (Redis keys; in this checkout's ledger, their rows: a --compare ref's
+ * database is dropped as a whole), the topics under `prefix` and their schema subjects.
+ */
+async function cleanup(prefix: string, coupons: string[]) {
+  const ledger = coupons === created;
+  for (const id of coupons) {
     await redis.del(...allCouponKeys(id));
+    if (!ledger) continue;
     await db('user_coupons').where({ coupon_id: id }).delete();
     await db('coupons').where({ id }).delete();
   }
-  const prefix = env.KAFKA_TOPIC_PREFIX;
   await redis.del(activeCouponsKey(prefix), legacyCouponIndexKey(prefix));
   const existing = new Set(await admin.listTopics());
   const topics = Object.values(topicNames(prefix)).filter((t) => existing.has(t));

@@ -1,17 +1,30 @@
 // coupon-api and coupon-issuer for the bench, started as `npm start` starts them (node
 // src/bin/<name>.ts, the local signing key trusted through scripts/local-auth.mjs, LOG_LEVEL info
-// unless told otherwise), on free ports and under the bench's own topic prefix. Unlike
-// test/support/processes.ts their logs are not parsed line by line (coupon-api logs one line per
-// IssueCoupon at info, and parsing them would cost the bench process CPU the servers need): they
-// go to a file beside the results, and only the lines the bench waits for are read.
+// unless told otherwise), on free ports and under the bench's own topic prefix; from this checkout
+// or, with --compare, from another commit's worktree (`root`). Logs are JSON lines as in
+// production (LOG_PRETTY=false) or, with --log-format pretty, rendered as `npm start` renders them.
+// Unlike test/support/processes.ts they are not parsed line by line (that would cost the bench
+// process CPU the servers need): they go to a file beside the results, and only the lines the bench
+// waits for are read.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createWriteStream, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { withLocalAuth } from '../scripts/local-auth.mjs';
+import { freePort } from '../test/support/ports.ts';
 
-const root = join(import.meta.dirname, '..');
+const here = join(import.meta.dirname, '..');
+
+export type LogFormat = 'json' | 'pretty';
+
+export interface StartOptions {
+  /** Lines whose msg is one of these are kept, parsed (JSON logs only). */
+  keep?: string[];
+  /** The checkout whose src/bin/<name>.ts runs [this one]. */
+  root?: string;
+  logFormat?: LogFormat;
+}
 
 export interface Service {
   readonly name: 'api' | 'issuer';
@@ -23,21 +36,27 @@ export interface Service {
   readonly address: string;
   readonly metricsUrl: string;
   readonly logFile: string;
-  /** Lines whose msg is one of `keep`, parsed. */
+  /** Lines whose msg is one of `keep`, parsed (empty with pretty logs). */
   readonly kept: Record<string, unknown>[];
   stop(): Promise<number | null>;
 }
 
-export async function startService(name: 'api' | 'issuer', env: Record<string, string>, logFile: string, keep: string[] = []): Promise<Service> {
+export async function startService(name: 'api' | 'issuer', env: Record<string, string>, logFile: string, o: StartOptions = {}): Promise<Service> {
+  const root = o.root ?? here;
+  const pretty = o.logFormat === 'pretty';
+  // Pretty lines carry no parseable port: the ports are chosen here instead of by the kernel.
+  const ports = pretty
+    ? { API_PORT: String(await freePort()), API_METRICS_PORT: String(await freePort()), ISSUER_METRICS_PORT: String(await freePort()) }
+    : { API_PORT: '0', API_METRICS_PORT: '0', ISSUER_METRICS_PORT: '0' };
   const child = spawn(process.execPath, [join(root, 'src', 'bin', `${name}.ts`)], {
     cwd: root,
-    env: await withLocalAuth({ ...process.env, API_PORT: '0', API_METRICS_PORT: '0', ISSUER_METRICS_PORT: '0', LOG_PRETTY: 'false', ...env }),
+    env: await withLocalAuth({ ...process.env, ...ports, LOG_PRETTY: String(pretty), ...env }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const out = createWriteStream(logFile);
   out.on('error', () => { /* a log line after the end: dropped */ });
   child.stderr.pipe(out, { end: false });
-  const readyMsg = name === 'api' ? '"msg":"coupon-api listening"' : '"msg":"coupon-issuer consuming"';
+  const readyMsg = name === 'api' ? 'coupon-api listening' : 'coupon-issuer consuming';
   const kept: Record<string, unknown>[] = [];
   const exited = once(child, 'exit');
   const ready = new Promise<Record<string, unknown>>((resolve, reject) => {
@@ -49,8 +68,12 @@ export async function startService(name: 'api' | 'issuer', env: Record<string, s
     });
     createInterface({ input: child.stdout }).on('line', (line) => {
       out.write(`${line}\n`);
-      if (line.includes(readyMsg)) { clearTimeout(timer); resolve(JSON.parse(line) as Record<string, unknown>); }
-      for (const msg of keep) if (line.includes(`"msg":"${msg}"`)) kept.push(JSON.parse(line) as Record<string, unknown>);
+      if (pretty) {
+        if (line.includes(readyMsg)) { clearTimeout(timer); resolve({ port: Number(ports.API_PORT), metricsPort: Number(name === 'api' ? ports.API_METRICS_PORT : ports.ISSUER_METRICS_PORT) }); }
+        return;
+      }
+      if (line.includes(`"msg":"${readyMsg}"`)) { clearTimeout(timer); resolve(JSON.parse(line) as Record<string, unknown>); }
+      for (const msg of o.keep ?? []) if (line.includes(`"msg":"${msg}"`)) kept.push(JSON.parse(line) as Record<string, unknown>);
     });
   });
   const info = await ready;
