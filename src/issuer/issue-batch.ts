@@ -9,6 +9,7 @@ import { issuerLostRecords, issuerRows, timedIssueBatch } from '../metrics/issue
 import { dbSpan } from '../telemetry/tracing.ts';
 import type { Db } from '../store/db.ts';
 import type { CouponScripts } from '../store/scripts.ts';
+import { issuerClaim, issuerMarkIssued } from './issuer-scripts.ts';
 import { couponKeys } from '../store/keys.ts';
 import type { ReplicaAcks } from '../store/replica-acks.ts';
 
@@ -100,7 +101,7 @@ export function issueBatch(deps: IssueBatchDeps): BatchHandler<CouponIssueReques
       // the slot moved meanwhile (store/replica-acks.ts).
       const meta = couponKeys(couponId).meta;
       const node = deps.acks?.nodeOf(meta);
-      const verdicts = await deps.scripts.issuerClaim(couponId, list.map((r) => ({ userId: r.value.userId, seq: Number(r.value.seq) })));
+      const verdicts = await issuerClaim(deps.scripts, couponId, list.map((r) => ({ userId: r.value.userId, seq: Number(r.value.seq) })));
       if (deps.acks?.enabled) {
         const confirmed = deps.acks.confirm(meta, node);
         // Awaited below, after the other coupons' claims: a refusal meanwhile is not unhandled.
@@ -182,7 +183,7 @@ export function issueBatch(deps: IssueBatchDeps): BatchHandler<CouponIssueReques
     }
     deps.onCoupons?.(new Set(held.map((r) => r.coupon_id)));
     for (const [couponId, list] of Map.groupBy(held, (r) => r.coupon_id)) {
-      await deps.scripts.issuerMarkIssued(couponId, list.map((r) => ({ userId: r.user_id, seq: Number(r.seq), issuedAtMs: r.issued_at!.getTime() })));
+      await issuerMarkIssued(deps.scripts, couponId, list.map((r) => ({ userId: r.user_id, seq: Number(r.seq), issuedAtMs: r.issued_at!.getTime() })));
     }
     return { rejected };
   });

@@ -1,6 +1,6 @@
 // When a finished coupon's Redis state may go (docs/architecture.md#retention), as a pure rule.
 import { describe, expect, it } from 'vitest';
-import { retentionDeadline } from '../../src/store/scripts.ts';
+import { retentionDeadline } from '../../src/domain/retention.ts';
 
 const DAY = 86_400_000;
 const at = (ms: number) => new Date(ms);
