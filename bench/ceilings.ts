@@ -1,6 +1,6 @@
 // Ceilings measured in the same run as the gate:
 //   - the gate's Lua script alone: redis-benchmark (Debian's redis-tools) calling EVALSHA of
-//     gate-reserve.lua (with lib/expiry.lua in front, as src/store/scripts.ts loads it) against a
+//     gate-reserve.lua (with lib/expiry.lua in front: src/store/scripts.ts scriptSource) against a
 //     throwaway coupon armed with the run's quantity, R calls from C connections, users drawn at
 //     random from U (redis-benchmark's -r and __rand_int__), so repeats and sold-out answers mix in
 //     as in the gate run;
@@ -12,8 +12,9 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import type { Redis } from 'ioredis';
 import type { Db } from '../src/store/db.ts';
+import { gateArm } from '../src/gate/gate-scripts.ts';
 import { allCouponKeys, couponKeys } from '../src/store/keys.ts';
-import { CouponScripts, luaScript } from '../src/store/scripts.ts';
+import { CouponScripts, scriptKeys, scriptSource } from '../src/store/scripts.ts';
 import { reapedChildrenSeconds } from './cpu.ts';
 import { toolNote } from './load.ts';
 import { ensureDebianTool } from '../scripts/debian-tools.mjs';
@@ -29,10 +30,9 @@ export async function luaCeiling(redis: Redis, redisPort: number, o: { quantity:
   const now = Date.now();
   const scripts = new CouponScripts(redis, { retentionMs: 3_600_000 });
   // Armed as catalog.ts arms a new coupon; every key expires within the hour should cleanup fail.
-  await scripts.gateArm(couponId, { total: o.quantity, opensMs: now - 60_000, closesMs: 0, validUntilMs: 0, expireAtMs: now + 3_600_000, retentionMs: 3_600_000 });
-  const sha = (await redis.script('LOAD', [luaScript('lib/expiry'), luaScript('gate-reserve')].join('\n'))) as string;
-  const k = couponKeys(couponId);
-  const keys = [k.meta, k.winners, k.next, k.free, k.pending, k.issued, k.redeem];
+  await gateArm(scripts, couponId, { total: o.quantity, opensMs: now - 60_000, closesMs: 0, validUntilMs: 0, expireAtMs: now + 3_600_000, retentionMs: 3_600_000 });
+  const sha = (await redis.script('LOAD', scriptSource('gateReserve'))) as string;
+  const keys = scriptKeys('gateReserve', couponId);
   const bin = ensureDebianTool('redis-benchmark', 'redis-tools').path;
   const args = ['-h', '127.0.0.1', '-p', String(redisPort), '-c', String(o.connections), '-n', String(o.requests), '-r', String(o.users), '--csv',
     'EVALSHA', sha, String(keys.length), ...keys, 'bench-user-__rand_int__', String(now), '1'];
@@ -48,12 +48,12 @@ export async function luaCeiling(redis: Redis, redisPort: number, o: { quantity:
     const row = out.split('\n').find((l) => l.startsWith('"EVALSHA'));
     if (!row) throw new Error(`redis-benchmark gave no result:\n${out.slice(-1500)}`);
     const f = row.split('","').map((s) => s.replaceAll('"', ''));
-    const winners = await redis.hlen(k.winners);
+    const winners = await redis.hlen(couponKeys(couponId).winners);
     return {
       callsPerSec: Number(f[1]), calls: o.requests, connections: o.connections, users: o.users,
       latencyMs: { p50: Number(f[4]), p99: Number(f[6]), max: Number(f[7]) },
       winners, quantity: o.quantity, cpuSecondsRedisBenchmark: cpu,
-      command: `redis-benchmark -c ${o.connections} -n ${o.requests} -r ${o.users} EVALSHA <gate-reserve> 7 <coupon keys> bench-user-__rand_int__ <now> 1`,
+      command: `redis-benchmark -c ${o.connections} -n ${o.requests} -r ${o.users} EVALSHA <gate-reserve> ${keys.length} <coupon keys> bench-user-__rand_int__ <now> 1`,
       tool: toolNote('redis-benchmark', 'redis-tools'),
     };
   } finally {

@@ -9,7 +9,8 @@ import type { Logger } from '../log.ts';
 import type { Db } from '../store/db.ts';
 import { deleteCoupon, findCoupon, insertCoupon, type CouponRow } from '../store/coupons.ts';
 import { couponKeys } from '../store/keys.ts';
-import { gateMetaOf, type CouponScripts } from '../store/scripts.ts';
+import type { CouponScripts } from '../store/scripts.ts';
+import { gateArm, gateMetaOf } from '../gate/gate-scripts.ts';
 import { listCoupons, type CouponFilter, type CouponPage } from './coupon-list.ts';
 import { acceptedCount, couponView, type CouponView } from './status.ts';
 
@@ -63,7 +64,7 @@ export class CouponCatalog {
     try {
       // A new coupon has no redemption history to load from the ledger.
       await this.d.redis.set(k.redeemLoaded, '1');
-      await this.d.scripts.gateArm(row.id, gateMetaOf(row, this.d.scripts.retentionMs));
+      await gateArm(this.d.scripts, row.id, gateMetaOf(row, this.d.scripts.retentionMs));
     } catch (err) {
       await this.d.redis.del(k.meta, k.next, k.redeemLoaded).catch((e: unknown) => this.d.log.error({ couponId: row.id, err: (e as Error).message }, 'could not remove the keys of a coupon whose creation failed'));
       await deleteCoupon(this.d.db, row.id).catch((e: unknown) => this.d.log.error({ couponId: row.id, err: (e as Error).message }, 'could not remove the row of a coupon whose creation failed'));

@@ -9,7 +9,9 @@ import type { Logger } from '../log.ts';
 import type { Db } from '../store/db.ts';
 import { lockCoupon, writeCouponChange, type ChangeAction, type CouponFields } from '../store/coupon-changes.ts';
 import type { CouponRow } from '../store/coupons.ts';
-import { retentionDeadline, type CouponScripts, type GateChange } from '../store/scripts.ts';
+import { retentionDeadline } from '../domain/retention.ts';
+import type { CouponScripts } from '../store/scripts.ts';
+import { gateChange as changeGate, type GateChange } from '../gate/gate-scripts.ts';
 import { couponNotFound } from './catalog.ts';
 
 /** What UpdateCoupon may change (update_mask paths); undefined = not in the mask, null = unset. */
@@ -98,7 +100,7 @@ export class CouponChanges {
         if (gate === 'RETIRED') {
           throw new DomainError('COUPON_FINISHED', 'the coupon is past its retention: its sale and redemptions are over, and only its name can change', { coupon_id: couponId });
         }
-        const result = await this.d.scripts.gateChange(couponId, gateChange);
+        const result = await changeGate(this.d.scripts, couponId, gateChange);
         if (result.status === 'BELOW_ACCEPTED') throw belowAccepted(couponId, result.floor);
         if (result.status === 'NOT_ARMED') {
           throw new DomainError('BACKEND_UNAVAILABLE', "Redis lost the coupon's gate during the change; nothing changed; retry", { coupon_id: couponId });

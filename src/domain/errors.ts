@@ -50,3 +50,15 @@ export const invalidField = (field: string, problem: string) =>
 
 /** Reasons that mean "a dependency is down, nothing was decided": retry later, never dead-letter. */
 export const isRetryableReason = (reason: ErrorReason) => reason === 'BACKEND_UNAVAILABLE' || reason === 'PUBLISH_FAILED';
+
+/**
+ * Internal, never a caller's answer: Redis lost state while the gate (gate/gate-load.ts) or the
+ * redemption state (redemption/redemption-scripts.ts) was loaded from the ledger. Nothing was armed
+ * or marked loaded; the load starts over from the loss guard's wait (store/loss-guard.ts).
+ */
+export class LoadInterrupted extends Error {
+  constructor(what: string) {
+    super(`Redis lost ${what} while it was loaded from the ledger; the load starts over`);
+    this.name = 'LoadInterrupted';
+  }
+}

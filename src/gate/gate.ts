@@ -14,6 +14,7 @@ import type { BatchingPublisher } from '../events/publisher.ts';
 import { countGateDecision, countGateRefusal } from '../metrics/gate.ts';
 import { couponKeys } from '../store/keys.ts';
 import type { CouponScripts } from '../store/scripts.ts';
+import { gateConfirm, gateRelease, gateReserve } from './gate-scripts.ts';
 import type { GateRelease } from '../store/gate-releases.ts';
 import type { ReplicaAcks } from '../store/replica-acks.ts';
 import type { GateRebuilder } from './rebuild.ts';
@@ -139,13 +140,13 @@ export class Gate {
     let node = this.d.acks?.nodeOf(metaKey);
     // The publish bound counts from here: just before the reservation is made (publishReservation).
     let reservingAt = Date.now();
-    let result = await this.d.scripts.gateReserve(couponId, userId, nowMs);
+    let result = await gateReserve(this.d.scripts, couponId, userId, nowMs);
     if (result.status === 'NOT_FOUND') {
       // No gate in Redis: rebuilt from the ledger, or, for an unknown or finished coupon, answered without one.
       const rebuilt = await this.d.rebuilder.arm(couponId, userId);
       if (rebuilt === 'ARMED') node = this.d.acks?.nodeOf(metaKey);
       reservingAt = Date.now();
-      result = rebuilt === 'ARMED' ? await this.d.scripts.gateReserve(couponId, userId, nowMs) : rebuilt;
+      result = rebuilt === 'ARMED' ? await gateReserve(this.d.scripts, couponId, userId, nowMs) : rebuilt;
     }
     countGateRefusal(result.status);
     switch (result.status) {
@@ -209,7 +210,7 @@ export class Gate {
     try {
       await publishReservation(this.d, couponId, userId, seq, nowMs, total, reservingAt);
     } catch (err) {
-      const outcome = await this.d.scripts.gateRelease(couponId, userId, seq, nowMs);
+      const outcome = await gateRelease(this.d.scripts, couponId, userId, seq, nowMs);
       // The issuer already took the record: the coupon is coming, so the honest answer is OK.
       if (outcome === 'CLAIMED') return { ok: true };
       if (outcome === 'RELEASED') {
@@ -232,7 +233,7 @@ export class Gate {
       });
       return { ok: false, err: new DomainError('BACKEND_UNAVAILABLE', 'the request could not be confirmed while the gate state is being recovered; retry shortly', { coupon_id: couponId }, err) };
     }
-    await this.d.scripts.gateConfirm(couponId, userId, seq, nowMs);
+    await gateConfirm(this.d.scripts, couponId, userId, seq, nowMs);
     return { ok: true };
   }
 

@@ -3,7 +3,7 @@
 // instead, and never armed again.
 //
 // The ledger is streamed a page at a time in seq order (store/coupons.ts ledgerPages) into short
-// script calls of at most CHUNK items each (store/scripts.ts GateLoad): the process holds one page,
+// script calls of at most CHUNK items each (gate-load.ts GateLoad): the process holds one page,
 // never the coupon, and Redis is never blocked by one long call (docs/design.md#growth).
 import type { Redis } from '../store/redis.ts';
 import { isUuid } from '../domain/ids.ts';
@@ -11,8 +11,9 @@ import type { Logger } from '../log.ts';
 import { gateRebuilds } from '../metrics/gate.ts';
 import type { Db } from '../store/db.ts';
 import { findCoupon, findUserCoupon, ledgerPages, LEDGER_PAGE, type CouponRow } from '../store/coupons.ts';
-import { gateMetaOf, LoadInterrupted, type CouponScripts, type GateMeta, type ReserveResult } from '../store/scripts.ts';
-import { DomainError } from '../domain/errors.ts';
+import type { CouponScripts } from '../store/scripts.ts';
+import { DomainError, LoadInterrupted } from '../domain/errors.ts';
+import { gateLoad, gateMetaOf, type GateMeta, type ReserveResult } from './gate-scripts.ts';
 import type { RebuildGuard } from '../store/loss-guard.ts';
 
 export interface GateRebuildDeps {
@@ -100,7 +101,7 @@ export class GateRebuilder {
    * `epoch` is gone before it starts).
    */
   private async load(couponId: string, meta: GateMeta, epoch: string | undefined): Promise<{ rows: number; armed: boolean }> {
-    const gate = this.d.scripts.gateLoad(couponId, meta, { epoch });
+    const gate = gateLoad(this.d.scripts, couponId, meta, { epoch });
     let rows = 0;
     for await (const page of ledgerPages(this.d.db, couponId, this.d.ledgerPageSize ?? LEDGER_PAGE)) {
       if (!(await gate.rows(page))) return { rows, armed: false };

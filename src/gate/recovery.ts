@@ -8,7 +8,8 @@ import type { Redis } from '../store/redis.ts';
 import type { Logger } from '../log.ts';
 import { IDLE_MS, type ActiveCoupons } from '../store/active-coupons.ts';
 import { couponKeys } from '../store/keys.ts';
-import type { CouponScripts, StaleReservation } from '../store/scripts.ts';
+import type { CouponScripts } from '../store/scripts.ts';
+import { gateConfirm, gateStale, type StaleReservation } from './gate-scripts.ts';
 import { publishReservation, type GateDeps } from './gate.ts';
 
 export interface GateRecoveryDeps extends Pick<GateDeps, 'encoder' | 'publisher' | 'topic'> {
@@ -39,7 +40,7 @@ export async function recoverStaleReservations(d: GateRecoveryDeps, staleMs: num
     const readAt = Date.now();
     const looks = await Promise.all(page.map(({ couponId }) => {
       const k = couponKeys(couponId);
-      return Promise.all([d.scripts.gateStale(couponId, cutoff, 1000), d.redis.zcard(k.pending), d.redis.zcard(k.outbox)] as const);
+      return Promise.all([gateStale(d.scripts, couponId, cutoff, 1000), d.redis.zcard(k.pending), d.redis.zcard(k.outbox)] as const);
     }));
     const idle = page.filter((c, i) => looks[i]![1] === 0 && looks[i]![2] === 0 && c.lastActiveMs <= now - idleMs);
     pass.dropped += await d.active.dropIdle(idle.map((c) => c.couponId), now - idleMs);
@@ -65,7 +66,7 @@ async function republish(d: GateRecoveryDeps, couponId: string, stale: StaleRese
   // All at once: they share one publish bound, counted from when they were read.
   await Promise.all(stale.map(async ({ userId, seq, reservedAtMs }) => {
     await publishReservation(d, couponId, userId, seq, reservedAtMs, total, readAt);
-    await d.scripts.gateConfirm(couponId, userId, seq, reservedAtMs);
+    await gateConfirm(d.scripts, couponId, userId, seq, reservedAtMs);
   }));
   return stale.length;
 }

@@ -18,12 +18,13 @@ import type { Logger } from '../log.ts';
 import { countLocalAnswer } from '../metrics/gate.ts';
 import type { Redis } from '../store/redis.ts';
 import { couponKeys } from '../store/keys.ts';
-import type { CouponScripts, SoldOutCheck } from '../store/scripts.ts';
+import type { CouponScripts } from '../store/scripts.ts';
+import { gateSoldOut, type SoldOutCheck } from './gate-scripts.ts';
 import { BloomFilter } from './bloom.ts';
 
 export interface SoldOutViewOptions {
   redis: Redis;
-  scripts: Pick<CouponScripts, 'gateSoldOut'>;
+  scripts: CouponScripts;
   log: Logger;
   /** GATE_LOCAL_RECHECK_MS: how old a view's last epoch check may be before a call starts another. */
   recheckMs: number;
@@ -79,7 +80,7 @@ export class SoldOutViews {
   }
 
   private async build(couponId: string): Promise<void> {
-    const before = await this.o.scripts.gateSoldOut(couponId);
+    const before = await gateSoldOut(this.o.scripts, couponId);
     if (!before?.final) return;
     const winners = new BloomFilter(before.winners);
     const key = couponKeys(couponId).winners;
@@ -90,7 +91,7 @@ export class SoldOutViews {
       cursor = next;
     } while (cursor !== '0');
     // The same arming from start to end of the scan: nothing could add or remove a winner meanwhile.
-    const after = await this.o.scripts.gateSoldOut(couponId);
+    const after = await gateSoldOut(this.o.scripts, couponId);
     if (!after?.final || after.epoch !== before.epoch) return;
     this.views.set(couponId, { epoch: after.epoch, winners, closesMs: after.closesMs, expireAtMs: after.expireAtMs, checkedAtMs: this.now(), checking: false });
   }
@@ -98,7 +99,7 @@ export class SoldOutViews {
   private recheck(couponId: string, view: View): void {
     view.checking = true;
     const startedAt = this.now();
-    this.o.scripts.gateSoldOut(couponId)
+    gateSoldOut(this.o.scripts, couponId)
       .then((check: SoldOutCheck | undefined) => {
         if (!check?.final || check.epoch !== view.epoch) { this.views.delete(couponId); return; }
         view.checkedAtMs = startedAt;

@@ -10,7 +10,7 @@ import { isUuid } from '../domain/ids.ts';
 import type { Logger } from '../log.ts';
 import { seqWindows, type UserCouponRow } from '../store/coupons.ts';
 import type { Db } from '../store/db.ts';
-import type { LedgerRedemptionRecord } from '../store/scripts.ts';
+import type { LedgerRedemptionRecord } from './redemption-scripts.ts';
 
 export interface LedgerStats { batches: number; applied: number; cancellations: number }
 

@@ -13,7 +13,7 @@ import { create } from '@bufbuild/protobuf';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import type { Redis } from '../store/redis.ts';
 import { CouponRedemptionChangedSchema, RedemptionTransition, type CouponRedemptionChanged } from '../../gen/coupon/events/v1/redemption_pb.js';
-import { DomainError } from '../domain/errors.ts';
+import { DomainError, LoadInterrupted } from '../domain/errors.ts';
 import { PublishError, type BatchingPublisher } from '../events/publisher.ts';
 import type { Logger } from '../log.ts';
 import { isUuid } from '../domain/ids.ts';
@@ -24,7 +24,9 @@ import type { Db } from '../store/db.ts';
 import { couponKeys, parseRedemptionValue, type RedemptionValue } from '../store/keys.ts';
 
 export { parseRedemptionValue, type RedemptionValue };
-import { LoadInterrupted, retentionDeadline, type CouponScripts, type RedemptionOutcome, type WithoutGate } from '../store/scripts.ts';
+import type { CouponScripts } from '../store/scripts.ts';
+import { deadlineWithoutGate, retentionDeadline } from '../domain/retention.ts';
+import { cancelRedemption, redeem, redemptionLoad, restoreRedemption, type RedemptionOutcome, type WithoutGate } from './redemption-scripts.ts';
 import { couponRedemptions, userRedemption } from './ledger.ts';
 import type { LossGuard } from '../store/loss-guard.ts';
 import type { ReplicaAcks } from '../store/replica-acks.ts';
@@ -113,11 +115,11 @@ export class Redemption {
     for (let attempt = 0; attempt < 5; attempt++) {
       // Taken before the script is sent: the replicas' wait goes to the node that ran it.
       const node = this.d.acks?.nodeOf(couponKeys(couponId).redeem);
-      const o = await this.d.scripts.redeem(couponId, userId, orderId, this.now(), withoutGate);
+      const o = await redeem(this.d.scripts, couponId, userId, orderId, this.now(), withoutGate);
       switch (o.status) {
         case 'NO_META': {
           const row = await this.couponOrThrow(couponId);
-          withoutGate = { validUntilMs: row.valid_until?.getTime() ?? 0, deadlineMs: this.d.scripts.deadlineWithoutGate(row, this.now()) };
+          withoutGate = { validUntilMs: row.valid_until?.getTime() ?? 0, deadlineMs: deadlineWithoutGate(row, this.d.scripts.retentionMs, this.now()) };
           continue;
         }
         case 'UNLOADED':
@@ -151,10 +153,10 @@ export class Redemption {
     let deadlineMs: number | undefined;
     for (let attempt = 0; attempt < 5; attempt++) {
       const node = this.d.acks?.nodeOf(couponKeys(couponId).redeem);
-      const o = await this.d.scripts.cancelRedemption(couponId, userId, orderId, this.now(), ledgerChecked, deadlineMs);
+      const o = await cancelRedemption(this.d.scripts, couponId, userId, orderId, this.now(), ledgerChecked, deadlineMs);
       switch (o.status) {
         case 'NO_META':
-          deadlineMs = this.d.scripts.deadlineWithoutGate(await this.couponOrThrow(couponId), this.now());
+          deadlineMs = deadlineWithoutGate(await this.couponOrThrow(couponId), this.d.scripts.retentionMs, this.now());
           await this.load(couponId);
           await this.restoreUser(couponId, userId, deadlineMs);
           ledgerChecked = true;
@@ -321,8 +323,8 @@ export class Redemption {
 
   private async loadOnce(couponId: string, epoch: string | undefined): Promise<number> {
     // One deadline for every call of this load, so its keys expire together (lib/expiry.lua).
-    const deadlineMs = this.d.scripts.deadlineWithoutGate(await this.couponOrThrow(couponId), this.now());
-    const load = this.d.scripts.redemptionLoad(couponId, deadlineMs, epoch);
+    const deadlineMs = deadlineWithoutGate(await this.couponOrThrow(couponId), this.d.scripts.retentionMs, this.now());
+    const load = redemptionLoad(this.d.scripts, couponId, deadlineMs, epoch);
     let records = 0;
     for await (const page of couponRedemptions(this.d.db, couponId)) {
       await load.records(page);
@@ -341,7 +343,7 @@ export class Redemption {
   private async restoreUser(couponId: string, userId: string, deadlineMs?: number): Promise<boolean> {
     const record = isUuid(couponId) ? await userRedemption(this.d.db, couponId, userId) : undefined;
     if (!record) return false;
-    await this.d.scripts.restoreRedemption(couponId, [record], deadlineMs);
+    await restoreRedemption(this.d.scripts, couponId, [record], deadlineMs);
     return true;
   }
 }

@@ -4,8 +4,9 @@
 // The rule that keeps it safe: a coupon never holds a pending reservation or an outbox entry while
 // absent from the index (a crash after reserve must still be recovered). So
 // - the gate and redemption mark the coupon (ZADD, score = now) *before* a script that can add
-//   either (CouponScripts does it for redeem and cancelRedemption, and for gateReserve when the
-//   script says it is about to reserve); a process marks a coupon at most once per TOUCH_EVERY_MS;
+//   either (redemption/redemption-scripts.ts does it for redeem and cancelRedemption, and
+//   gate/gate-scripts.ts for gateReserve when the script says it is about to reserve); a process
+//   marks a coupon at most once per TOUCH_EVERY_MS;
 // - the recovery loop drops a coupon only when it found neither, and only if its mark is older than
 //   a generous IDLE_MS, checked and removed atomically (active-prune.lua): a mark made after that
 //   check keeps it, and a script that relied on an older mark ran long before the check.
@@ -13,7 +14,7 @@
 // Cluster the index lives on another shard than the coupon: a failover that loses the mark but not
 // the reservation (two faults at once) hides the reservation until the coupon is next marked.
 import type { Redis } from './redis.ts';
-import { luaScript } from './scripts.ts';
+import { runScript } from './scripts.ts';
 
 /** How often one process re-marks a coupon it keeps using. */
 export const TOUCH_EVERY_MS = 1_000;
@@ -29,8 +30,6 @@ const LEGACY_BATCH = 500;
 
 export interface ActiveCoupon { couponId: string; lastActiveMs: number }
 
-type Prune = (key: string, cutoffMs: number, ...couponIds: string[]) => Promise<number>;
-
 export class ActiveCoupons {
   readonly key: string;
   private readonly redis: Redis;
@@ -42,7 +41,6 @@ export class ActiveCoupons {
     this.redis = redis;
     this.key = key;
     this.now = now;
-    redis.defineCommand('activePrune', { numberOfKeys: 1, lua: luaScript('active-prune') });
   }
 
   /** True when this process marked the coupon within TOUCH_EVERY_MS (touch would do nothing). */
@@ -79,8 +77,7 @@ export class ActiveCoupons {
   /** Drops these coupons (found with nothing pending) unless marked after `cutoffMs`. */
   async dropIdle(couponIds: string[], cutoffMs: number): Promise<number> {
     if (couponIds.length === 0) return 0;
-    const prune = (this.redis as unknown as { activePrune: Prune }).activePrune;
-    return prune.call(this.redis, this.key, cutoffMs, ...couponIds);
+    return Number(await runScript(this.redis, 'activePrune', this.key, [cutoffMs, ...couponIds]));
   }
 
   /**

@@ -65,11 +65,26 @@ export const couponKeys = (couponId: string) => {
 /** Every key of the coupon, in the order scripts that touch all of them take them (arming sets their expiry). */
 export const allCouponKeys = (couponId: string): string[] => Object.values(couponKeys(couponId));
 
+/** State of a coupon that Redis can lose and the ledger rebuilds (store/loss-guard.ts). */
+export type RebuiltState = 'gate' | 'redemption';
+
 /** The free list one rebuild builds under its own token, renamed to `free` when it arms. */
 export const stagedFreeKey = (couponId: string, token: string) => `coupon:{${couponId}}:free:staging:${token}`;
 
 /** The count one gate rebuild (or redemption load) keeps of what it wrote (gate-load.lua, restore-redemption.lua). */
-export const loadTokenKey = (couponId: string, state: 'gate' | 'redemption', token: string) => `coupon:{${couponId}}:${state === 'gate' ? 'rebuild' : 'redeem-load'}:${token}`;
+export const loadTokenKey = (couponId: string, state: RebuiltState, token: string) => `coupon:{${couponId}}:${state === 'gate' ? 'rebuild' : 'redeem-load'}:${token}`;
+
+/**
+ * How long a load's staged free list and token (stagedFreeKey, loadTokenKey) outlive its last call:
+ * a load that died leaves them to expire.
+ */
+export const STAGING_TTL_MS = 10 * 60_000;
+
+/** The key whose absence means the state is lost, and the marker of when it may be rebuilt. */
+export function lossKeys(couponId: string, state: RebuiltState): { present: string; marker: string } {
+  const k = couponKeys(couponId);
+  return state === 'gate' ? { present: k.meta, marker: k.rebuildAfter } : { present: k.redeemLoaded, marker: k.redeemLoadAfter };
+}
 
 /** The coupons the recovery loops walk: those that may hold pending reservations or outbox entries. */
 export const activeCouponsKey = (topicPrefix: string) => (topicPrefix ? `gate:active:${topicPrefix}` : 'gate:active');

@@ -22,7 +22,8 @@ import type { Alerter } from '../events/alert.ts';
 import type { Logger } from '../log.ts';
 import type { Db } from './db.ts';
 import { blockingDeadLetters } from './dead-letters.ts';
-import { lossKeys, type CouponScripts, type RebuiltState } from './scripts.ts';
+import { lossKeys, type RebuiltState } from './keys.ts';
+import type { CouponScripts } from './scripts.ts';
 
 /**
  * Covers what the publish bound cannot: a reservation whose Redis reply arrived just before the
@@ -40,6 +41,19 @@ const MARKER_GRACE_MS = 10 * 60_000;
 
 // A blocked coupon is asked about on every request; a person needs to hear about it once in a while.
 const ALERT_EVERY_MS = 60_000;
+
+/** `marker` is the loss marker's value: a rebuild passes it on, and it starts only while the marker still holds it. */
+type LossNoticed = { status: 'PRESENT' } | { status: 'LOST'; rebuildAfterMs: number; nowMs: number; marker: string };
+
+/**
+ * Notes that the coupon's `state` is missing, unless it is present after all (loss-noticed.lua).
+ * The first process to notice sets when a rebuild may start: noticed + `settleMs`, Redis time.
+ */
+async function lossNoticed(scripts: CouponScripts, couponId: string, state: RebuiltState, settleMs: number, markerTtlMs: number): Promise<LossNoticed> {
+  const [status, after, now] = (await scripts.run('lossNoticed', { couponId, state }, [settleMs, markerTtlMs])) as [string, string?, string?];
+  if (status === 'PRESENT') return { status };
+  return { status: 'LOST', rebuildAfterMs: Number(after), nowMs: Number(now), marker: after ?? '' };
+}
 
 /**
  * 'LOST': the state may be loaded from the ledger now. `epoch` is the loss marker's value the wait
@@ -99,7 +113,7 @@ export class LossGuard implements RebuildGuard {
    * it is there after all (another process rebuilt it). Throws BACKEND_UNAVAILABLE until then.
    */
   async ready(couponId: string): Promise<Readiness> {
-    const noticed = await this.d.scripts.lossNoticed(couponId, this.d.state, this.d.settleMs, this.d.settleMs + MARKER_GRACE_MS);
+    const noticed = await lossNoticed(this.d.scripts, couponId, this.d.state, this.d.settleMs, this.d.settleMs + MARKER_GRACE_MS);
     if (noticed.status === 'PRESENT') return noticed;
     const waitMs = noticed.rebuildAfterMs - noticed.nowMs;
     if (waitMs > 0) {

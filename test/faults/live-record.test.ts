@@ -9,6 +9,7 @@ import { CouponIssueRequestedSchema } from '../../gen/coupon/events/v1/issue_pb.
 import { EventRegistry } from '../../src/events/registry.ts';
 import { topicNames } from '../../src/events/topics.ts';
 import { CouponScripts } from '../../src/store/scripts.ts';
+import { gateRelease, gateReserve } from '../../src/gate/gate-scripts.ts';
 import { startService } from '../support/processes.ts';
 import { couponClient, createCoupon } from '../support/coupons.ts';
 import { config, db as newDb, kafka, readTopic, redis as newRedis, uniqueEnv, until, waitForCaughtUp } from '../support/stack.ts';
@@ -29,10 +30,10 @@ describe('a user whose first publish timed out but landed, and who retried as to
       // No issuer yet: both of U1's records wait on the topic and are read in one batch.
       const scripts = new CouponScripts(r);
       const reservedAt = Date.now();
-      const first = await scripts.gateReserve(coupon.id, 'u1', reservedAt);
+      const first = await gateReserve(scripts, coupon.id, 'u1', reservedAt);
       expect(first).toMatchObject({ status: 'RESERVED', seq: 1 });
       // The publish timed out, the gate released seq 1, U1 heard PUBLISH_FAILED ...
-      expect(await scripts.gateRelease(coupon.id, 'u1', 1, reservedAt)).toBe('RELEASED');
+      expect(await gateRelease(scripts, coupon.id, 'u1', 1, reservedAt)).toBe('RELEASED');
       // ... but the record reached the broker after all.
       const codec = await new EventRegistry({ url: config.SCHEMA_REGISTRY_URL, compatibility: config.SCHEMA_COMPATIBILITY }).forTopic(topics.issue, CouponIssueRequestedSchema);
       const producer = kafka().producer();

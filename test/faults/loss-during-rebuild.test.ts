@@ -15,8 +15,9 @@ import { LossGuard } from '../../src/store/loss-guard.ts';
 import { GateRebuilder } from '../../src/gate/rebuild.ts';
 import { Redemption } from '../../src/redemption/redemption.ts';
 import { ActiveCoupons } from '../../src/store/active-coupons.ts';
-import { couponKeys } from '../../src/store/keys.ts';
-import { CouponScripts, type RebuiltState } from '../../src/store/scripts.ts';
+import { couponKeys, type RebuiltState } from '../../src/store/keys.ts';
+import { CouponScripts } from '../../src/store/scripts.ts';
+import { gateReserve } from '../../src/gate/gate-scripts.ts';
 import { startOwnRedis, type OwnRedis } from '../support/redis-server.ts';
 import { db as newDb, testLog } from '../support/stack.ts';
 
@@ -142,14 +143,14 @@ describe('Redis loses everything again during a gate rebuild', () => {
       expect(await r.keys(`coupon:{${couponId}}:rebuild:*`), where).toEqual([]);
       // What users see: winners keep their seqs; newcomers get exactly the rest, never past the total.
       const scripts = new CouponScripts(r);
-      expect(await scripts.gateReserve(couponId, 'u13', Date.now()), where).toMatchObject({ status: 'EXISTING', seq: 13 });
+      expect(await gateReserve(scripts, couponId, 'u13', Date.now()), where).toMatchObject({ status: 'EXISTING', seq: 13 });
       const won: number[] = [];
       for (let i = 0; i < TOTAL - seqs.length; i++) {
-        const res = await scripts.gateReserve(couponId, `new-${i}`, Date.now());
+        const res = await gateReserve(scripts, couponId, `new-${i}`, Date.now());
         if (res.status === 'RESERVED') won.push(res.seq);
       }
       expect(won.sort((a, b) => a - b), where).toEqual([...gaps, 21, 22, 23, 24, 25]);
-      expect(await scripts.gateReserve(couponId, 'one-too-many', Date.now()), where).toEqual({ status: 'SOLD_OUT' });
+      expect(await gateReserve(scripts, couponId, 'one-too-many', Date.now()), where).toEqual({ status: 'SOLD_OUT' });
     }
   });
 });

@@ -20,6 +20,7 @@ import { UserCouponState } from '../../gen/coupon/v1/coupon_pb.js';
 import { redemptionGroups } from '../../src/redemption/wiring.ts';
 import { topicNames } from '../../src/events/topics.ts';
 import { CouponScripts } from '../../src/store/scripts.ts';
+import { cancelRedemption, redeem } from '../../src/redemption/redemption-scripts.ts';
 import { couponKeys } from '../../src/store/keys.ts';
 import { startService, type ServiceProcess } from '../support/processes.ts';
 import { callError, couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
@@ -85,8 +86,8 @@ describe('a redemption repeat answered by another process than the one that made
   it("a repeated RedeemCoupon waits for the replica to hold the other process's redemption", async () => {
     const couponId = '0b7b1c54-9f3e-4d55-8f43-5f1f6bd1b001';
     await repeatWaitsForTheChange(couponId,
-      async (s) => expect(await s.redeem(couponId, 'u1', 'order-1', Date.now())).toMatchObject({ status: 'REDEEMED' }),
-      (s) => s.redeem(couponId, 'u1', 'order-1', Date.now()),
+      async (s) => expect(await redeem(s, couponId, 'u1', 'order-1', Date.now())).toMatchObject({ status: 'REDEEMED' }),
+      (s) => redeem(s, couponId, 'u1', 'order-1', Date.now()),
       async () => (await client(replica).hget(couponKeys(couponId).redeem, 'u1'))?.split('|').slice(0, 3),
       ['R', 'order-1', '1']);
   });
@@ -95,10 +96,10 @@ describe('a redemption repeat answered by another process than the one that made
     const couponId = '0b7b1c54-9f3e-4d55-8f43-5f1f6bd1b002';
     await repeatWaitsForTheChange(couponId,
       async (s) => {
-        expect(await s.redeem(couponId, 'u1', 'order-1', Date.now())).toMatchObject({ status: 'REDEEMED' });
-        expect(await s.cancelRedemption(couponId, 'u1', 'order-1', Date.now(), false)).toMatchObject({ status: 'CANCELLED' });
+        expect(await redeem(s, couponId, 'u1', 'order-1', Date.now())).toMatchObject({ status: 'REDEEMED' });
+        expect(await cancelRedemption(s, couponId, 'u1', 'order-1', Date.now(), false)).toMatchObject({ status: 'CANCELLED' });
       },
-      (s) => s.cancelRedemption(couponId, 'u1', 'order-1', Date.now(), false),
+      (s) => cancelRedemption(s, couponId, 'u1', 'order-1', Date.now(), false),
       () => client(replica).sismember(couponKeys(couponId).cancelled, 'u1|order-1'),
       1);
   });

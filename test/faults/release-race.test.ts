@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { couponKeys } from '../../src/store/keys.ts';
 import { CouponScripts } from '../../src/store/scripts.ts';
+import { gateConfirm, gateRelease, gateReserve } from '../../src/gate/gate-scripts.ts';
 import { startService, type ServiceProcess } from '../support/processes.ts';
 import { couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
 import { startOwnRedis, type OwnRedis } from '../support/redis-server.ts';
@@ -29,12 +30,12 @@ describe('a publish that gives up after its reservation was made durable by some
 
     // coupon-api P1 reserves for A; its publish is slow.
     const reservedAt = Date.now();
-    expect(await scripts.gateReserve(coupon.id, 'A', reservedAt)).toMatchObject({ status: 'RESERVED', seq: 1 });
+    expect(await gateReserve(scripts, coupon.id, 'A', reservedAt)).toMatchObject({ status: 'RESERVED', seq: 1 });
     // Another coupon-api's recovery loop finds the entry stale, republishes it and confirms it.
-    await scripts.gateConfirm(coupon.id, 'A', 1, reservedAt);
+    await gateConfirm(scripts, coupon.id, 'A', 1, reservedAt);
     expect(await r.zscore(k.pending, 'A')).toBeNull();
     // P1's own publish finally gives up and it tries to release.
-    expect(await scripts.gateRelease(coupon.id, 'A', 1, reservedAt)).toBe('CLAIMED');
+    expect(await gateRelease(scripts, coupon.id, 'A', 1, reservedAt)).toBe('CLAIMED');
     expect(await r.hget(k.winners, 'A')).toBe('1');
     expect(await r.llen(k.free)).toBe(0);
     // The next user gets seq 2, not A's seq 1.
@@ -46,11 +47,11 @@ describe('a publish that gives up after its reservation was made durable by some
     const r = redis.client();
     const scripts = new CouponScripts(r);
     const reservedAt = Date.now();
-    expect(await scripts.gateReserve(coupon.id, 'A', reservedAt)).toMatchObject({ status: 'RESERVED', seq: 1 });
-    expect(await scripts.gateRelease(coupon.id, 'A', 1, reservedAt - 5_000)).toBe('STALE');
+    expect(await gateReserve(scripts, coupon.id, 'A', reservedAt)).toMatchObject({ status: 'RESERVED', seq: 1 });
+    expect(await gateRelease(scripts, coupon.id, 'A', 1, reservedAt - 5_000)).toBe('STALE');
     expect(await r.hget(couponKeys(coupon.id).winners, 'A')).toBe('1');
     // Its own release does release.
-    expect(await scripts.gateRelease(coupon.id, 'A', 1, reservedAt)).toBe('RELEASED');
+    expect(await gateRelease(scripts, coupon.id, 'A', 1, reservedAt)).toBe('RELEASED');
     expect(await r.hget(couponKeys(coupon.id).winners, 'A')).toBeNull();
   });
 });

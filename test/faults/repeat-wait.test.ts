@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
 import { CouponScripts } from '../../src/store/scripts.ts';
+import { gateReserve } from '../../src/gate/gate-scripts.ts';
 import { couponKeys } from '../../src/store/keys.ts';
 import { startOwnRedis, type OwnRedis } from '../support/redis-server.ts';
 import { until } from '../support/stack.ts';
@@ -50,8 +51,8 @@ describe('a repeat answered by another process than the one that reserved', () =
     // The replica stops acknowledging; one process reserves, another answers the user's repeat.
     const sleeping = client(replica).call('DEBUG', 'SLEEP', '1.5');
     await new Promise((r) => setTimeout(r, 100));
-    expect(await new CouponScripts(reserving).gateReserve(couponId, 'u1', Date.now())).toMatchObject({ status: 'RESERVED', seq: 1 });
-    expect(await new CouponScripts(repeating).gateReserve(couponId, 'u1', Date.now())).toMatchObject({ status: 'EXISTING', seq: 1 });
+    expect(await gateReserve(new CouponScripts(reserving), couponId, 'u1', Date.now())).toMatchObject({ status: 'RESERVED', seq: 1 });
+    expect(await gateReserve(new CouponScripts(repeating), couponId, 'u1', Date.now())).toMatchObject({ status: 'EXISTING', seq: 1 });
     // The repeat's WAIT: the replica holds nothing new, so it must not confirm.
     expect(await repeating.call('WAIT', '1', '300')).toBe(0);
     await sleeping;

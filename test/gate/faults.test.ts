@@ -14,6 +14,7 @@ import { EventRegistry } from '../../src/events/registry.ts';
 import { topicNames } from '../../src/events/topics.ts';
 import { couponKeys } from '../../src/store/keys.ts';
 import { CouponScripts } from '../../src/store/scripts.ts';
+import { gateRelease, gateReserve } from '../../src/gate/gate-scripts.ts';
 import { kafkaDown, kafkaUp } from '../../scripts/stack.mjs';
 import { startService } from '../support/processes.ts';
 import { couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
@@ -161,7 +162,7 @@ describe('a publish that timed out but reached the broker', () => {
     // What coupon-api does on IssueCoupon, up to a send whose ack never arrives.
     const reserveAndSend = async (couponId: string, userId: string) => {
       const reservedAt = Date.now();
-      const res = await scripts.gateReserve(couponId, userId, reservedAt);
+      const res = await gateReserve(scripts, couponId, userId, reservedAt);
       if (res.status !== 'RESERVED') throw new Error(res.status);
       await producer.send({ topic: topics.issue, acks: -1, messages: [{ key: couponId, value: codec.encode(create(CouponIssueRequestedSchema, { couponId, userId, seq: BigInt(res.seq), requestedAt: timestampNow(), totalQuantity: 3n })) }] });
       return { seq: res.seq, reservedAt };
@@ -178,9 +179,9 @@ describe('a publish that timed out but reached the broker', () => {
       // Stop issuing until the release has happened, so the record is read only afterwards.
       const seq = await (async () => {
         const reservedAt = Date.now();
-        const s = await t.scripts.gateReserve(coupon.id, 'timed-out', reservedAt);
+        const s = await gateReserve(t.scripts, coupon.id, 'timed-out', reservedAt);
         if (s.status !== 'RESERVED') throw new Error(s.status);
-        expect(await t.scripts.gateRelease(coupon.id, 'timed-out', s.seq, reservedAt)).toBe('RELEASED');
+        expect(await gateRelease(t.scripts, coupon.id, 'timed-out', s.seq, reservedAt)).toBe('RELEASED');
         return s.seq;
       })();
       // The "failed" record arrives at the broker after all.
@@ -208,14 +209,14 @@ describe('a publish that timed out but reached the broker', () => {
       const coupon = await createCoupon(t.client, 3);
       await t.client.issueCoupon({ couponId: coupon.id, userId: 'early' });
       const firstAt = Date.now();
-      const first = await t.scripts.gateReserve(coupon.id, 'twice', firstAt);
+      const first = await gateReserve(t.scripts, coupon.id, 'twice', firstAt);
       expect(first).toMatchObject({ status: 'RESERVED', seq: 2 });
-      expect(await t.scripts.gateRelease(coupon.id, 'twice', 2, firstAt)).toBe('RELEASED');
+      expect(await gateRelease(t.scripts, coupon.id, 'twice', 2, firstAt)).toBe('RELEASED');
       expect((await t.client.issueCoupon({ couponId: coupon.id, userId: 'x' })).seq).toBe(2n);
       const secondAt = Date.now() + 1;
-      const second = await t.scripts.gateReserve(coupon.id, 'twice', secondAt);
+      const second = await gateReserve(t.scripts, coupon.id, 'twice', secondAt);
       expect(second).toMatchObject({ status: 'RESERVED', seq: 3 });
-      expect(await t.scripts.gateRelease(coupon.id, 'twice', 3, secondAt)).toBe('RELEASED');
+      expect(await gateRelease(t.scripts, coupon.id, 'twice', 3, secondAt)).toBe('RELEASED');
       // Only now does the first "failed" record reach the broker.
       const registry = new EventRegistry({ url: config.SCHEMA_REGISTRY_URL, compatibility: config.SCHEMA_COMPATIBILITY });
       const codec = await registry.forTopic(t.topics.issue, CouponIssueRequestedSchema);
@@ -237,7 +238,7 @@ describe('a publish that timed out but reached the broker', () => {
       const coupon = await createCoupon(t.client, 3);
       const { seq, reservedAt } = await t.reserveAndSend(coupon.id, 'slow-ack');
       await until('the issuer to take it', async () => (await ledger(coupon.id)).length === 1);
-      expect(await t.scripts.gateRelease(coupon.id, 'slow-ack', seq, reservedAt)).toBe('CLAIMED');
+      expect(await gateRelease(t.scripts, coupon.id, 'slow-ack', seq, reservedAt)).toBe('CLAIMED');
       expect((await t.client.issueCoupon({ couponId: coupon.id, userId: 'slow-ack' })).seq).toBe(BigInt(seq));
       const rest = await ask(t.client, coupon.id, ['p', 'q', 'r', 's']);
       expect(rest.filter((o) => o.ok)).toHaveLength(2);
@@ -264,11 +265,11 @@ describe('Redis loses a coupon\'s gate state mid-sale', () => {
       // A gap: seq 21 is reserved and released (a failed publish), seq 22 is sold after it.
       const scripts = new CouponScripts(r);
       const gapAt = Date.now();
-      const gap = await scripts.gateReserve(coupon.id, 'gap-user', gapAt);
+      const gap = await gateReserve(scripts, coupon.id, 'gap-user', gapAt);
       expect(gap).toMatchObject({ status: 'RESERVED', seq: 21 });
       const after = await ask(client, coupon.id, ['w20']);
       expect(after[0]).toMatchObject({ ok: true, seq: 22 });
-      expect(await scripts.gateRelease(coupon.id, 'gap-user', 21, gapAt)).toBe('RELEASED');
+      expect(await gateRelease(scripts, coupon.id, 'gap-user', 21, gapAt)).toBe('RELEASED');
       // Redis restarts: this coupon's keys are gone.
       const keys = await r.keys(`coupon:{${coupon.id}}:*`);
       expect(keys.length).toBeGreaterThan(0);

@@ -14,7 +14,8 @@ import type { BatchingPublisher } from '../../src/events/publisher.ts';
 import { recoverStaleReservations, type GateRecoveryDeps } from '../../src/gate/recovery.ts';
 import { ActiveCoupons } from '../../src/store/active-coupons.ts';
 import { couponKeys } from '../../src/store/keys.ts';
-import { CouponScripts, type GateMeta } from '../../src/store/scripts.ts';
+import { CouponScripts } from '../../src/store/scripts.ts';
+import { gateArm, gateRelease, gateReserve, type GateMeta } from '../../src/gate/gate-scripts.ts';
 import { startPrivateRedis, type PrivateRedis } from '../support/private-redis.ts';
 import { testLog } from '../support/stack.ts';
 
@@ -58,17 +59,17 @@ async function race(releaseAt: number, reserveAt: number) {
   const couponId = randomUUID();
   const active = new ActiveCoupons(redis.client, `gate:active:test-${randomUUID()}`, () => NOW);
   const direct = new CouponScripts(redis.client, { active });
-  await direct.gateArm(couponId, meta);
-  expect(await direct.gateReserve(couponId, 'A', RESERVED_FIRST)).toMatchObject({ status: 'RESERVED', seq: 1 });
+  await gateArm(direct, couponId, meta);
+  expect(await gateReserve(direct, couponId, 'A', RESERVED_FIRST)).toMatchObject({ status: 'RESERVED', seq: 1 });
 
   let released: string | undefined;
   let reservedAgain: number | undefined;
-  const release = async () => { released = await direct.gateRelease(couponId, 'A', 1, RESERVED_FIRST); };
+  const release = async () => { released = await gateRelease(direct, couponId, 'A', 1, RESERVED_FIRST); };
   const reserveAgain = async () => {
     if (released !== 'RELEASED') return;
     // Someone else takes the freed seq, so A's new reservation holds another one.
-    expect(await direct.gateReserve(couponId, 'B', RESERVED_AGAIN)).toMatchObject({ status: 'RESERVED', seq: 1 });
-    const again = await direct.gateReserve(couponId, 'A', RESERVED_AGAIN);
+    expect(await gateReserve(direct, couponId, 'B', RESERVED_AGAIN)).toMatchObject({ status: 'RESERVED', seq: 1 });
+    const again = await gateReserve(direct, couponId, 'A', RESERVED_AGAIN);
     expect(again).toMatchObject({ status: 'RESERVED', seq: 2 });
     reservedAgain = 2;
   };
@@ -116,7 +117,7 @@ describe('a recovery pass racing a release and a new reservation of the same use
         expect(await redis.client.zscore(k.pending, 'A'), where).toBe(String(RESERVED_AGAIN));
         expect(await redis.client.zscore(k.pending, 'B'), where).toBe(String(RESERVED_AGAIN));
         // A's new publish fails: its slot is released (not "CLAIMED", an OK with nothing published).
-        expect(await new CouponScripts(redis.client).gateRelease(t.couponId, 'A', 2, RESERVED_AGAIN), where).toBe('RELEASED');
+        expect(await gateRelease(new CouponScripts(redis.client), t.couponId, 'A', 2, RESERVED_AGAIN), where).toBe('RELEASED');
       }
     }
     expect(newerSeen).toBeGreaterThan(0);

@@ -9,6 +9,7 @@ import { EventRegistry } from '../../src/events/registry.ts';
 import { topicNames } from '../../src/events/topics.ts';
 import { couponKeys } from '../../src/store/keys.ts';
 import { CouponScripts } from '../../src/store/scripts.ts';
+import { gateReserve } from '../../src/gate/gate-scripts.ts';
 import { startService, type ServiceProcess } from '../support/processes.ts';
 import { couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
 import { config, db as newDb, kafka, readTopic, redis as newRedis, uniqueEnv, until, waitForCaughtUp } from '../support/stack.ts';
@@ -106,8 +107,8 @@ describe('duplicates and poison', () => {
     // The gate's reservations behind the records (the issuer drops a record the armed gate holds
     // no reservation of: issuer-claim.lua, LOST).
     const scripts = new CouponScripts(r);
-    expect(await scripts.gateReserve(coupon.id, 'dup-user', Date.now())).toMatchObject({ status: 'RESERVED', seq: 1 });
-    expect(await scripts.gateReserve(coupon.id, 'other-user', Date.now())).toMatchObject({ status: 'RESERVED', seq: 2 });
+    expect(await gateReserve(scripts, coupon.id, 'dup-user', Date.now())).toMatchObject({ status: 'RESERVED', seq: 1 });
+    expect(await gateReserve(scripts, coupon.id, 'other-user', Date.now())).toMatchObject({ status: 'RESERVED', seq: 2 });
     const producer = k.producer();
     await producer.connect();
     // One send, one partition (same key): dup, dup, poison, another valid record, dup.
@@ -146,7 +147,7 @@ describe('records the armed gate never wrote', () => {
       value: codec.encode(create(CouponIssueRequestedSchema, { couponId: coupon.id, userId, seq, requestedAt: timestampNow(), totalQuantity: 3n })),
     });
     // The gate is armed and holds one reservation; the other records name seqs it never gave out.
-    expect(await new CouponScripts(r).gateReserve(coupon.id, 'holder', Date.now())).toMatchObject({ status: 'RESERVED', seq: 1 });
+    expect(await gateReserve(new CouponScripts(r), coupon.id, 'holder', Date.now())).toMatchObject({ status: 'RESERVED', seq: 1 });
     const lostBefore = await lostCounter();
     const producer = k.producer();
     await producer.connect();

@@ -8,7 +8,8 @@ import type { BatchingPublisher } from '../../src/events/publisher.ts';
 import { recoverStaleReservations, type GateRecoveryDeps } from '../../src/gate/recovery.ts';
 import { ActiveCoupons, IDLE_MS } from '../../src/store/active-coupons.ts';
 import { couponKeys } from '../../src/store/keys.ts';
-import { CouponScripts, type GateMeta } from '../../src/store/scripts.ts';
+import { CouponScripts } from '../../src/store/scripts.ts';
+import { gateArm, gateConfirm, gateReserve, type GateMeta } from '../../src/gate/gate-scripts.ts';
 import { startPrivateRedis, type PrivateRedis } from '../support/private-redis.ts';
 import { testLog } from '../support/stack.ts';
 
@@ -27,7 +28,7 @@ function setup() {
   const sent: { key: string }[] = [];
   const publisher = { send: (_topic: string, m: { key: string }) => { sent.push(m); return Promise.resolve(); } } as unknown as BatchingPublisher;
   const deps: GateRecoveryDeps = { redis: redis.client, scripts, active, publisher, encoder: { encode: () => Buffer.from('record') }, topic: 'test', log: testLog, now: () => NOW };
-  const coupon = async () => { const id = randomUUID(); await scripts.gateArm(id, meta); return id; };
+  const coupon = async () => { const id = randomUUID(); await gateArm(scripts, id, meta); return id; };
   const members = async () => {
     const flat = await redis.client.zrange(key, '0', '-1', 'WITHSCORES');
     const out: Record<string, number> = {};
@@ -40,20 +41,20 @@ function setup() {
 describe('marking a coupon active', () => {
   it('happens before a reservation joins the pending journal, and never for a call that cannot reserve', async () => {
     const t = setup();
-    expect(await t.scripts.gateReserve(randomUUID(), 'u', NOW)).toEqual({ status: 'NOT_FOUND' });
+    expect(await gateReserve(t.scripts, randomUUID(), 'u', NOW)).toEqual({ status: 'NOT_FOUND' });
     const soldOut = await t.coupon();
-    await t.scripts.gateArm(soldOut, meta);
-    for (const u of ['a', 'b', 'c']) expect((await t.scripts.gateReserve(soldOut, u, NOW)).status).toBe('RESERVED');
+    await gateArm(t.scripts, soldOut, meta);
+    for (const u of ['a', 'b', 'c']) expect((await gateReserve(t.scripts, soldOut, u, NOW)).status).toBe('RESERVED');
     // Those three marked it (once: one mark per coupon per second per process).
     expect(await t.members()).toEqual({ [soldOut]: NOW });
     await redis.client.zrem(t.key, soldOut);
     t.at(NOW + 5_000);
-    expect(await t.scripts.gateReserve(soldOut, 'd', NOW + 5_000)).toEqual({ status: 'SOLD_OUT' });
-    expect(await t.scripts.gateReserve(soldOut, 'a', NOW + 5_000)).toMatchObject({ status: 'EXISTING', seq: 1 });
+    expect(await gateReserve(t.scripts, soldOut, 'd', NOW + 5_000)).toEqual({ status: 'SOLD_OUT' });
+    expect(await gateReserve(t.scripts, soldOut, 'a', NOW + 5_000)).toMatchObject({ status: 'EXISTING', seq: 1 });
     expect(await t.members()).toEqual({});
 
     const open = await t.coupon();
-    expect(await t.scripts.gateReserve(open, 'e', NOW + 5_000)).toMatchObject({ status: 'RESERVED', seq: 1 });
+    expect(await gateReserve(t.scripts, open, 'e', NOW + 5_000)).toMatchObject({ status: 'RESERVED', seq: 1 });
     expect(await t.members()).toEqual({ [open]: NOW + 5_000 });
     expect(await redis.client.zscore(couponKeys(open).pending, 'e')).toBe(String(NOW + 5_000));
   });
@@ -65,18 +66,18 @@ describe('a recovery pass', () => {
     const old = NOW - IDLE_MS - 60_000;
     t.at(old);
     const idle = await t.coupon();
-    await t.scripts.gateReserve(idle, 'done', old);
-    await t.scripts.gateConfirm(idle, 'done', 1, old);
+    await gateReserve(t.scripts, idle, 'done', old);
+    await gateConfirm(t.scripts, idle, 'done', 1, old);
     const crashed = await t.coupon();
-    await t.scripts.gateReserve(crashed, 'victim', old);
+    await gateReserve(t.scripts, crashed, 'victim', old);
     const withOutbox = await t.coupon();
-    await t.scripts.gateReserve(withOutbox, 'buyer', old);
-    await t.scripts.gateConfirm(withOutbox, 'buyer', 1, old);
+    await gateReserve(t.scripts, withOutbox, 'buyer', old);
+    await gateConfirm(t.scripts, withOutbox, 'buyer', 1, old);
     await redis.client.zadd(couponKeys(withOutbox).outbox, 0, `buyer\nR|order-1|1|${old}`);
     t.at(NOW - 10_000);
     const recent = await t.coupon();
-    await t.scripts.gateReserve(recent, 'fresh', NOW - 10_000);
-    await t.scripts.gateConfirm(recent, 'fresh', 1, NOW - 10_000);
+    await gateReserve(t.scripts, recent, 'fresh', NOW - 10_000);
+    await gateConfirm(t.scripts, recent, 'fresh', 1, NOW - 10_000);
     // Created, never reserved: never indexed, never visited.
     const untouched = await t.coupon();
 
@@ -96,8 +97,8 @@ describe('a recovery pass', () => {
     const old = NOW - IDLE_MS - 1_000;
     t.at(old);
     const id = await t.coupon();
-    await t.scripts.gateReserve(id, 'u1', old);
-    await t.scripts.gateConfirm(id, 'u1', 1, old);
+    await gateReserve(t.scripts, id, 'u1', old);
+    await gateConfirm(t.scripts, id, 'u1', 1, old);
     // The pass found it idle; before it drops it, a request marks it and is about to reserve.
     t.at(NOW);
     await t.active.touch(id);
@@ -110,10 +111,10 @@ describe('a recovery pass', () => {
     const legacy = `gate:coupons:test-${randomUUID()}`;
     const oldScripts = new CouponScripts(redis.client); // marks nothing, as the old code did
     const stuck = randomUUID();
-    await oldScripts.gateArm(stuck, meta);
-    await oldScripts.gateReserve(stuck, 'victim', NOW - 60_000);
+    await gateArm(oldScripts, stuck, meta);
+    await gateReserve(oldScripts, stuck, 'victim', NOW - 60_000);
     const quiet = randomUUID();
-    await oldScripts.gateArm(quiet, meta);
+    await gateArm(oldScripts, quiet, meta);
     await redis.client.sadd(legacy, stuck, quiet);
 
     expect(await recoverStaleReservations({ ...t.deps, legacyIndexKey: legacy }, 30_000)).toEqual({ visited: 2, republished: 1, dropped: 1 });

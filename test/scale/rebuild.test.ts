@@ -8,6 +8,7 @@ import { GateRebuilder } from '../../src/gate/rebuild.ts';
 import { ledgerIsFinal } from '../../src/store/loss-guard.ts';
 import { couponKeys } from '../../src/store/keys.ts';
 import { CHUNK, CouponScripts } from '../../src/store/scripts.ts';
+import { gateReserve } from '../../src/gate/gate-scripts.ts';
 import { slowlog, startPrivateRedis, type PrivateRedis } from '../support/private-redis.ts';
 import { db as newDb, testLog } from '../support/stack.ts';
 
@@ -77,10 +78,10 @@ describe('the paged gate rebuild', () => {
 
     // What users see: a winner keeps their seq; newcomers get the gaps first, lowest first, then fresh seqs.
     const scripts = a.scripts;
-    expect(await scripts.gateReserve(couponId, 'u23', Date.now())).toEqual({ status: 'EXISTING', seq: 23, state: 'ISSUED', unacked: false });
+    expect(await gateReserve(scripts, couponId, 'u23', Date.now())).toEqual({ status: 'EXISTING', seq: 23, state: 'ISSUED', unacked: false });
     const newcomers: number[] = [];
     for (let i = 0; i < gaps.length + 3; i++) {
-      const res = await scripts.gateReserve(couponId, `new-${i}`, Date.now());
+      const res = await gateReserve(scripts, couponId, `new-${i}`, Date.now());
       expect(res.status).toBe('RESERVED');
       if (res.status === 'RESERVED') newcomers.push(res.seq);
     }

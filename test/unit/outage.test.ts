@@ -2,6 +2,7 @@
 // command did not run; retry), whatever ioredis passes on to the caller.
 import { describe, expect, it } from 'vitest';
 import { loadConfig, redisTarget } from '../../src/config.ts';
+import { DomainError } from '../../src/domain/errors.ts';
 import { isOutage } from '../../src/domain/outage.ts';
 import { ReplicaNotAcknowledged } from '../../src/store/replica-acks.ts';
 import { createRequire } from 'node:module';
@@ -53,6 +54,87 @@ describe('isOutage', () => {
     for (const m of ['ERR Error running script (call to f_x): @user_script:1: bad', 'WRONGTYPE Operation against a key holding the wrong kind of value', 'ERR MOVED is not a command']) {
       expect(isOutage(reply(m)), m).toBe(false);
     }
+  });
+});
+
+describe('isOutage, by kind of failure', () => {
+  const coded = (code: string) => Object.assign(new Error(`failed with ${code}`), { code });
+  const named = (name: string) => Object.assign(new Error('failed'), { name });
+
+  it('follows the reason of a DomainError: only "dependency down, nothing decided" is an outage', () => {
+    expect(isOutage(new DomainError('BACKEND_UNAVAILABLE', 'x'))).toBe(true);
+    expect(isOutage(new DomainError('PUBLISH_FAILED', 'x'))).toBe(true);
+    expect(isOutage(new DomainError('COUPON_NOT_FOUND', 'x'))).toBe(false);
+    expect(isOutage(new DomainError('INVALID_FIELD', 'x'))).toBe(false);
+  });
+
+  it.each(['08006', '08001', '53300', '53100', '53200', '57014', '57P01', '57P02', '57P03', '40001', '40P01', '25006'])(
+    'counts PostgreSQL SQLSTATE %s (connection, resources, cancel or shutdown, serialization, read-only) as an outage', (code) => {
+      expect(isOutage(coded(code))).toBe(true);
+    });
+
+  it.each(['23505', '23503', '42P01', '22P02', '57P04', '40002'])('does not count PostgreSQL SQLSTATE %s as an outage', (code) => {
+    expect(isOutage(coded(code))).toBe(false);
+  });
+
+  it.each(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOTFOUND', 'ECONNABORTED'])(
+    'counts the socket error %s as an outage', (code) => {
+      expect(isOutage(coded(code))).toBe(true);
+    });
+
+  it('does not count other system errors as outages', () => {
+    expect(isOutage(coded('ENOENT'))).toBe(false);
+    expect(isOutage(coded('EACCES'))).toBe(false);
+  });
+
+  it.each([
+    'KnexTimeoutError', 'MaxRetriesPerRequestError', 'PublishError', 'SchemaRegistryError', 'KafkaJSConnectionError', 'KafkaJSRequestTimeoutError',
+    'KafkaJSNumberOfRetriesExceeded', 'KafkaJSBrokerNotFound', 'KafkaJSLockTimeout', 'KafkaJSConnectionClosedError', 'ClusterAllFailedError',
+    'ReplicaNotAcknowledged', 'DeadLetterWriteFailed',
+  ])('counts a %s from a client as an outage', (name) => {
+    expect(isOutage(named(name))).toBe(true);
+  });
+
+  it('does not count a programming error as an outage', () => {
+    expect(isOutage(new TypeError("Cannot read properties of undefined (reading 'seq')"))).toBe(false);
+    expect(isOutage(new RangeError('Invalid array length'))).toBe(false);
+  });
+
+  it.each([
+    'BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.',
+    'LOADING Redis is loading the dataset in memory',
+    'MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to \'no\'.',
+    "READONLY You can't write against a read only replica.",
+    'NOREPLICAS Not enough good replicas to write.',
+    "OOM command not allowed when used memory > 'maxmemory'.",
+    'MISCONF Redis is configured to save RDB snapshots, but it is currently not able to persist on disk.',
+  ])('counts the Redis reply %j as an outage', (message) => {
+    expect(isOutage(reply(message))).toBe(true);
+  });
+
+  it.each([
+    'Connection is closed.', "Stream isn't writeable and enableOfflineQueue options is false", 'connect ECONNREFUSED 127.0.0.1:5432',
+    'Connection terminated unexpectedly', 'timeout exceeded when trying to connect', "Cluster isn't ready and enableOfflineQueue options is false",
+    'None of startup nodes is available', 'Too many Cluster redirections. Last error: MOVED 1 127.0.0.1:7001', 'Failed to refresh slots cache.',
+  ])('counts the client message %j of a lost connection or cluster as an outage', (message) => {
+    expect(isOutage(new Error(message))).toBe(true);
+  });
+
+  it('looks inside an AggregateError: an outage when any of its errors is one', () => {
+    expect(isOutage(new AggregateError([new Error('bad'), coded('ECONNREFUSED')], 'all addresses failed'))).toBe(true);
+    expect(isOutage(new AggregateError([new Error('bad'), new Error('worse')], 'all failed'))).toBe(false);
+  });
+
+  it('follows causes, however deep, and stops at an error that is its own cause', () => {
+    const deep = new Error('batch failed', { cause: new Error('query failed', { cause: coded('ECONNRESET') }) });
+    expect(isOutage(deep)).toBe(true);
+    const loop = new Error('odd');
+    Object.assign(loop, { cause: loop });
+    expect(isOutage(loop)).toBe(false);
+  });
+
+  it('does not count what is not an error object', () => {
+    for (const value of [null, undefined, 'ECONNREFUSED', 42]) expect(isOutage(value), String(value)).toBe(false);
   });
 });
 

@@ -1,0 +1,83 @@
+// The issuer's writes to the ledger (user_coupons, and each coupon's issued_count and completed_at).
+// Reads of the ledger are in coupons.ts.
+import type { Db } from './db.ts';
+
+/** One record to write: a reservation the gate gave out. `unarmed`: Redis could not judge it (no gate). */
+export interface IssueWrite { couponId: string; userId: string; seq: bigint; requestedAt: Date; unarmed: boolean }
+
+/**
+ * What the ledger did with one record, or holds for its user:
+ * - `inserted` true: written now; false: the ledger already held the user's row (a redelivery);
+ *   null: not written (an unknown coupon, a seq outside 1..total, or a released record).
+ * - `released`: the record is of a reservation the gate gave back (gate_releases); `requested_at`
+ *   is then the record's, so the caller can tell which of a user's records it was.
+ */
+export interface IssueResultRow {
+  coupon_id: string; user_id: string; seq: number; issued_at: Date | null;
+  inserted: boolean | null; requested_at: Date | null; released: boolean;
+}
+
+// One statement per batch: insert what is new (skipping unknown coupons and out-of-range seqs),
+// bump each touched coupon's issued_count once, mark it complete when full, and return both the
+// rows inserted now and the ones the ledger already held (a redelivery), so Redis can be marked.
+// A record Redis could not judge (the gate was lost, tombstones with it: 'UNARMED') that matches a
+// release in gate_releases exactly (coupon, user, seq and requested_at) is the record of a
+// reservation the gate gave back: it is dropped and returned with released = true.
+const ISSUE_SQL = `
+WITH input AS (
+  SELECT t.coupon_id, t.user_id, t.seq, t.requested_at,
+    t.unarmed AND EXISTS (
+      SELECT 1 FROM gate_releases r
+      WHERE r.coupon_id = t.coupon_id AND r.user_id = t.user_id AND r.seq = t.seq AND r.requested_at = t.requested_at
+    ) AS released
+  FROM unnest(?::uuid[], ?::text[], ?::bigint[], ?::timestamptz[], ?::boolean[]) AS t(coupon_id, user_id, seq, requested_at, unarmed)
+), live AS (
+  SELECT coupon_id, user_id, seq, requested_at FROM input WHERE NOT released
+), ins AS (
+  INSERT INTO user_coupons (coupon_id, user_id, seq, requested_at)
+  SELECT i.coupon_id, i.user_id, i.seq, i.requested_at
+  FROM live i JOIN coupons c ON c.id = i.coupon_id
+  WHERE i.seq BETWEEN 1 AND c.total_quantity
+  ON CONFLICT DO NOTHING
+  RETURNING coupon_id, user_id, seq, issued_at
+), counts AS (
+  SELECT coupon_id, count(*) AS n FROM ins GROUP BY coupon_id
+), upd AS (
+  UPDATE coupons c
+  SET issued_count = c.issued_count + counts.n,
+      completed_at = CASE WHEN c.issued_count + counts.n >= c.total_quantity THEN now() ELSE c.completed_at END
+  FROM counts WHERE c.id = counts.coupon_id
+  RETURNING c.id
+)
+SELECT coupon_id, user_id, seq, issued_at, true AS inserted, NULL::timestamptz AS requested_at, false AS released FROM ins
+UNION ALL
+SELECT uc.coupon_id, uc.user_id, uc.seq, uc.issued_at, false, NULL, false FROM user_coupons uc JOIN (SELECT DISTINCT coupon_id, user_id FROM live) i USING (coupon_id, user_id)
+UNION ALL
+SELECT i.coupon_id, i.user_id, i.seq, NULL, NULL, NULL, false FROM live i LEFT JOIN coupons c ON c.id = i.coupon_id
+WHERE c.id IS NULL OR i.seq NOT BETWEEN 1 AND c.total_quantity
+UNION ALL
+SELECT coupon_id, user_id, seq, NULL, NULL, requested_at, true FROM input WHERE released
+`;
+
+/** Writes a batch of records in one statement (see ISSUE_SQL); what it did, per record and per user. */
+export async function insertIssued(db: Db, writes: readonly IssueWrite[]): Promise<IssueResultRow[]> {
+  const { rows } = await db.raw<{ rows: IssueResultRow[] }>(ISSUE_SQL, [
+    writes.map((w) => w.couponId),
+    writes.map((w) => w.userId),
+    writes.map((w) => String(w.seq)),
+    writes.map((w) => w.requestedAt.toISOString()),
+    writes.map((w) => w.unarmed),
+  ]);
+  return rows;
+}
+
+/**
+ * The ledger rows these users hold, read with a fresh snapshot: rows another issuer committed
+ * while insertIssued ran, which its statement could not see (rows as insertIssued returns them,
+ * with inserted = false).
+ */
+export async function heldRows(db: Db, users: readonly (readonly [couponId: string, userId: string])[]): Promise<IssueResultRow[]> {
+  return await db('user_coupons')
+    .whereIn(['coupon_id', 'user_id'], users as [string, string][])
+    .select<IssueResultRow[]>('coupon_id', 'user_id', 'seq', 'issued_at', db.raw('false AS inserted'));
+}
