@@ -88,7 +88,7 @@ export async function startApi(config: Config, log: Logger): Promise<ApiApp> {
       : undefined,
     acks: new ReplicaAcks(redis, { replicas: config.REDIS_WAIT_REPLICAS, timeoutMs: config.REDIS_WAIT_TIMEOUT_MS }),
   });
-  const changes = new CouponChanges({ db, scripts, log, ensureGate: (couponId) => gate.ensureArmed(couponId) });
+  const changes = new CouponChanges({ db, scripts, log, ensureGate: (couponId) => gate.ensureArmed(couponId), failAfterGate: config.FAILPOINT === 'fail-change-after-gate' });
   const recoveryDeps = { redis, scripts, active, legacyIndexKey: legacyCouponIndexKey(config.KAFKA_TOPIC_PREFIX), publisher, encoder: issueCodec, topic: topics.issue, log };
   const recovery = every(config.RECOVERY_INTERVAL_MS, () => recoverStaleReservations(recoveryDeps, config.RECOVERY_STALE_MS), retryLater(log));
   const redemption = await createRedemption({ config, log, db, redis, registry, publisher, admin: kafkaAdmin, alerter });

@@ -291,3 +291,53 @@ describe('a Redis loss after a change', () => {
     }
   });
 });
+
+describe('a change the ledger does not take', () => {
+  it('is put back in the gate: the caller hears UNAVAILABLE and nothing changed anywhere', { timeout: 120_000 }, async () => {
+    // A coupon-api whose changes fail after the gate took them (as a lost reply or a failed commit would).
+    const failing = await startService('api', { ...svc.env, API_WORKERS: '1', FAILPOINT: 'fail-change-after-gate' });
+    const client = couponClient(failing.address);
+    try {
+      const coupon = await createCoupon(client, 2);
+      expect((await client.issueCoupon({ couponId: coupon.id, userId: 'first' })).seq).toBe(1n);
+      const unavailable = { code: grpc.status.UNAVAILABLE, reason: 'BACKEND_UNAVAILABLE' };
+      expect(await refusal(client.pauseCoupon({ couponId: coupon.id }))).toEqual(unavailable);
+      expect(await refusal(client.updateCoupon({ coupon: { id: coupon.id, totalQuantity: 5n }, updateMask: { paths: ['total_quantity'] } }))).toEqual(unavailable);
+      expect(await redis.hmget(couponKeys(coupon.id).meta, 'total', 'paused')).toEqual(['2', null]);
+      const row = (await ledger(coupon.id))!;
+      expect({ total: row.total_quantity, paused: row.paused_at }).toEqual({ total: 2, paused: null });
+      expect(await changes(coupon.id)).toEqual([]);
+      // The gate sells as before: one more unit, then sold out at the ledger's total.
+      expect((await client.issueCoupon({ couponId: coupon.id, userId: 'second' })).seq).toBe(2n);
+      expect(await refusal(client.issueCoupon({ couponId: coupon.id, userId: 'third' }))).toEqual({ code: grpc.status.RESOURCE_EXHAUSTED, reason: 'COUPON_SOLD_OUT' });
+    } finally {
+      client.close();
+      await failing.stop();
+    }
+  });
+
+  it('a repeat that changes nothing in the ledger still puts the ledger\'s state in the gate (a gate that kept a change is re-synced)', async () => {
+    const coupon = await createCoupon(svc.client, 3);
+    // As if a change's put-back had failed too: the gate paused, the ledger not.
+    await redis.hset(couponKeys(coupon.id).meta, 'paused', '1');
+    expect(await refusal(svc.client.issueCoupon({ couponId: coupon.id, userId: 'blocked' }))).toEqual({ code: grpc.status.FAILED_PRECONDITION, reason: 'COUPON_PAUSED' });
+    expect((await svc.client.resumeCoupon({ couponId: coupon.id })).coupon!.status).toBe(CouponStatus.OPEN);
+    expect(await redis.hget(couponKeys(coupon.id).meta, 'paused')).toBeNull();
+    expect((await svc.client.issueCoupon({ couponId: coupon.id, userId: 'blocked' })).seq).toBe(1n);
+    expect(await changes(coupon.id)).toEqual([]);
+  });
+});
+
+describe('a change that would end the retention at once', () => {
+  it('is refused, and the gate keeps every key, its winners included', async () => {
+    const day = 86_400_000;
+    const coupon = await createCoupon(svc.client, 3, { opensInMs: -40 * day });
+    expect((await svc.client.issueCoupon({ couponId: coupon.id, userId: 'winner' })).seq).toBe(1n);
+    const past = timestampFromDate(new Date(Date.now() - 30 * day));
+    const err = await callError(svc.client.updateCoupon({ coupon: { id: coupon.id, closesAt: past, validUntil: past }, updateMask: { paths: ['closes_at', 'valid_until'] } }));
+    expect({ code: err.code, reason: err.reason, field: err.field }).toEqual({ code: grpc.status.INVALID_ARGUMENT, reason: 'INVALID_FIELD', field: 'valid_until' });
+    expect(await redis.exists(couponKeys(coupon.id).meta, couponKeys(coupon.id).winners)).toBe(2);
+    expect((await svc.client.issueCoupon({ couponId: coupon.id, userId: 'winner' })).seq).toBe(1n);
+    expect(await changes(coupon.id)).toEqual([]);
+  });
+});
