@@ -9,11 +9,12 @@
 //   once the window has closed, as the reserve script would order them), with no Redis call;
 // - anyone who may be a winner goes to Redis as before, and a winner hears their own seq (or
 //   UNAVAILABLE when Redis is down), never SOLD_OUT.
-// Staleness: a view answers only while its last check of the epoch is younger than `lifetimeMs`,
-// and a call older than `recheckMs` since that check starts a new one (one in flight per coupon).
-// A rebuild or an expiry is therefore noticed within recheckMs plus one Redis round trip while
-// Redis answers; when it does not, local answers stop lifetimeMs after the last good check. A wrong
-// SOLD_OUT inside that window is the only difference a caller can see.
+// Staleness: a call that finds the view's last check of the epoch older than `recheckMs` waits for
+// a new check (one in flight per coupon, at most RECHECK_WAIT_MS) and answers from what it found.
+// An operator's change, a rebuild or an expiry is therefore noticed within recheckMs plus one Redis
+// round trip while Redis answers. When Redis does not answer, the view keeps answering until
+// lifetimeMs after its last good check. A wrong SOLD_OUT inside that window is the only difference a
+// caller can see.
 import type { Logger } from '../log.ts';
 import { countLocalAnswer } from '../metrics/gate.ts';
 import type { Redis } from '../store/redis.ts';
@@ -21,6 +22,9 @@ import { couponKeys } from '../store/keys.ts';
 import type { CouponScripts } from '../store/scripts.ts';
 import { gateSoldOut, type SoldOutCheck } from './gate-scripts.ts';
 import { BloomFilter } from './bloom.ts';
+
+/** A refusal answered in process, or undefined: ask Redis. */
+export type LocalAnswer = 'SOLD_OUT' | 'CLOSED' | undefined;
 
 export interface SoldOutViewOptions {
   redis: Redis;
@@ -33,7 +37,10 @@ export interface SoldOutViewOptions {
   now?: () => number;
 }
 
-interface View { epoch: string; winners: BloomFilter; closesMs: number; expireAtMs: number; checkedAtMs: number; checking: boolean }
+interface View { epoch: string; winners: BloomFilter; closesMs: number; expireAtMs: number; checkedAtMs: number; checking: Promise<void> | undefined }
+
+/** How long a call waits for a recheck before it answers from the view (Redis slow or down). */
+const RECHECK_WAIT_MS = 50;
 
 /** Winners read per HSCAN call while a view is built. */
 const SCAN_COUNT = 5_000;
@@ -50,13 +57,29 @@ export class SoldOutViews {
     this.now = options.now ?? Date.now;
   }
 
-  /** The refusal for a user who is certainly no winner of a finally sold-out coupon, or undefined: ask Redis. */
-  answer(couponId: string, userId: string, nowMs: number): 'SOLD_OUT' | 'CLOSED' | undefined {
+  /**
+   * The refusal for a user who is certainly no winner of a finally sold-out coupon, or undefined: ask
+   * Redis. Synchronous while the view is fresh; a promise while it waits for a recheck.
+   */
+  answer(couponId: string, userId: string, nowMs: number): LocalAnswer | Promise<LocalAnswer> {
     const view = this.views.get(couponId);
     if (!view) return undefined;
-    const age = nowMs - view.checkedAtMs;
-    if (age >= this.o.recheckMs && !view.checking) this.recheck(couponId, view);
-    if (age >= this.o.lifetimeMs || (view.expireAtMs > 0 && nowMs >= view.expireAtMs)) return undefined;
+    if (nowMs - view.checkedAtMs >= this.o.recheckMs) {
+      const check = view.checking ?? this.recheck(couponId, view);
+      let timer: NodeJS.Timeout | undefined;
+      const waited = new Promise<void>((resolve) => { timer = setTimeout(resolve, RECHECK_WAIT_MS); });
+      return Promise.race([check, waited]).then(() => {
+        clearTimeout(timer);
+        const now = this.now();
+        const current = this.views.get(couponId);
+        return current ? this.fromView(current, userId, now) : undefined;
+      });
+    }
+    return this.fromView(view, userId, nowMs);
+  }
+
+  private fromView(view: View, userId: string, nowMs: number): LocalAnswer {
+    if (nowMs - view.checkedAtMs >= this.o.lifetimeMs || (view.expireAtMs > 0 && nowMs >= view.expireAtMs)) return undefined;
     if (view.winners.mayContain(userId)) return undefined;
     const outcome = view.closesMs > 0 && nowMs >= view.closesMs ? 'CLOSED' : 'SOLD_OUT';
     countLocalAnswer(outcome);
@@ -93,13 +116,12 @@ export class SoldOutViews {
     // The same arming from start to end of the scan: nothing could add or remove a winner meanwhile.
     const after = await gateSoldOut(this.o.scripts, couponId);
     if (!after?.final || after.epoch !== before.epoch) return;
-    this.views.set(couponId, { epoch: after.epoch, winners, closesMs: after.closesMs, expireAtMs: after.expireAtMs, checkedAtMs: this.now(), checking: false });
+    this.views.set(couponId, { epoch: after.epoch, winners, closesMs: after.closesMs, expireAtMs: after.expireAtMs, checkedAtMs: this.now(), checking: undefined });
   }
 
-  private recheck(couponId: string, view: View): void {
-    view.checking = true;
+  private recheck(couponId: string, view: View): Promise<void> {
     const startedAt = this.now();
-    gateSoldOut(this.o.scripts, couponId)
+    view.checking = gateSoldOut(this.o.scripts, couponId)
       .then((check: SoldOutCheck | undefined) => {
         if (!check?.final || check.epoch !== view.epoch) { this.views.delete(couponId); return; }
         view.checkedAtMs = startedAt;
@@ -108,6 +130,7 @@ export class SoldOutViews {
       })
       // Redis did not answer: the view ages out lifetimeMs after its last good check.
       .catch(() => undefined)
-      .finally(() => { view.checking = false; });
+      .finally(() => { view.checking = undefined; });
+    return view.checking;
   }
 }

@@ -117,6 +117,17 @@ describe('a sold-out coupon', () => {
     expect(await r.hgetall(`coupon:{${couponId}}:winners`)).toEqual({ x1: '1', x2: '2' });
   });
 
+  it('after a restock, a view older than GATE_LOCAL_RECHECK_MS checks the epoch before it answers: the next new user wins', async () => {
+    const couponId = await soldOutCoupon(['r1', 'r2']);
+    // The view's last check is older than the recheck interval when the change lands.
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    await client.updateCoupon({ coupon: { id: couponId, totalQuantity: 3n }, updateMask: { paths: ['total_quantity'] } });
+    const before = await localAnswers();
+    expect((await client.issueCoupon({ couponId, userId: 'r3' })).seq).toBe(3n);
+    expect(await localAnswers()).toBe(before);
+    expect((await callError(client.issueCoupon({ couponId, userId: 'r4' }))).reason).toBe('COUPON_SOLD_OUT');
+  });
+
   it('with Redis stopped, within the view\'s lifetime: a non-winner hears COUPON_SOLD_OUT, a winner never does', async () => {
     const couponId = await soldOutCoupon(['s1', 's2']);
     await redisServer.stop();
