@@ -12,7 +12,9 @@ export interface Keyset { at: string; id: string }
 /** What a token is bound to: short keys ("u" the user, "f" the filters) and their exact values. */
 export type Scope = Record<string, string>;
 
-const TOKEN_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
+// Years 1970 to 9999, the range the API takes timestamps in (PostgreSQL refuses year 0, which
+// JavaScript's Date reads).
+const TOKEN_TIME = /^(19[7-9]\d|[2-9]\d{3})-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
 
 /** SQL for `column` in the form the token keeps (select it next to the row). */
 export const timeUs = (column: string) => `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;

@@ -32,8 +32,11 @@ function requireTime(field: string, ts: Timestamp | undefined): Date | null {
 function requireTimeUs(field: string, ts: Timestamp | undefined): bigint | undefined {
   if (!ts) return undefined;
   requireTime(field, ts);
-  return ts.seconds * 1_000_000n + BigInt(Math.ceil(ts.nanos / 1_000));
+  // The last microsecond of 9999 at most: rounding its nanoseconds up must not reach year 10000.
+  const us = ts.seconds * 1_000_000n + BigInt(Math.ceil(ts.nanos / 1_000));
+  return us > MAX_US ? MAX_US : us;
 }
+const MAX_US = MAX_SECONDS * 1_000_000n + 999_999n;
 
 /** page_size and page_token of the list RPCs: the same rules for each. */
 function requirePaging(req: { pageSize: number; pageToken: string }): { pageSize: number; pageToken: string } {

@@ -278,8 +278,9 @@ describe('ListCoupons refusals', () => {
       ['created_before equal to created_since', { createdSince: now, createdBefore: now }, invalid('created_before')],
     ];
     for (const [what, req, want] of cases) expect(await refusal(operator.listCoupons(req)), what).toEqual(want);
-    // Page size at the limits is fine.
+    // Page size at the limits is fine, and so is the last nanosecond of 9999 (it rounds to its last microsecond).
     expect((await operator.listCoupons({ pageSize: 1_000 })).coupons.length).toBeGreaterThan(0);
+    expect((await operator.listCoupons({ createdSince: { seconds: 253402300799n, nanos: 999_999_999 } })).coupons).toEqual([]);
     expect((await operator.listCoupons({ pageSize: 1 })).coupons).toHaveLength(1);
   });
 

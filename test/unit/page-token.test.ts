@@ -93,6 +93,8 @@ describe('the page token of ListUserCoupons', () => {
     ['with a time to the millisecond', token(`{"t":"2026-03-01T10:00:00.123Z","c":"${B}","u":"alice"}`)],
     ['with a day that does not exist', token(`{"t":"2026-02-30T10:00:00.000001Z","c":"${B}","u":"alice"}`)],
     ['with month 13', token(`{"t":"2026-13-01T10:00:00.000001Z","c":"${B}","u":"alice"}`)],
+    ['with year 0, which PostgreSQL refuses', token(`{"t":"0000-01-01T00:00:00.000000Z","c":"${B}","u":"alice"}`)],
+    ['with a year before 1970', token(`{"t":"1969-12-31T23:59:59.999999Z","c":"${B}","u":"alice"}`)],
     ['with SQL in the time', token(`{"t":"2026-03-01T10:00:00.000001Z' OR 1=1 --","c":"${B}","u":"alice"}`)],
     ['with a coupon id that is not a UUID', token('{"t":"2026-03-01T10:00:00.000001Z","c":"not-a-uuid","u":"alice"}')],
     ['with a number for the time', token(`{"t":1772359200000,"c":"${B}","u":"alice"}`)],
