@@ -1,5 +1,5 @@
 // coupon.v1.issued: tells downstream services about every coupon the issuer wrote to the ledger
-// (docs/architecture.md#announcing-issued-coupons, the promise in docs/events.md#coupon-v1-issued).
+// (docs/architecture.md#announcing-issued-coupons, the promise in docs/events.md#issued-coupons).
 //
 // The obligation is in the ledger, not in this process: the statement that inserts a user_coupons
 // row also writes its row in coupon_issued_outbox (store/ledger.ts). After the commit, issueBatch
@@ -22,7 +22,7 @@ import { issuerAnnounced, issuerUnannounced, issuerUnannouncedAge } from '../met
 import type { Db } from '../store/db.ts';
 import { clearAnnouncements, lockStaleAnnouncements, owedAnnouncements, type OwedAnnouncement } from '../store/issued-outbox.ts';
 
-/** The UUIDv5 namespace of CouponIssued event ids (docs/events.md#coupon-v1-issued). Never change it. */
+/** The UUIDv5 namespace of CouponIssued event ids (docs/events.md#issued-coupons). Never change it. */
 export const ISSUED_EVENT_NAMESPACE = '68a193ad-aeee-4334-accf-62e9cd85afdc';
 
 /** A name-based UUID (RFC 9562 §5.5: SHA-1, version 5) of `name` in `namespace`. */

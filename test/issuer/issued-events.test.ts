@@ -1,4 +1,4 @@
-// coupon.v1.issued against the real stack (docs/events.md#coupon-v1-issued): one CouponIssued per
+// coupon.v1.issued against the real stack (docs/events.md#issued-coupons): one CouponIssued per
 // ledger row, read back through the registry as a downstream consumer would; none for a redelivered
 // issue record; a publish that fails is retried with an alert, never dropped; and across an issuer
 // SIGKILL between the ledger commit and the publish, every row is still announced, with one event

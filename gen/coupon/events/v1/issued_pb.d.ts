@@ -14,7 +14,7 @@ export declare const file_coupon_events_v1_issued: GenFile;
 /**
  * Published to topic coupon.v1.issued (key: user_id) once for every coupon coupon-issuer wrote to
  * the ledger, for downstream services (notifications, CRM, analytics). Delivered at least once:
- * a record with an event_id already handled is a duplicate (docs/events.md#coupon-v1-issued).
+ * a record with an event_id already handled is a duplicate (docs/events.md#issued-coupons).
  *
  * @generated from message coupon.events.v1.CouponIssued
  */
