@@ -9,12 +9,19 @@ import type { Db } from './db.ts';
 /** One announcement owed: a ledger row, as the outbox holds it. */
 export interface OwedAnnouncement { coupon_id: string; user_id: string; seq: number; issued_at: Date }
 
-/** Clears announcements Kafka acknowledged. Clearing one already cleared (by another pass) does nothing. */
+/**
+ * Clears announcements Kafka acknowledged. Clearing one already cleared (by another pass) does
+ * nothing. One statement with two array parameters, however many rows: a batch can hold tens of
+ * thousands, more than a statement's 65,535 parameters.
+ */
 export async function clearAnnouncements(db: Db | Knex.Transaction, rows: readonly Pick<OwedAnnouncement, 'coupon_id' | 'user_id'>[]): Promise<number> {
   if (rows.length === 0) return 0;
-  return await db('coupon_issued_outbox')
-    .whereIn(['coupon_id', 'user_id'], rows.map((r) => [r.coupon_id, r.user_id]))
-    .delete();
+  const result = await db.raw<{ rowCount: number }>(
+    `DELETE FROM coupon_issued_outbox o USING unnest(?::uuid[], ?::text[]) AS t(coupon_id, user_id)
+     WHERE o.coupon_id = t.coupon_id AND o.user_id = t.user_id`,
+    [rows.map((r) => r.coupon_id), rows.map((r) => r.user_id)],
+  );
+  return result.rowCount;
 }
 
 /**

@@ -15,6 +15,7 @@ import { BatchingPublisher, PublishError } from '../../src/events/publisher.ts';
 import { EventRegistry } from '../../src/events/registry.ts';
 import { partitionOfKey, topicNames } from '../../src/events/topics.ts';
 import { issuedEventId, startAnnouncer } from '../../src/issuer/announce.ts';
+import { clearAnnouncements } from '../../src/store/issued-outbox.ts';
 import { startService, run, type ServiceProcess } from '../support/processes.ts';
 import { couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
 import { config, db as newDb, dropEnvironment, kafka, readTopic, testLog, uniqueEnv, until, waitForCaughtUp } from '../support/stack.ts';
@@ -199,6 +200,22 @@ describe('a publish that fails', () => {
       await announcer.stop();
       await publisher.disconnect();
     }
+  });
+});
+
+describe('the outbox', () => {
+  it("clears a whole batch's announcements in one statement, beyond a statement's 65,535 parameters", async () => {
+    // In a transaction that is rolled back: no issuer's pass ever sees these rows.
+    const couponId = randomUUID();
+    const rows = Array.from({ length: 35_000 }, (_, i) => ({ coupon_id: couponId, user_id: `bulk-${i}`, seq: i + 1 }));
+    const rolledBack = new Error('rolled back on purpose');
+    await expect(db.transaction(async (trx) => {
+      await trx.raw('INSERT INTO coupon_issued_outbox SELECT ?::uuid, u, s, now() FROM unnest(?::text[], ?::bigint[]) AS t(u, s)', [couponId, rows.map((r) => r.user_id), rows.map((r) => r.seq)]);
+      expect(await clearAnnouncements(trx, rows.slice(0, 34_999))).toBe(34_999);
+      expect(await trx('coupon_issued_outbox').where({ coupon_id: couponId }).pluck('user_id')).toEqual(['bulk-34999']);
+      throw rolledBack;
+    })).rejects.toBe(rolledBack);
+    expect(await owedFor([couponId])).toBe(0);
   });
 });
 
