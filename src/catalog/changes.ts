@@ -28,6 +28,8 @@ export interface CouponChangesDeps {
    */
   ensureGate(couponId: string): Promise<'ARMED' | 'RETIRED' | 'UNKNOWN'>;
   now?: () => number;
+  /** Testing only (FAILPOINT=fail-change-after-gate): fail after the gate took the change, before the ledger records it. */
+  failAfterGate?: boolean;
 }
 
 const fieldsOf = (r: CouponRow): CouponFields => ({
@@ -81,37 +83,84 @@ export class CouponChanges {
   private async change(couponId: string, action: ChangeAction, by: string, apply: (row: CouponRow) => CouponFields): Promise<CouponRow> {
     const gate = await this.d.ensureGate(couponId);
     if (gate === 'UNKNOWN') throw couponNotFound(couponId);
-    return this.d.db.transaction(async (trx) => {
-      const row = await lockCoupon(trx, couponId);
-      if (!row) throw couponNotFound(couponId);
-      const before = fieldsOf(row);
-      const after = apply(row);
-      // Completion follows the total: a restock reopens a complete coupon, a cut to the issued count completes it.
-      if (after.total_quantity > row.issued_count) after.completed_at = null;
-      else after.completed_at ??= new Date(this.now());
-      const gateChange: GateChange = { expireAtMs: retentionDeadline(after, this.d.scripts.retentionMs) };
-      if (after.total_quantity !== before.total_quantity) gateChange.total = after.total_quantity;
-      if (!sameTime(after.closes_at, before.closes_at)) gateChange.closesMs = after.closes_at?.getTime() ?? 0;
-      if (!sameTime(after.valid_until, before.valid_until)) gateChange.validUntilMs = after.valid_until?.getTime() ?? 0;
-      if ((after.paused_at === null) !== (before.paused_at === null)) gateChange.paused = after.paused_at !== null;
-      const gateChanges = Object.keys(gateChange).length > 1 || !sameTime(after.completed_at, before.completed_at);
-      if (!gateChanges && after.name === before.name) return row; // nothing to change: an OK no-op, not audited
-      if (gateChanges) {
+    // The gate's state to put back if the ledger does not commit after the gate took the change
+    // (a lost reply, a failed write or commit); undefined while the gate cannot hold the change.
+    let undo: GateChange | undefined;
+    const putBack = async () => {
+      if (!undo) return;
+      const state = undo;
+      undo = undefined;
+      await changeGate(this.d.scripts, couponId, state).catch((err: unknown) => {
+        this.d.log.error({ couponId, action, err: (err as Error).message }, "could not put the gate back after a change the ledger did not take; repeat the change or the opposite one to re-sync it");
+      });
+    };
+    try {
+      return await this.d.db.transaction(async (trx) => {
+        const row = await lockCoupon(trx, couponId);
+        if (!row) throw couponNotFound(couponId);
+        const before = fieldsOf(row);
+        const after = apply(row);
+        // Completion follows the total: a restock reopens a complete coupon, a cut to the issued count completes it.
+        if (after.total_quantity > row.issued_count) after.completed_at = null;
+        else after.completed_at ??= new Date(this.now());
+        const changed = (keys: readonly (keyof CouponFields)[]) => keys.some((k) => !same(before[k], after[k]));
+        const ledgerChanges = changed(FIELDS);
         if (gate === 'RETIRED') {
-          throw new DomainError('COUPON_FINISHED', 'the coupon is past its retention: its sale and redemptions are over, and only its name can change', { coupon_id: couponId });
+          if (changed(FIELDS.filter((k) => k !== 'name'))) throw new DomainError('COUPON_FINISHED', 'the coupon is past its retention: its sale and redemptions are over, and only its name can change', { coupon_id: couponId });
+        } else {
+          // A deadline already past would delete every key of the coupon at once, winners and
+          // journals included, and the change could not be undone (a coupon past its retention
+          // takes no more changes).
+          const deadline = retentionDeadline(after, this.d.scripts.retentionMs);
+          if (deadline > 0 && deadline <= this.now()) {
+            throw invalidField(sameTime(after.valid_until, before.valid_until) ? 'closes_at' : 'valid_until', "the coupon's retention would end at once (max(closes_at, valid_until) + REDIS_RETENTION is past), deleting its state: pick a later time");
+          }
+          // The gate always takes the whole state the ledger will hold, also on a repeat that changes
+          // nothing in the ledger: a repeat of a change whose first answer was lost re-syncs a gate
+          // that kept it.
+          undo = gateStateOf(before, this.d.scripts.retentionMs);
+          const result = await changeGate(this.d.scripts, couponId, gateStateOf(after, this.d.scripts.retentionMs));
+          if (result.status !== 'CHANGED') undo = undefined;
+          if (result.status === 'BELOW_ACCEPTED') throw belowAccepted(couponId, result.floor);
+          if (result.status === 'NOT_ARMED') {
+            throw new DomainError('BACKEND_UNAVAILABLE', "Redis lost the coupon's gate during the change; nothing changed; retry", { coupon_id: couponId });
+          }
         }
-        const result = await changeGate(this.d.scripts, couponId, gateChange);
-        if (result.status === 'BELOW_ACCEPTED') throw belowAccepted(couponId, result.floor);
-        if (result.status === 'NOT_ARMED') {
-          throw new DomainError('BACKEND_UNAVAILABLE', "Redis lost the coupon's gate during the change; nothing changed; retry", { coupon_id: couponId });
+        if (!ledgerChanges) {
+          undo = undefined;
+          return row; // nothing to change: an OK no-op, not audited
         }
-      }
-      await writeCouponChange(trx, couponId, action, by, before, after);
-      this.d.log.info({ couponId, action, by, before, after }, 'coupon changed');
-      return { ...row, ...after };
-    });
+        try {
+          if (this.d.failAfterGate) throw Object.assign(new Error('FAILPOINT fail-change-after-gate: the ledger write failed'), { code: '08006' });
+          await writeCouponChange(trx, couponId, action, by, before, after);
+        } catch (err) {
+          // Put back while this transaction still holds the row: no other change can come between.
+          await putBack();
+          throw err;
+        }
+        this.d.log.info({ couponId, action, by, before, after }, 'coupon changed');
+        return { ...row, ...after };
+      });
+    } catch (err) {
+      await putBack();
+      throw err;
+    } finally {
+      undo = undefined;
+    }
   }
 }
+
+/** The gate's part of a coupon's ledger fields, whole (gate-change.lua sets each of them). */
+const gateStateOf = (f: CouponFields, retentionMs: number): GateChange => ({
+  total: f.total_quantity,
+  closesMs: f.closes_at?.getTime() ?? 0,
+  validUntilMs: f.valid_until?.getTime() ?? 0,
+  paused: f.paused_at !== null,
+  expireAtMs: retentionDeadline(f, retentionMs),
+});
+
+const FIELDS = ['name', 'total_quantity', 'closes_at', 'valid_until', 'paused_at', 'completed_at'] as const satisfies readonly (keyof CouponFields)[];
+const same = (a: unknown, b: unknown) => (a instanceof Date || b instanceof Date ? sameTime(a as Date | null, b as Date | null) : a === b);
 
 const belowAccepted = (couponId: string, floor: number) =>
   new DomainError('QUANTITY_BELOW_ACCEPTED', `total_quantity cannot go below ${floor}: the gate has handed out seqs up to it`, { coupon_id: couponId, floor: String(floor) });

@@ -36,7 +36,8 @@ export function fromLedger(row: UserCouponRow): UserCouponView {
  * Both throw BACKEND_UNAVAILABLE (retry) while they wait.
  */
 export interface ReadRecovery {
-  gate(couponId: string, userId: string): Promise<void>;
+  /** Rebuilds the gate if Redis lost it; true when a gate is armed now (false: past retention, or unknown). */
+  gate(couponId: string, userId: string): Promise<boolean>;
   redemption(couponId: string): Promise<void>;
 }
 
@@ -74,9 +75,10 @@ export async function getUserCoupon(db: Db, redis: Redis, couponId: string, user
   // "Never won" from a gate Redis lost is only as good as the ledger, which may still miss a winner
   // in flight, unless every unit is in the ledger or the sale has not opened.
   const settled = coupon.issued_count >= coupon.total_quantity || coupon.opens_at.getTime() > Date.now();
-  if (recovery && !r.armed && !settled) {
-    await recovery.gate(couponId, userId);
-    return getUserCoupon(db, redis, couponId, userId, { gate: () => Promise.resolve(), redemption: recovery.redemption });
+  // Read once more from the rebuilt gate; a coupon past its retention is never armed again, and
+  // its ledger is final.
+  if (recovery && !r.armed && !settled && (await recovery.gate(couponId, userId))) {
+    return getUserCoupon(db, redis, couponId, userId, { gate: () => Promise.resolve(false), redemption: recovery.redemption });
   }
   return { couponId, userId, seq: 0, state: 'NOT_REQUESTED', issuedAt: null, orderId: '', redeemedAt: null };
 }

@@ -16,6 +16,7 @@ import { EventDecodeError } from './errors.ts';
 import { AttemptsExhausted, RetryAborted, withRetries, type RetryHooks, type RetryPolicy } from './retry-policy.ts';
 import type { DeadLetterEntry } from '../store/dead-letters.ts';
 import { traceBatch } from '../telemetry/messaging.ts';
+import { isFence } from './fence.ts';
 
 export interface ConsumedRecord<T> {
   value: T;
@@ -159,6 +160,8 @@ export async function startBatchConsumer<T>(o: BatchConsumerOptions<T>): Promise
         const records: ConsumedRecord<T>[] = [];
         const poison: Parameters<typeof deadLetter>[0] = [];
         for (const message of batch.messages) {
+          // A rebuild's fence (events/fence.ts) is no event: skipped, and committed with the batch.
+          if (isFence(message)) continue;
           try {
             if (!message.value) throw Object.assign(new Error('record has no value'), { reason: 'EMPTY_VALUE' });
             records.push({ value: await o.decoder.decode(message.value), key: message.key?.toString() ?? null, partition: batch.partition, offset: message.offset, message });

@@ -95,20 +95,10 @@ export class Gate {
   }
 
   /**
-   * For a read that would answer "never won" (NOT_REQUESTED): if Redis lost the coupon's gate,
-   * rebuild it first, as IssueCoupon would (UNAVAILABLE while the rebuild waits for records in
-   * flight), so that answer never rests on a ledger that may still miss a winner. A gate that is
-   * armed, a coupon past its retention and an unknown coupon are left as they are.
-   */
-  async recover(couponId: string, userId: string): Promise<void> {
-    if ((await this.d.redis.exists(couponKeys(couponId).meta)) === 1) return;
-    await this.d.rebuilder.arm(couponId, userId);
-  }
-
-  /**
-   * Before an operator's change (catalog/changes.ts): the coupon's gate in Redis, rebuilt first if
-   * Redis lost it (UNAVAILABLE while the rebuild waits). 'RETIRED' for a coupon past its retention,
-   * 'UNKNOWN' for no such coupon: neither is armed.
+   * The coupon's gate in Redis, rebuilt first if Redis lost it, as IssueCoupon would (UNAVAILABLE
+   * while the rebuild waits for records in flight): before an operator's change
+   * (catalog/changes.ts), and before a read would answer "never won" (catalog/user-coupons.ts).
+   * 'RETIRED' for a coupon past its retention, 'UNKNOWN' for no such coupon: neither is armed.
    */
   async ensureArmed(couponId: string): Promise<'ARMED' | 'RETIRED' | 'UNKNOWN'> {
     if ((await this.d.redis.exists(couponKeys(couponId).meta)) === 1) return 'ARMED';

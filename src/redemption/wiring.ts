@@ -8,6 +8,7 @@ import type { Config } from '../config.ts';
 import type { Logger } from '../log.ts';
 import type { Alerter } from '../events/alert.ts';
 import { codecWhenAvailable } from '../events/producer-start.ts';
+import { fenceWriter } from '../events/fence.ts';
 import { startBatchConsumer } from '../events/batch-consumer.ts';
 import { BatchingPublisher } from '../events/publisher.ts';
 import type { EventRegistry } from '../events/registry.ts';
@@ -72,6 +73,7 @@ export async function createRedemption(w: RedemptionWiring): Promise<Redemption>
       state: 'redemption',
       settleMs: lossSettleMs(w.config.PUBLISH_TIMEOUT_MS),
       consumerCaughtUp: consumerCaughtUp(w.admin, redemptionGroups(w.config.KAFKA_REDEMPTION_GROUP).ledger, topics.redemption, LEDGER_CATCH_UP_WAIT_MS),
+      fence: fenceWriter(w.publisher, topics.redemption),
       topic: topics.redemption,
       dltTopic: topics.redemptionDlt,
       blockedAlert: 'coupon.redemption.load_blocked',

@@ -32,6 +32,7 @@ import { dependencyProbes, DependencyMonitor } from '../ops/dependencies.ts';
 import { every } from '../lib/every.ts';
 import { CouponChanges } from '../catalog/changes.ts';
 import { codecWhenAvailable } from '../events/producer-start.ts';
+import { fenceWriter } from '../events/fence.ts';
 import { grpcMetrics } from './grpc-metrics.ts';
 import { rpcTracing } from '../telemetry/rpc.ts';
 import { tracingRequested } from '../telemetry/tracing.ts';
@@ -72,6 +73,7 @@ export async function startApi(config: Config, log: Logger): Promise<ApiApp> {
     state: 'gate',
     settleMs: lossSettleMs(config.PUBLISH_TIMEOUT_MS),
     consumerCaughtUp: consumerCaughtUp(kafkaAdmin, config.KAFKA_ISSUER_GROUP, topics.issue, 2_000),
+    fence: fenceWriter(publisher, topics.issue),
     topic: topics.issue,
     dltTopic: topics.issueDlt,
     blockedAlert: 'coupon.gate.rebuild_blocked',
@@ -86,7 +88,7 @@ export async function startApi(config: Config, log: Logger): Promise<ApiApp> {
       : undefined,
     acks: new ReplicaAcks(redis, { replicas: config.REDIS_WAIT_REPLICAS, timeoutMs: config.REDIS_WAIT_TIMEOUT_MS }),
   });
-  const changes = new CouponChanges({ db, scripts, log, ensureGate: (couponId) => gate.ensureArmed(couponId) });
+  const changes = new CouponChanges({ db, scripts, log, ensureGate: (couponId) => gate.ensureArmed(couponId), failAfterGate: config.FAILPOINT === 'fail-change-after-gate' });
   const recoveryDeps = { redis, scripts, active, legacyIndexKey: legacyCouponIndexKey(config.KAFKA_TOPIC_PREFIX), publisher, encoder: issueCodec, topic: topics.issue, log };
   const recovery = every(config.RECOVERY_INTERVAL_MS, () => recoverStaleReservations(recoveryDeps, config.RECOVERY_STALE_MS), retryLater(log));
   const redemption = await createRedemption({ config, log, db, redis, registry, publisher, admin: kafkaAdmin, alerter });

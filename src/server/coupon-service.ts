@@ -165,7 +165,7 @@ export function couponService(d: CouponServiceDeps): ServiceImpl<typeof CouponSe
       const userId = requireId('user_id', req.userId);
       // After a Redis loss, what the answer rests on is rebuilt first, as IssueCoupon and RedeemCoupon do.
       const view = await getUserCoupon(d.db, d.redis, couponId, userId, {
-        gate: (id, user) => d.gate.recover(id, user),
+        gate: async (id) => (await d.gate.ensureArmed(id)) === 'ARMED',
         redemption: (id) => d.redemption.ensureLoaded(id),
       });
       return { userCoupon: userCouponMessage(view) };

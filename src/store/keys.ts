@@ -62,8 +62,17 @@ export const couponKeys = (couponId: string) => {
   };
 };
 
-/** Every key of the coupon, in the order scripts that touch all of them take them (arming sets their expiry). */
+/** Every key of the coupon, in the order scripts that touch all of them take them. */
 export const allCouponKeys = (couponId: string): string[] => Object.values(couponKeys(couponId));
+
+/**
+ * The keys that share the coupon's retention deadline (arming, an operator's change and completion
+ * set it on them): every key but the loss markers, which keep their own short expiry.
+ */
+export const retainedCouponKeys = (couponId: string): string[] => {
+  const k = couponKeys(couponId);
+  return allCouponKeys(couponId).filter((key) => key !== k.rebuildAfter && key !== k.redeemLoadAfter);
+};
 
 /** State of a coupon that Redis can lose and the ledger rebuilds (store/loss-guard.ts). */
 export type RebuiltState = 'gate' | 'redemption';

@@ -85,6 +85,12 @@ export interface LossGuardDeps {
    * of its topic (the topic is keyed by coupon id; events/consumer-lag.ts).
    */
   consumerCaughtUp: (couponId: string) => Promise<boolean>;
+  /**
+   * Appends a fence record for this loss (`marker`) to the coupon's partition and resolves once Kafka
+   * acknowledged it (events/fence.ts), so the caught-up check that follows reads an end offset past
+   * every record acknowledged before the loss.
+   */
+  fence?: (couponId: string, marker: string) => Promise<void>;
   /** That consumer's topic (under KAFKA_TOPIC_PREFIX), whose dead letters table dead_letters records. */
   topic: string;
   /** Its dead-letter topic, named in messages. */
@@ -120,6 +126,14 @@ export class LossGuard implements RebuildGuard {
       throw this.unavailable(couponId, `Redis lost this coupon's ${this.words.state}; it is rebuilt from the ledger in about ${Math.ceil(waitMs / 1000)} s, once nothing accepted before the loss can still reach Kafka; retry shortly`);
     }
     await this.refuseDeadLetters(couponId);
+    if (this.d.fence) {
+      try {
+        await this.d.fence(couponId, noticed.marker);
+      } catch (err) {
+        this.d.log.warn({ couponId, err: (err as Error).message }, 'could not write the fence record of a rebuild');
+        throw this.unavailable(couponId, `Redis lost this coupon's ${this.words.state}; the rebuild waits for Kafka to take its fence record; retry shortly`);
+      }
+    }
     const caughtUp = await this.d.consumerCaughtUp(couponId).catch((err: unknown) => {
       this.d.log.warn({ couponId, err: (err as Error).message }, 'could not check the consumer that writes the ledger');
       return false;

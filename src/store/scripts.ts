@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Redis } from './redis.ts';
 import type { ActiveCoupons } from './active-coupons.ts';
-import { allCouponKeys, couponKeys, loadTokenKey, lossKeys, stagedFreeKey, type RebuiltState } from './keys.ts';
+import { couponKeys, loadTokenKey, lossKeys, retainedCouponKeys, stagedFreeKey, type RebuiltState } from './keys.ts';
 
 export const luaScript = (name: string) => readFileSync(join(import.meta.dirname, 'lua', `${name}.lua`), 'utf8');
 // Scripts that share helpers get lib/<name>.lua files in front of their own text (one script per
@@ -36,7 +36,7 @@ const SCRIPTS = {
     keys: ({ couponId, token }: LoadTarget) => [
       ...coupon('meta', 'winners', 'next', 'issued', 'free')(couponId),
       stagedFreeKey(couponId, token), loadTokenKey(couponId, 'gate', token),
-      ...coupon('rebuildAfter')(couponId), ...allCouponKeys(couponId),
+      ...coupon('rebuildAfter')(couponId), ...retainedCouponKeys(couponId),
     ],
   },
   gateReserve: { file: 'gate-reserve', libs: ['expiry'], keys: coupon('meta', 'winners', 'next', 'free', 'pending', 'issued', 'redeem') },
@@ -46,12 +46,12 @@ const SCRIPTS = {
   gateSoldOut: { file: 'gate-sold-out', libs: [], keys: coupon('meta', 'winners', 'pending') },
   gateChange: {
     file: 'gate-change', libs: [],
-    keys: (couponId: string) => [...coupon('meta', 'winners', 'next')(couponId), ...allCouponKeys(couponId)],
+    keys: (couponId: string) => [...coupon('meta', 'winners', 'next')(couponId), ...retainedCouponKeys(couponId)],
   },
   issuerClaim: { file: 'issuer-claim', libs: ['expiry'], keys: coupon('meta', 'winners', 'released', 'claimed') },
   issuerMarkIssued: {
     file: 'issuer-mark-issued', libs: ['expiry'],
-    keys: (couponId: string) => [...coupon('issued', 'winners', 'meta')(couponId), ...allCouponKeys(couponId)],
+    keys: (couponId: string) => [...coupon('issued', 'winners', 'meta')(couponId), ...retainedCouponKeys(couponId)],
   },
   redeem: { file: 'redeem', libs: ['expiry', 'redemption'], keys: coupon('meta', 'winners', 'issued', 'redeem', 'cancelled', 'outbox', 'redeemLoaded') },
   cancelRedemption: { file: 'cancel-redemption', libs: ['expiry', 'redemption'], keys: coupon('meta', 'winners', 'issued', 'redeem', 'cancelled', 'outbox', 'redeemLoaded') },

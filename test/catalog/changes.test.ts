@@ -4,35 +4,23 @@
 // ledger row, the audit table, and the gate's meta in Redis.
 import * as grpc from '@grpc/grpc-js';
 import { timestampDate, timestampFromDate } from '@bufbuild/protobuf/wkt';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { CouponStatus } from '../../gen/coupon/v1/coupon_pb.js';
 import { topicNames } from '../../src/events/topics.ts';
 import { couponKeys } from '../../src/store/keys.ts';
 import type { CouponRow } from '../../src/store/coupons.ts';
-import { bufBin, run, startService, type ServiceProcess } from '../support/processes.ts';
+import { bufBin, run, startService } from '../support/processes.ts';
+import { fileServices } from '../support/services.ts';
 import { tokenFor } from '../support/auth.ts';
-import { afterRebuild, callError, couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
+import { afterRebuild, callError, couponClient, createCoupon } from '../support/coupons.ts';
 import { startOwnRedis } from '../support/redis-server.ts';
 import { db as newDb, dropEnvironment, kafka, redis as newRedis, uniqueEnv, until, waitForCaughtUp } from '../support/stack.ts';
 
-const env = { ...uniqueEnv('coupon-changes'), API_WORKERS: '2' };
-const topics = topicNames(env.KAFKA_TOPIC_PREFIX);
+const svc = fileServices('coupon-changes', { API_WORKERS: '2' });
+const { env, topics } = svc;
 const db = newDb();
 const redis = newRedis();
-let api: ServiceProcess;
-let issuer: ServiceProcess;
-let operator: CouponClient;
-
-beforeAll(async () => {
-  [api, issuer] = await Promise.all([startService('api', env), startService('issuer', env)]);
-  operator = couponClient(api.address);
-}, 120_000);
-afterAll(async () => {
-  operator?.close();
-  await Promise.all([api?.stop(), issuer?.stop()]);
-  await dropEnvironment(kafka(), topics);
-  await Promise.all([db.destroy(), redis.quit()]);
-});
+afterAll(async () => { await Promise.all([db.destroy(), redis.quit()]); });
 
 const refusal = async (p: Promise<unknown>) => {
   const err = await callError(p);
@@ -41,18 +29,18 @@ const refusal = async (p: Promise<unknown>) => {
 interface ChangeRow { action: string; changed_by: string; before: Record<string, unknown>; after: Record<string, unknown> }
 const changes = (couponId: string): Promise<ChangeRow[]> => db('coupon_changes').where({ coupon_id: couponId }).orderBy('id').select('action', 'changed_by', 'before', 'after');
 const ledger = (couponId: string): Promise<CouponRow | undefined> => db<CouponRow>('coupons').where({ id: couponId }).first();
-const issueAll = (couponId: string, users: string[]) => Promise.all(users.map((userId) => operator.issueCoupon({ couponId, userId }).then(
+const issueAll = (couponId: string, users: string[]) => Promise.all(users.map((userId) => svc.client.issueCoupon({ couponId, userId }).then(
   (res) => ({ userId, seq: Number(res.seq) }),
   (err: { code: number; reason?: string }) => ({ userId, code: err.code, reason: err.reason }),
 )));
 
 describe('PauseCoupon and ResumeCoupon', () => {
   it('a paused coupon takes no new winner, a winner still hears their seq, and resuming hands out the next seq', async () => {
-    const coupon = await createCoupon(operator, 10);
-    for (const [i, userId] of ['a', 'b', 'c'].entries()) expect((await operator.issueCoupon({ couponId: coupon.id, userId })).seq).toBe(BigInt(i + 1));
+    const coupon = await createCoupon(svc.client, 10);
+    for (const [i, userId] of ['a', 'b', 'c'].entries()) expect((await svc.client.issueCoupon({ couponId: coupon.id, userId })).seq).toBe(BigInt(i + 1));
 
     // In any letter case, as every RPC takes ids.
-    const paused = (await operator.pauseCoupon({ couponId: coupon.id.toUpperCase() })).coupon!;
+    const paused = (await svc.client.pauseCoupon({ couponId: coupon.id.toUpperCase() })).coupon!;
     expect(paused.id).toBe(coupon.id);
     expect(paused.status).toBe(CouponStatus.PAUSED);
     expect(paused.acceptedCount).toBe(3n);
@@ -61,7 +49,7 @@ describe('PauseCoupon and ResumeCoupon', () => {
     expect((await ledger(coupon.id))!.paused_at).not.toBeNull();
 
     // Every worker: several separate connections, so the calls land on both.
-    const clients = Array.from({ length: 4 }, () => couponClient(api.address, true));
+    const clients = Array.from({ length: 4 }, () => couponClient(svc.api.address, true));
     try {
       for (const [i, c] of clients.entries()) {
         expect(await refusal(c.issueCoupon({ couponId: coupon.id, userId: `new-${i}` }))).toEqual({ code: grpc.status.FAILED_PRECONDITION, reason: 'COUPON_PAUSED' });
@@ -70,58 +58,58 @@ describe('PauseCoupon and ResumeCoupon', () => {
     } finally {
       for (const c of clients) c.close();
     }
-    expect((await operator.getCoupon({ couponId: coupon.id })).coupon).toMatchObject({ status: CouponStatus.PAUSED, acceptedCount: 3n, remaining: 7n });
+    expect((await svc.client.getCoupon({ couponId: coupon.id })).coupon).toMatchObject({ status: CouponStatus.PAUSED, acceptedCount: 3n, remaining: 7n });
 
     // Pausing again changes nothing and records nothing.
-    expect((await operator.pauseCoupon({ couponId: coupon.id })).coupon!.pausedAt).toEqual(paused.pausedAt);
+    expect((await svc.client.pauseCoupon({ couponId: coupon.id })).coupon!.pausedAt).toEqual(paused.pausedAt);
 
-    const resumed = (await operator.resumeCoupon({ couponId: coupon.id })).coupon!;
+    const resumed = (await svc.client.resumeCoupon({ couponId: coupon.id })).coupon!;
     expect(resumed.status).toBe(CouponStatus.OPEN);
     expect(resumed.pausedAt).toBeUndefined();
     expect(await redis.hget(couponKeys(coupon.id).meta, 'paused')).toBeNull();
-    expect((await operator.issueCoupon({ couponId: coupon.id, userId: 'd' })).seq).toBe(4n);
+    expect((await svc.client.issueCoupon({ couponId: coupon.id, userId: 'd' })).seq).toBe(4n);
 
     const recorded = await changes(coupon.id);
     expect(recorded.map((c) => [c.action, c.changed_by])).toEqual([['PAUSE', 'test-operator'], ['RESUME', 'test-operator']]);
     expect(recorded[0]!.before.paused_at).toBeNull();
     expect(new Date(recorded[0]!.after.paused_at as string).getTime()).toBe(timestampDate(paused.pausedAt!).getTime());
     expect(recorded[1]!.after.paused_at).toBeNull();
-    expect(api.logs.filter((l) => l.msg === 'audit' && l.coupon_id === coupon.id).map((l) => l.procedure).sort()).toEqual(['CreateCoupon', 'PauseCoupon', 'PauseCoupon', 'ResumeCoupon']);
+    expect(svc.api.logs.filter((l) => l.msg === 'audit' && l.coupon_id === coupon.id).map((l) => l.procedure).sort()).toEqual(['CreateCoupon', 'PauseCoupon', 'PauseCoupon', 'ResumeCoupon']);
   });
 });
 
 describe('CloseCoupon', () => {
   it('ends the sale now: new users hear COUPON_CLOSED, winners keep their seq, and the ledger holds the new closes_at', async () => {
-    const coupon = await createCoupon(operator, 10, { closesInMs: 3_600_000, validForMs: 7_200_000 });
-    expect((await operator.issueCoupon({ couponId: coupon.id, userId: 'early' })).seq).toBe(1n);
+    const coupon = await createCoupon(svc.client, 10, { closesInMs: 3_600_000, validForMs: 7_200_000 });
+    expect((await svc.client.issueCoupon({ couponId: coupon.id, userId: 'early' })).seq).toBe(1n);
     const before = Date.now();
-    const closed = (await operator.closeCoupon({ couponId: coupon.id })).coupon!;
+    const closed = (await svc.client.closeCoupon({ couponId: coupon.id })).coupon!;
     const closesAt = timestampDate(closed.closesAt!).getTime();
     expect(closesAt).toBeGreaterThanOrEqual(before - 1);
     expect(closesAt).toBeLessThanOrEqual(Date.now());
     expect(closed.status).toBe(CouponStatus.CLOSED);
-    expect(await refusal(operator.issueCoupon({ couponId: coupon.id, userId: 'late' }))).toEqual({ code: grpc.status.FAILED_PRECONDITION, reason: 'COUPON_CLOSED' });
-    expect((await operator.issueCoupon({ couponId: coupon.id, userId: 'early' })).seq).toBe(1n);
+    expect(await refusal(svc.client.issueCoupon({ couponId: coupon.id, userId: 'late' }))).toEqual({ code: grpc.status.FAILED_PRECONDITION, reason: 'COUPON_CLOSED' });
+    expect((await svc.client.issueCoupon({ couponId: coupon.id, userId: 'early' })).seq).toBe(1n);
     expect(Number(await redis.hget(couponKeys(coupon.id).meta, 'closes_ms'))).toBe(closesAt);
     expect((await ledger(coupon.id))!.closes_at!.getTime()).toBe(closesAt);
     // The keys now expire at the new deadline: max(closes_at, valid_until) + REDIS_RETENTION.
     expect(Number(await redis.hget(couponKeys(coupon.id).meta, 'expire_at_ms'))).toBe(timestampDate(coupon.validUntil!).getTime() + 7 * 86_400_000);
     // Closing a closed coupon is an OK no-op.
-    expect(timestampDate((await operator.closeCoupon({ couponId: coupon.id })).coupon!.closesAt!).getTime()).toBe(closesAt);
+    expect(timestampDate((await svc.client.closeCoupon({ couponId: coupon.id })).coupon!.closesAt!).getTime()).toBe(closesAt);
     expect((await changes(coupon.id)).map((c) => c.action)).toEqual(['CLOSE']);
   });
 });
 
 describe('UpdateCoupon', () => {
   it('a restock hands the new units to the next users with seqs past the old total, and the issuer completes at the new total', async () => {
-    const coupon = await createCoupon(operator, 3);
+    const coupon = await createCoupon(svc.client, 3);
     const first = await issueAll(coupon.id, ['u1', 'u2', 'u3', 'u4']);
     expect(first.filter((r) => 'seq' in r).map((r) => (r as { seq: number }).seq).sort()).toEqual([1, 2, 3]);
     expect(first.filter((r) => 'reason' in r)).toEqual([{ userId: expect.any(String) as string, code: grpc.status.RESOURCE_EXHAUSTED, reason: 'COUPON_SOLD_OUT' }]);
     await waitForCaughtUp(kafka(), env.KAFKA_ISSUER_GROUP, topics.issue);
     await until('complete at 3', async () => (await ledger(coupon.id))!.completed_at !== null);
 
-    const restocked = (await operator.updateCoupon({ coupon: { id: coupon.id, totalQuantity: 5n }, updateMask: { paths: ['total_quantity'] } })).coupon!;
+    const restocked = (await svc.client.updateCoupon({ coupon: { id: coupon.id, totalQuantity: 5n }, updateMask: { paths: ['total_quantity'] } })).coupon!;
     expect(restocked).toMatchObject({ totalQuantity: 5n, acceptedCount: 3n, remaining: 2n, status: CouponStatus.OPEN });
     expect((await ledger(coupon.id))!.completed_at).toBeNull();
     const loser = first.find((r) => 'reason' in r)!.userId;
@@ -134,10 +122,10 @@ describe('UpdateCoupon', () => {
     expect(rows.map((r: { seq: number }) => Number(r.seq))).toEqual([1, 2, 3, 4, 5]);
     const after = (await ledger(coupon.id))!;
     expect({ issued: Number(after.issued_count), total: Number(after.total_quantity), complete: after.completed_at !== null }).toEqual({ issued: 5, total: 5, complete: true });
-    expect((await operator.getCoupon({ couponId: coupon.id })).coupon).toMatchObject({ status: CouponStatus.COMPLETE, issuedCount: 5n, remaining: 0n });
+    expect((await svc.client.getCoupon({ couponId: coupon.id })).coupon).toMatchObject({ status: CouponStatus.COMPLETE, issuedCount: 5n, remaining: 0n });
 
     // Lowering below the seqs handed out is refused, and nothing changes anywhere.
-    expect(await refusal(operator.updateCoupon({ coupon: { id: coupon.id, totalQuantity: 4n }, updateMask: { paths: ['total_quantity'] } })))
+    expect(await refusal(svc.client.updateCoupon({ coupon: { id: coupon.id, totalQuantity: 4n }, updateMask: { paths: ['total_quantity'] } })))
       .toEqual({ code: grpc.status.FAILED_PRECONDITION, reason: 'QUANTITY_BELOW_ACCEPTED' });
     expect(Number((await ledger(coupon.id))!.total_quantity)).toBe(5);
     expect(await redis.hget(couponKeys(coupon.id).meta, 'total')).toBe('5');
@@ -145,9 +133,9 @@ describe('UpdateCoupon', () => {
   });
 
   it('lowers the total down to the seqs handed out, and renames, in one call', async () => {
-    const coupon = await createCoupon(operator, 10);
+    const coupon = await createCoupon(svc.client, 10);
     await issueAll(coupon.id, ['x1', 'x2']);
-    const cut = (await operator.updateCoupon({ coupon: { id: coupon.id, totalQuantity: 3n, name: 'smaller sale' }, updateMask: { paths: ['total_quantity', 'name'] } })).coupon!;
+    const cut = (await svc.client.updateCoupon({ coupon: { id: coupon.id, totalQuantity: 3n, name: 'smaller sale' }, updateMask: { paths: ['total_quantity', 'name'] } })).coupon!;
     expect(cut).toMatchObject({ name: 'smaller sale', totalQuantity: 3n, remaining: 1n });
     const more = await issueAll(coupon.id, ['x3', 'x4']);
     expect(more.filter((r) => 'seq' in r).map((r) => (r as { seq: number }).seq)).toEqual([3]);
@@ -156,22 +144,22 @@ describe('UpdateCoupon', () => {
   });
 
   it('refuses a bad mask, bad values, an unknown coupon and any role but operator, changing nothing', async () => {
-    const coupon = await createCoupon(operator, 5, { closesInMs: 3_600_000, validForMs: 7_200_000 });
+    const coupon = await createCoupon(svc.client, 5, { closesInMs: 3_600_000, validForMs: 7_200_000 });
     const invalid = (field: string) => ({ code: grpc.status.INVALID_ARGUMENT, reason: 'INVALID_FIELD', field });
     const fieldOf = async (p: Promise<unknown>) => { const e = await callError(p); return { code: e.code, reason: e.reason, field: e.field }; };
-    expect(await fieldOf(operator.updateCoupon({ coupon: { id: coupon.id, totalQuantity: 7n } }))).toEqual(invalid('update_mask'));
-    expect(await fieldOf(operator.updateCoupon({ coupon: { id: coupon.id, discountAmount: 5n }, updateMask: { paths: ['discount_amount'] } }))).toEqual(invalid('update_mask'));
-    expect(await fieldOf(operator.updateCoupon({ coupon: { id: coupon.id, totalQuantity: 0n }, updateMask: { paths: ['total_quantity'] } }))).toEqual(invalid('coupon.total_quantity'));
-    expect(await fieldOf(operator.updateCoupon({ coupon: { id: coupon.id, name: '' }, updateMask: { paths: ['name'] } }))).toEqual(invalid('coupon.name'));
-    expect(await fieldOf(operator.updateCoupon({ coupon: { id: 'nope', name: 'x' }, updateMask: { paths: ['name'] } }))).toEqual(invalid('coupon.id'));
+    expect(await fieldOf(svc.client.updateCoupon({ coupon: { id: coupon.id, totalQuantity: 7n } }))).toEqual(invalid('update_mask'));
+    expect(await fieldOf(svc.client.updateCoupon({ coupon: { id: coupon.id, discountAmount: 5n }, updateMask: { paths: ['discount_amount'] } }))).toEqual(invalid('update_mask'));
+    expect(await fieldOf(svc.client.updateCoupon({ coupon: { id: coupon.id, totalQuantity: 0n }, updateMask: { paths: ['total_quantity'] } }))).toEqual(invalid('coupon.total_quantity'));
+    expect(await fieldOf(svc.client.updateCoupon({ coupon: { id: coupon.id, name: '' }, updateMask: { paths: ['name'] } }))).toEqual(invalid('coupon.name'));
+    expect(await fieldOf(svc.client.updateCoupon({ coupon: { id: 'nope', name: 'x' }, updateMask: { paths: ['name'] } }))).toEqual(invalid('coupon.id'));
     // valid_until before closes_at, and closes_at before opens_at.
     const early = timestampFromDate(new Date(Date.now() + 60_000));
-    expect(await fieldOf(operator.updateCoupon({ coupon: { id: coupon.id, validUntil: early }, updateMask: { paths: ['valid_until'] } }))).toEqual(invalid('valid_until'));
-    expect(await fieldOf(operator.updateCoupon({ coupon: { id: coupon.id, closesAt: timestampFromDate(new Date(Date.now() - 3_600_000)) }, updateMask: { paths: ['closes_at'] } }))).toEqual(invalid('closes_at'));
-    expect(await refusal(operator.pauseCoupon({ couponId: '00000000-0000-4000-8000-000000000000' }))).toEqual({ code: grpc.status.NOT_FOUND, reason: 'COUPON_NOT_FOUND' });
+    expect(await fieldOf(svc.client.updateCoupon({ coupon: { id: coupon.id, validUntil: early }, updateMask: { paths: ['valid_until'] } }))).toEqual(invalid('valid_until'));
+    expect(await fieldOf(svc.client.updateCoupon({ coupon: { id: coupon.id, closesAt: timestampFromDate(new Date(Date.now() - 3_600_000)) }, updateMask: { paths: ['closes_at'] } }))).toEqual(invalid('closes_at'));
+    expect(await refusal(svc.client.pauseCoupon({ couponId: '00000000-0000-4000-8000-000000000000' }))).toEqual({ code: grpc.status.NOT_FOUND, reason: 'COUPON_NOT_FOUND' });
     const denied = { code: grpc.status.PERMISSION_DENIED, reason: 'ROLE_NOT_ALLOWED' };
     for (const role of ['storefront', 'payment'] as const) {
-      const c = couponClient(api.address, false, [role]);
+      const c = couponClient(svc.api.address, false, [role]);
       try {
         expect(await refusal(c.pauseCoupon({ couponId: coupon.id }))).toEqual(denied);
         expect(await refusal(c.resumeCoupon({ couponId: coupon.id }))).toEqual(denied);
@@ -188,14 +176,14 @@ describe('UpdateCoupon', () => {
 
 describe("from an operator's shell", () => {
   it('buf curl (reflection) restocks with a JSON update_mask, and plain HTTP Connect JSON pauses, as docs/operations.md shows', async () => {
-    const coupon = await createCoupon(operator, 10);
+    const coupon = await createCoupon(svc.client, 10);
     const auth = `Authorization: Bearer ${await tokenFor('operator')}`;
     const restock = await run(bufBin, ['curl', '--http2-prior-knowledge', '-H', auth,
       '-d', JSON.stringify({ coupon: { id: coupon.id, totalQuantity: '15' }, updateMask: 'totalQuantity' }),
-      `${api.url}/coupon.v1.CouponService/UpdateCoupon`]);
+      `${svc.api.url}/coupon.v1.CouponService/UpdateCoupon`]);
     expect(restock.stderr).toBe('');
     expect((JSON.parse(restock.stdout) as { coupon: { totalQuantity: string; remaining: string } }).coupon).toMatchObject({ totalQuantity: '15', remaining: '15' });
-    const res = await fetch(`${api.url}/coupon.v1.CouponService/PauseCoupon`, {
+    const res = await fetch(`${svc.api.url}/coupon.v1.CouponService/PauseCoupon`, {
       method: 'POST', headers: { 'content-type': 'application/json', authorization: auth.slice('Authorization: '.length) }, body: JSON.stringify({ couponId: coupon.id }),
     });
     expect(res.status).toBe(200);
@@ -207,8 +195,8 @@ describe("from an operator's shell", () => {
 
 describe('changes during a sale', () => {
   it('after PauseCoupon answers OK, no new user wins in any worker, while 256 calls are in flight', { timeout: 120_000 }, async () => {
-    const coupon = await createCoupon(operator, 100_000);
-    const clients = Array.from({ length: 8 }, () => couponClient(api.address, true, ['storefront']));
+    const coupon = await createCoupon(svc.client, 100_000);
+    const clients = Array.from({ length: 8 }, () => couponClient(svc.api.address, true, ['storefront']));
     let pausedAt = 0;
     const outcomes: { startedAt: number; ok: boolean; reason?: string }[] = [];
     let next = 0;
@@ -227,7 +215,7 @@ describe('changes during a sale', () => {
     try {
       const rush = Promise.all(Array.from({ length: 256 }, (_, w) => worker(w)));
       await new Promise((r) => setTimeout(r, 1_500));
-      await operator.pauseCoupon({ couponId: coupon.id });
+      await svc.client.pauseCoupon({ couponId: coupon.id });
       pausedAt = Date.now();
       await rush;
     } finally {
@@ -246,16 +234,16 @@ describe('changes during a sale', () => {
   });
 
   it('a restock in the middle of a rush: exactly the new total wins, every seq once', { timeout: 120_000 }, async () => {
-    const coupon = await createCoupon(operator, 50);
+    const coupon = await createCoupon(svc.client, 50);
     const users = Array.from({ length: 300 }, (_, i) => `buyer-${i}`);
-    const clients = Array.from({ length: 8 }, () => couponClient(api.address, true, ['storefront']));
+    const clients = Array.from({ length: 8 }, () => couponClient(svc.api.address, true, ['storefront']));
     try {
       const rush = Promise.all(users.map((userId, i) => new Promise((r) => setTimeout(r, i * 5)).then(() => clients[i % 8]!.issueCoupon({ couponId: coupon.id, userId }).then(
         (res) => ({ userId, seq: Number(res.seq) }),
         (err: { reason?: string }) => ({ userId, reason: err.reason }),
       ))));
       await new Promise((r) => setTimeout(r, 400));
-      await operator.updateCoupon({ coupon: { id: coupon.id, totalQuantity: 80n }, updateMask: { paths: ['total_quantity'] } });
+      await svc.client.updateCoupon({ coupon: { id: coupon.id, totalQuantity: 80n }, updateMask: { paths: ['total_quantity'] } });
       const results = await rush;
       const seqs = results.filter((r) => 'seq' in r).map((r) => (r as { seq: number }).seq).sort((a, b) => a - b);
       expect(seqs).toEqual(Array.from({ length: 80 }, (_, i) => i + 1));
@@ -266,7 +254,7 @@ describe('changes during a sale', () => {
     await waitForCaughtUp(kafka(), env.KAFKA_ISSUER_GROUP, topics.issue, 90_000);
     const rows = await db('user_coupons').where({ coupon_id: coupon.id }).orderBy('seq').select('seq');
     expect(rows.map((r: { seq: number }) => Number(r.seq))).toEqual(Array.from({ length: 80 }, (_, i) => i + 1));
-    expect((await operator.getCoupon({ couponId: coupon.id })).coupon).toMatchObject({ status: CouponStatus.COMPLETE, issuedCount: 80n, acceptedCount: 80n });
+    expect((await svc.client.getCoupon({ couponId: coupon.id })).coupon).toMatchObject({ status: CouponStatus.COMPLETE, issuedCount: 80n, acceptedCount: 80n });
   });
 });
 
@@ -301,5 +289,55 @@ describe('a Redis loss after a change', () => {
       await dropEnvironment(kafka(), topicNames(lossEnv.KAFKA_TOPIC_PREFIX));
       await own.stop();
     }
+  });
+});
+
+describe('a change the ledger does not take', () => {
+  it('is put back in the gate: the caller hears UNAVAILABLE and nothing changed anywhere', { timeout: 120_000 }, async () => {
+    // A coupon-api whose changes fail after the gate took them (as a lost reply or a failed commit would).
+    const failing = await startService('api', { ...svc.env, API_WORKERS: '1', FAILPOINT: 'fail-change-after-gate' });
+    const client = couponClient(failing.address);
+    try {
+      const coupon = await createCoupon(client, 2);
+      expect((await client.issueCoupon({ couponId: coupon.id, userId: 'first' })).seq).toBe(1n);
+      const unavailable = { code: grpc.status.UNAVAILABLE, reason: 'BACKEND_UNAVAILABLE' };
+      expect(await refusal(client.pauseCoupon({ couponId: coupon.id }))).toEqual(unavailable);
+      expect(await refusal(client.updateCoupon({ coupon: { id: coupon.id, totalQuantity: 5n }, updateMask: { paths: ['total_quantity'] } }))).toEqual(unavailable);
+      expect(await redis.hmget(couponKeys(coupon.id).meta, 'total', 'paused')).toEqual(['2', null]);
+      const row = (await ledger(coupon.id))!;
+      expect({ total: row.total_quantity, paused: row.paused_at }).toEqual({ total: 2, paused: null });
+      expect(await changes(coupon.id)).toEqual([]);
+      // The gate sells as before: one more unit, then sold out at the ledger's total.
+      expect((await client.issueCoupon({ couponId: coupon.id, userId: 'second' })).seq).toBe(2n);
+      expect(await refusal(client.issueCoupon({ couponId: coupon.id, userId: 'third' }))).toEqual({ code: grpc.status.RESOURCE_EXHAUSTED, reason: 'COUPON_SOLD_OUT' });
+    } finally {
+      client.close();
+      await failing.stop();
+    }
+  });
+
+  it('a repeat that changes nothing in the ledger still puts the ledger\'s state in the gate (a gate that kept a change is re-synced)', async () => {
+    const coupon = await createCoupon(svc.client, 3);
+    // As if a change's put-back had failed too: the gate paused, the ledger not.
+    await redis.hset(couponKeys(coupon.id).meta, 'paused', '1');
+    expect(await refusal(svc.client.issueCoupon({ couponId: coupon.id, userId: 'blocked' }))).toEqual({ code: grpc.status.FAILED_PRECONDITION, reason: 'COUPON_PAUSED' });
+    expect((await svc.client.resumeCoupon({ couponId: coupon.id })).coupon!.status).toBe(CouponStatus.OPEN);
+    expect(await redis.hget(couponKeys(coupon.id).meta, 'paused')).toBeNull();
+    expect((await svc.client.issueCoupon({ couponId: coupon.id, userId: 'blocked' })).seq).toBe(1n);
+    expect(await changes(coupon.id)).toEqual([]);
+  });
+});
+
+describe('a change that would end the retention at once', () => {
+  it('is refused, and the gate keeps every key, its winners included', async () => {
+    const day = 86_400_000;
+    const coupon = await createCoupon(svc.client, 3, { opensInMs: -40 * day });
+    expect((await svc.client.issueCoupon({ couponId: coupon.id, userId: 'winner' })).seq).toBe(1n);
+    const past = timestampFromDate(new Date(Date.now() - 30 * day));
+    const err = await callError(svc.client.updateCoupon({ coupon: { id: coupon.id, closesAt: past, validUntil: past }, updateMask: { paths: ['closes_at', 'valid_until'] } }));
+    expect({ code: err.code, reason: err.reason, field: err.field }).toEqual({ code: grpc.status.INVALID_ARGUMENT, reason: 'INVALID_FIELD', field: 'valid_until' });
+    expect(await redis.exists(couponKeys(coupon.id).meta, couponKeys(coupon.id).winners)).toBe(2);
+    expect((await svc.client.issueCoupon({ couponId: coupon.id, userId: 'winner' })).seq).toBe(1n);
+    expect(await changes(coupon.id)).toEqual([]);
   });
 });

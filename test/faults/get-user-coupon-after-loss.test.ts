@@ -57,4 +57,14 @@ describe('GetUserCoupon after Redis lost the coupon', () => {
 
     for (const got of answers) expect([{ state: 'PENDING', seq: 1n }, { reason: 'BACKEND_UNAVAILABLE' }]).toContainEqual(got);
   });
+
+  it('answers NOT_REQUESTED from the ledger at once for a coupon past its retention, whose gate is never armed again', async () => {
+    // An old sale: its keys expired (here: at once, as its deadline is long past) and are never rebuilt.
+    const day = 86_400_000;
+    const old = await createCoupon(client, 3, { opensInMs: -30 * day, closesInMs: -29 * day, validForMs: -28 * day });
+    const started = Date.now();
+    const res = await client.getUserCoupon({ couponId: old.id, userId: 'nobody' }, { timeoutMs: 5_000 });
+    expect({ state: res.userCoupon!.state, seq: res.userCoupon!.seq }).toEqual({ state: UserCouponState.NOT_REQUESTED, seq: 0n });
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
 });

@@ -1,7 +1,7 @@
 // A coupon id is a UUID in any letter case, and every spelling names one coupon: one gate, one
 // redemption state, one set of Redis keys, answers in the lower-case spelling. Ids that are not
 // UUIDs are refused. Real coupon-api and coupon-issuer, a @grpc/grpc-js client, and the stored state.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import * as grpc from '@grpc/grpc-js';
 import { create } from '@bufbuild/protobuf';
 import { timestampNow } from '@bufbuild/protobuf/wkt';
@@ -10,11 +10,12 @@ import { PaymentResultSchema, PaymentStatus } from '../../gen/payment/v1/payment
 import { EventRegistry } from '../../src/events/registry.ts';
 import { topicNames } from '../../src/events/topics.ts';
 import { redemptionGroups } from '../../src/redemption/wiring.ts';
-import { startService, type ServiceProcess } from '../support/processes.ts';
-import { callError, couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
-import { config, db as newDb, kafka, redis as newRedis, uniqueEnv, until, waitForCaughtUp } from '../support/stack.ts';
+import { fileServices } from '../support/services.ts';
+import { callError, createCoupon } from '../support/coupons.ts';
+import { config, db as newDb, kafka, redis as newRedis, until, waitForCaughtUp } from '../support/stack.ts';
 
-const env = uniqueEnv('canonical-ids');
+const svc = fileServices('canonical-ids');
+const { env } = svc;
 // User ids of this run: the ledger is shared with every other run.
 const run = env.KAFKA_CLIENT_ID.slice(-8);
 const [ana, ben, cho, dee, eve] = ['ana', 'ben', 'cho', 'dee', 'eve'].map((name) => `${name}-${run}`) as [string, string, string, string, string];
@@ -22,17 +23,8 @@ const topics = topicNames(env.KAFKA_TOPIC_PREFIX);
 const db = newDb();
 const r = newRedis();
 const k = kafka();
-let api: ServiceProcess;
-let issuer: ServiceProcess;
-let client: CouponClient;
 
-beforeAll(async () => {
-  [api, issuer] = await Promise.all([startService('api', env), startService('issuer', env)]);
-  client = couponClient(api.address);
-});
 afterAll(async () => {
-  client?.close();
-  await Promise.all([api?.stop(), issuer?.stop()]);
   await db.destroy();
   r.disconnect();
 });
@@ -60,46 +52,46 @@ const refusal = async (p: Promise<unknown>) => {
 
 describe('a coupon id in another letter case', () => {
   it('every RPC answers as for the lower-case id, and Redis keeps one spelling', async () => {
-    const coupon = await createCoupon(client, 2);
+    const coupon = await createCoupon(svc.client, 2);
     const id = coupon.id;
     expect(id).toBe(id.toLowerCase());
     const { upper, mixed: mixedId } = spellings(id);
 
     // The gate: one gate whatever the spelling, so two units go to two users and then it is sold out.
-    const first = await client.issueCoupon({ couponId: id, userId: ana });
+    const first = await svc.client.issueCoupon({ couponId: id, userId: ana });
     expect(first.seq).toBe(1n);
-    expect(await client.issueCoupon({ couponId: upper, userId: ana })).toMatchObject({ seq: 1n });
-    expect(await client.issueCoupon({ couponId: mixedId, userId: ana })).toMatchObject({ seq: 1n });
-    expect((await client.issueCoupon({ couponId: upper, userId: ben })).seq).toBe(2n);
-    expect(await refusal(client.issueCoupon({ couponId: mixedId, userId: cho }))).toEqual({ code: grpc.status.RESOURCE_EXHAUSTED, reason: 'COUPON_SOLD_OUT'});
-    expect(await refusal(client.issueCoupon({ couponId: id, userId: cho }))).toEqual({ code: grpc.status.RESOURCE_EXHAUSTED, reason: 'COUPON_SOLD_OUT'});
+    expect(await svc.client.issueCoupon({ couponId: upper, userId: ana })).toMatchObject({ seq: 1n });
+    expect(await svc.client.issueCoupon({ couponId: mixedId, userId: ana })).toMatchObject({ seq: 1n });
+    expect((await svc.client.issueCoupon({ couponId: upper, userId: ben })).seq).toBe(2n);
+    expect(await refusal(svc.client.issueCoupon({ couponId: mixedId, userId: cho }))).toEqual({ code: grpc.status.RESOURCE_EXHAUSTED, reason: 'COUPON_SOLD_OUT'});
+    expect(await refusal(svc.client.issueCoupon({ couponId: id, userId: cho }))).toEqual({ code: grpc.status.RESOURCE_EXHAUSTED, reason: 'COUPON_SOLD_OUT'});
 
     // Reads: the same answer, carrying the lower-case id.
     await until('both users ISSUED', async () => {
-      const states = await Promise.all([ana, ben].map((userId) => client.getUserCoupon({ couponId: id, userId })));
+      const states = await Promise.all([ana, ben].map((userId) => svc.client.getUserCoupon({ couponId: id, userId })));
       return states.every((s) => s.userCoupon!.state === UserCouponState.ISSUED);
     });
-    const canonicalCoupon = (await client.getCoupon({ couponId: id })).coupon!;
+    const canonicalCoupon = (await svc.client.getCoupon({ couponId: id })).coupon!;
     for (const spelling of [upper, mixedId]) {
-      expect((await client.getCoupon({ couponId: spelling })).coupon).toEqual(canonicalCoupon);
+      expect((await svc.client.getCoupon({ couponId: spelling })).coupon).toEqual(canonicalCoupon);
       for (const userId of [ana, ben, cho]) {
-        expect((await client.getUserCoupon({ couponId: spelling, userId })).userCoupon).toEqual((await client.getUserCoupon({ couponId: id, userId })).userCoupon);
+        expect((await svc.client.getUserCoupon({ couponId: spelling, userId })).userCoupon).toEqual((await svc.client.getUserCoupon({ couponId: id, userId })).userCoupon);
       }
     }
     expect(canonicalCoupon).toMatchObject({ id, acceptedCount: 2n, issuedCount: 2n, remaining: 0n });
-    expect((await client.listUserCoupons({ userId: ben })).userCoupons.map((c) => c.couponId)).toEqual([id]);
+    expect((await svc.client.listUserCoupons({ userId: ben })).userCoupons.map((c) => c.couponId)).toEqual([id]);
 
     // Redemption: one coupon, one order, whatever the spelling (this redeemed twice before).
-    const redeemed = (await client.redeemCoupon({ couponId: upper, userId: ana, orderId: 'order-A' })).userCoupon!;
+    const redeemed = (await svc.client.redeemCoupon({ couponId: upper, userId: ana, orderId: 'order-A' })).userCoupon!;
     expect(redeemed).toMatchObject({ couponId: id, state: UserCouponState.REDEEMED, orderId: 'order-A' });
-    expect(await refusal(client.redeemCoupon({ couponId: id, userId: ana, orderId: 'order-B' }))).toEqual({ code: grpc.status.FAILED_PRECONDITION, reason: 'COUPON_ALREADY_REDEEMED'});
-    expect(await refusal(client.redeemCoupon({ couponId: mixedId, userId: ana, orderId: 'order-B' }))).toEqual({ code: grpc.status.FAILED_PRECONDITION, reason: 'COUPON_ALREADY_REDEEMED'});
-    expect((await client.redeemCoupon({ couponId: mixedId, userId: ana, orderId: 'order-A' })).userCoupon).toEqual(redeemed);
-    expect(await refusal(client.cancelRedemption({ couponId: upper, userId: ana, orderId: 'order-B' }))).toEqual({ code: grpc.status.FAILED_PRECONDITION, reason: 'ORDER_MISMATCH'});
-    const cancelled = (await client.cancelRedemption({ couponId: mixedId, userId: ana, orderId: 'order-A' })).userCoupon!;
+    expect(await refusal(svc.client.redeemCoupon({ couponId: id, userId: ana, orderId: 'order-B' }))).toEqual({ code: grpc.status.FAILED_PRECONDITION, reason: 'COUPON_ALREADY_REDEEMED'});
+    expect(await refusal(svc.client.redeemCoupon({ couponId: mixedId, userId: ana, orderId: 'order-B' }))).toEqual({ code: grpc.status.FAILED_PRECONDITION, reason: 'COUPON_ALREADY_REDEEMED'});
+    expect((await svc.client.redeemCoupon({ couponId: mixedId, userId: ana, orderId: 'order-A' })).userCoupon).toEqual(redeemed);
+    expect(await refusal(svc.client.cancelRedemption({ couponId: upper, userId: ana, orderId: 'order-B' }))).toEqual({ code: grpc.status.FAILED_PRECONDITION, reason: 'ORDER_MISMATCH'});
+    const cancelled = (await svc.client.cancelRedemption({ couponId: mixedId, userId: ana, orderId: 'order-A' })).userCoupon!;
     expect(cancelled).toMatchObject({ couponId: id, state: UserCouponState.ISSUED, orderId: '' });
-    expect((await client.cancelRedemption({ couponId: upper, userId: ana, orderId: 'order-A' })).userCoupon).toEqual(cancelled);
-    expect((await client.redeemCoupon({ couponId: upper, userId: ana, orderId: 'order-C' })).userCoupon).toMatchObject({ couponId: id, state: UserCouponState.REDEEMED, orderId: 'order-C' });
+    expect((await svc.client.cancelRedemption({ couponId: upper, userId: ana, orderId: 'order-A' })).userCoupon).toEqual(cancelled);
+    expect((await svc.client.redeemCoupon({ couponId: upper, userId: ana, orderId: 'order-C' })).userCoupon).toMatchObject({ couponId: id, state: UserCouponState.REDEEMED, orderId: 'order-C' });
 
     // Stored state: Redis holds the coupon under its lower-case id only, and so does the ledger.
     const keys = await keysOf(id);
@@ -112,19 +104,19 @@ describe('a coupon id in another letter case', () => {
   });
 
   it('redeeming in upper case and then in lower case for another order is refused (one order per coupon)', async () => {
-    const coupon = await createCoupon(client, 1);
-    await client.issueCoupon({ couponId: coupon.id, userId: eve });
-    await until('eve ISSUED', async () => (await client.getUserCoupon({ couponId: coupon.id, userId: eve })).userCoupon!.state === UserCouponState.ISSUED);
-    expect((await client.redeemCoupon({ couponId: coupon.id.toUpperCase(), userId: eve, orderId: 'order-A' })).userCoupon).toMatchObject({ couponId: coupon.id, orderId: 'order-A' });
-    expect(await refusal(client.redeemCoupon({ couponId: coupon.id, userId: eve, orderId: 'order-B' }))).toEqual({ code: grpc.status.FAILED_PRECONDITION, reason: 'COUPON_ALREADY_REDEEMED'});
+    const coupon = await createCoupon(svc.client, 1);
+    await svc.client.issueCoupon({ couponId: coupon.id, userId: eve });
+    await until('eve ISSUED', async () => (await svc.client.getUserCoupon({ couponId: coupon.id, userId: eve })).userCoupon!.state === UserCouponState.ISSUED);
+    expect((await svc.client.redeemCoupon({ couponId: coupon.id.toUpperCase(), userId: eve, orderId: 'order-A' })).userCoupon).toMatchObject({ couponId: coupon.id, orderId: 'order-A' });
+    expect(await refusal(svc.client.redeemCoupon({ couponId: coupon.id, userId: eve, orderId: 'order-B' }))).toEqual({ code: grpc.status.FAILED_PRECONDITION, reason: 'COUPON_ALREADY_REDEEMED'});
     await until('the ledger to hold order-A', async () => (await db('user_coupons').where({ coupon_id: coupon.id, user_id: eve }).first<{ order_id: string | null }>())?.order_id === 'order-A');
   });
 
   it('a failed payment naming the coupon in upper case compensates the lower-case coupon', async () => {
-    const coupon = await createCoupon(client, 1);
-    await client.issueCoupon({ couponId: coupon.id, userId: dee });
-    await until('dee ISSUED', async () => (await client.getUserCoupon({ couponId: coupon.id, userId: dee })).userCoupon!.state === UserCouponState.ISSUED);
-    await client.redeemCoupon({ couponId: coupon.id, userId: dee, orderId: 'pay-1' });
+    const coupon = await createCoupon(svc.client, 1);
+    await svc.client.issueCoupon({ couponId: coupon.id, userId: dee });
+    await until('dee ISSUED', async () => (await svc.client.getUserCoupon({ couponId: coupon.id, userId: dee })).userCoupon!.state === UserCouponState.ISSUED);
+    await svc.client.redeemCoupon({ couponId: coupon.id, userId: dee, orderId: 'pay-1' });
 
     const registry = new EventRegistry({ url: config.SCHEMA_REGISTRY_URL, compatibility: config.SCHEMA_COMPATIBILITY });
     const codec = await registry.forTopic(topics.paymentResult, PaymentResultSchema);
@@ -139,7 +131,7 @@ describe('a coupon id in another letter case', () => {
       await producer.disconnect();
     }
     await waitForCaughtUp(k, redemptionGroups(env.KAFKA_REDEMPTION_GROUP).paymentResult, topics.paymentResult);
-    expect((await client.getUserCoupon({ couponId: coupon.id, userId: dee })).userCoupon).toMatchObject({ couponId: coupon.id, state: UserCouponState.ISSUED, orderId: '' });
+    expect((await svc.client.getUserCoupon({ couponId: coupon.id, userId: dee })).userCoupon).toMatchObject({ couponId: coupon.id, state: UserCouponState.ISSUED, orderId: '' });
     expect(await keysOf(coupon.id).then((keys) => keys.filter((key) => !key.startsWith(`coupon:{${coupon.id}}:`)))).toEqual([]);
   });
 });
@@ -155,21 +147,21 @@ describe('a coupon id that is not a UUID', () => {
     ['full-width digits', valid.replace('3', '\uff13')],
   ])('(%s) is INVALID_ARGUMENT INVALID_FIELD on every RPC, writing nothing', async (_name, couponId) => {
     const invalid = { code: grpc.status.INVALID_ARGUMENT, reason: 'INVALID_FIELD', field: 'coupon_id' };
-    expect(await refusal(client.issueCoupon({ couponId, userId: 'u' }))).toEqual(invalid);
-    expect(await refusal(client.getCoupon({ couponId }))).toEqual(invalid);
-    expect(await refusal(client.getUserCoupon({ couponId, userId: 'u' }))).toEqual(invalid);
-    expect(await refusal(client.redeemCoupon({ couponId, userId: 'u', orderId: 'o' }))).toEqual(invalid);
-    expect(await refusal(client.cancelRedemption({ couponId, userId: 'u', orderId: 'o' }))).toEqual(invalid);
+    expect(await refusal(svc.client.issueCoupon({ couponId, userId: 'u' }))).toEqual(invalid);
+    expect(await refusal(svc.client.getCoupon({ couponId }))).toEqual(invalid);
+    expect(await refusal(svc.client.getUserCoupon({ couponId, userId: 'u' }))).toEqual(invalid);
+    expect(await refusal(svc.client.redeemCoupon({ couponId, userId: 'u', orderId: 'o' }))).toEqual(invalid);
+    expect(await refusal(svc.client.cancelRedemption({ couponId, userId: 'u', orderId: 'o' }))).toEqual(invalid);
     expect(await r.keys(`coupon:{${couponId}}*`)).toEqual([]);
   });
 });
 
 describe('user ids and order ids', () => {
   it('are exact strings: two spellings are two users', async () => {
-    const coupon = await createCoupon(client, 3);
-    expect((await client.issueCoupon({ couponId: coupon.id, userId: 'Bob' })).seq).toBe(1n);
-    expect((await client.issueCoupon({ couponId: coupon.id, userId: 'bob' })).seq).toBe(2n);
-    expect((await client.issueCoupon({ couponId: coupon.id, userId: 'Bob' })).seq).toBe(1n);
+    const coupon = await createCoupon(svc.client, 3);
+    expect((await svc.client.issueCoupon({ couponId: coupon.id, userId: 'Bob' })).seq).toBe(1n);
+    expect((await svc.client.issueCoupon({ couponId: coupon.id, userId: 'bob' })).seq).toBe(2n);
+    expect((await svc.client.issueCoupon({ couponId: coupon.id, userId: 'Bob' })).seq).toBe(1n);
     expect(await r.hgetall(`coupon:{${coupon.id}}:winners`)).toEqual({ Bob: '1', bob: '2' });
   });
 });

@@ -1,39 +1,34 @@
 // Reconciliation: after a clean sale Redis, PostgreSQL and Kafka agree; drift made on
 // purpose (a ledger row deleted, a Redis winner deleted) is named by `npm run reconcile` (exit 1)
 // and by coupon-issuer's periodic pass (coupon_reconcile_drift{kind}).
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { UserCouponState } from '../../gen/coupon/v1/coupon_pb.js';
 import { topicNames } from '../../src/events/topics.ts';
 import { couponKeys } from '../../src/store/keys.ts';
-import { run, startService, type ServiceProcess } from '../support/processes.ts';
-import { couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
-import { db as newDb, kafka, redis as newRedis, uniqueEnv, until, waitForCaughtUp } from '../support/stack.ts';
+import { run } from '../support/processes.ts';
+import { fileServices } from '../support/services.ts';
+import { createCoupon } from '../support/coupons.ts';
+import { db as newDb, kafka, redis as newRedis, until, waitForCaughtUp } from '../support/stack.ts';
 
-const env = { ...uniqueEnv('reconcile'), RECONCILE_INTERVAL_MS: '1000' };
+const svc = fileServices('reconcile', { RECONCILE_INTERVAL_MS: '1000' });
+const { env } = svc;
 const db = newDb();
 const r = newRedis();
-let api: ServiceProcess;
-let issuer: ServiceProcess;
-let client: CouponClient;
-beforeAll(async () => {
-  [api, issuer] = await Promise.all([startService('api', env), startService('issuer', env)]);
-  client = couponClient(api.address);
-});
-afterAll(async () => { client?.close(); await Promise.all([api?.stop(), issuer?.stop()]); await db.destroy(); r.disconnect(); });
+afterAll(async () => { await db.destroy(); r.disconnect(); });
 
 const reconcile = (couponId: string) => run(process.execPath, ['src/bin/reconcile.ts', couponId], env);
 const driftGauge = async (kind: string) => {
-  const text = await (await fetch(issuer.metricsUrl)).text();
+  const text = await (await fetch(svc.issuer.metricsUrl)).text();
   const line = text.split('\n').find((l) => l.startsWith(`coupon_reconcile_drift{kind="${kind}"}`));
   return Number(line?.split(' ')[1] ?? 'NaN');
 };
 
 describe('npm run reconcile', () => {
   it('exits 0 after a clean sale, and 1 naming the drift after a ledger row or a Redis winner is deleted', { timeout: 120_000 }, async () => {
-    const coupon = await createCoupon(client, 10);
-    for (let i = 0; i < 10; i++) await client.issueCoupon({ couponId: coupon.id, userId: `u${i}` });
+    const coupon = await createCoupon(svc.client, 10);
+    for (let i = 0; i < 10; i++) await svc.client.issueCoupon({ couponId: coupon.id, userId: `u${i}` });
     await waitForCaughtUp(kafka(), env.KAFKA_ISSUER_GROUP, topicNames(env.KAFKA_TOPIC_PREFIX).issue);
-    await until('all issued in Redis', async () => (await client.getUserCoupon({ couponId: coupon.id, userId: 'u9' })).userCoupon!.state === UserCouponState.ISSUED);
+    await until('all issued in Redis', async () => (await svc.client.getUserCoupon({ couponId: coupon.id, userId: 'u9' })).userCoupon!.state === UserCouponState.ISSUED);
     await until('issued marks', async () => (await r.hlen(couponKeys(coupon.id).issued)) === 10);
 
     const clean = await reconcile(coupon.id);

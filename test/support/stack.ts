@@ -4,6 +4,7 @@ import type { Kafka } from 'kafkajs';
 import { loadConfig } from '../../src/config.ts';
 import { createDb } from '../../src/store/db.ts';
 import { createKafka } from '../../src/events/kafka.ts';
+import { isFence } from '../../src/events/fence.ts';
 import { createLogger } from '../../src/log.ts';
 import { Redis } from 'ioredis';
 
@@ -13,8 +14,11 @@ export const db = () => createDb(config.DATABASE_URL, 4);
 export const redis = () => new Redis(config.REDIS_URL);
 export const kafka = (brokers = config.KAFKA_BROKERS): Kafka => createKafka(brokers, `test-${randomUUID().slice(0, 8)}`, testLog);
 
-/** Every record on `topic` from the beginning up to the current end, read with a throwaway group. */
-export async function readTopic(k: Kafka, topic: string, filter: (key: string | null) => boolean = () => true): Promise<{ key: string | null; value: Buffer; headers: Record<string, string>; partition: number; offset: string }[]> {
+/**
+ * Every event on `topic` from the beginning up to the current end, read with a throwaway group.
+ * A rebuild's fence records (src/events/fence.ts) are no events and are left out unless `fences`.
+ */
+export async function readTopic(k: Kafka, topic: string, filter: (key: string | null) => boolean = () => true, fences = false): Promise<{ key: string | null; value: Buffer; headers: Record<string, string>; partition: number; offset: string }[]> {
   const admin = k.admin();
   await admin.connect();
   const ends = await admin.fetchTopicOffsets(topic);
@@ -32,7 +36,7 @@ export async function readTopic(k: Kafka, topic: string, filter: (key: string | 
       eachBatch: async ({ batch }) => {
         for (const m of batch.messages) {
           const key = m.key?.toString() ?? null;
-          if (filter(key)) {
+          if (filter(key) && (fences || !isFence(m))) {
             const headers = Object.fromEntries(Object.entries(m.headers ?? {}).map(([h, v]) => [h, v?.toString() ?? '']));
             out.push({ key, value: m.value ?? Buffer.alloc(0), headers, partition: batch.partition, offset: m.offset });
           }

@@ -3,7 +3,7 @@
 // each .lua file reads.
 import { describe, expect, it } from 'vitest';
 import {
-  activeCouponsKey, allCouponKeys, couponKeys, legacyCouponIndexKey, loadTokenKey, lossKeys, parseRedemptionValue, stagedFreeKey,
+  activeCouponsKey, allCouponKeys, couponKeys, retainedCouponKeys, legacyCouponIndexKey, loadTokenKey, lossKeys, parseRedemptionValue, stagedFreeKey,
 } from '../../src/store/keys.ts';
 import { scriptKeys, scriptSource, type KeyTarget, type ScriptName } from '../../src/store/scripts.ts';
 
@@ -13,6 +13,8 @@ const ALL = [
   `${P}:meta`, `${P}:winners`, `${P}:next`, `${P}:free`, `${P}:pending`, `${P}:tombstones`, `${P}:claimed`,
   `${P}:issued`, `${P}:redeem`, `${P}:cancelled`, `${P}:outbox`, `${P}:redeem-loaded`, `${P}:rebuild-after`, `${P}:redeem-load-after`,
 ];
+// The keys that share the retention deadline: all but the two loss markers, which keep their own expiry.
+const RETAINED = ALL.filter((key) => !key.endsWith(':rebuild-after') && !key.endsWith(':redeem-load-after'));
 
 describe('a coupon\'s keys', () => {
   it('are named as the layout says, `released` being the tombstones set', () => {
@@ -21,8 +23,10 @@ describe('a coupon\'s keys', () => {
     expect([k.issued, k.redeem, k.cancelled, k.outbox, k.redeemLoaded, k.rebuildAfter, k.redeemLoadAfter]).toEqual(ALL.slice(7));
   });
 
-  it('are all 14 listed by allCouponKeys, in the order arming takes them', () => {
+  it('are all 14 listed by allCouponKeys, and the 12 that share the retention deadline by retainedCouponKeys', () => {
     expect(allCouponKeys(ID)).toEqual(ALL);
+    expect(retainedCouponKeys(ID)).toEqual(ALL.slice(0, 12));
+    expect(RETAINED).toHaveLength(12);
   });
 
   it('carry the coupon id as their only hash tag, so one script touches one Redis Cluster slot', () => {
@@ -68,15 +72,15 @@ describe('each script\'s KEYS', () => {
   const k = (...names: string[]) => names.map((n) => `${P}:${n}`);
   // Written from the KEYS[n] list at the top of each .lua file.
   const expected: { [N in ScriptName]: [target: KeyTarget<N>, keys: string[]] } = {
-    gateLoad: [load, [...k('meta', 'winners', 'next', 'issued', 'free', 'free:staging:tok', 'rebuild:tok', 'rebuild-after'), ...ALL]],
+    gateLoad: [load, [...k('meta', 'winners', 'next', 'issued', 'free', 'free:staging:tok', 'rebuild:tok', 'rebuild-after'), ...RETAINED]],
     gateReserve: [ID, k('meta', 'winners', 'next', 'free', 'pending', 'issued', 'redeem')],
     gateConfirm: [ID, k('pending', 'winners')],
     gateStale: [ID, k('pending', 'winners')],
     gateRelease: [ID, k('winners', 'free', 'pending', 'tombstones', 'claimed', 'meta')],
     gateSoldOut: [ID, k('meta', 'winners', 'pending')],
-    gateChange: [ID, [...k('meta', 'winners', 'next'), ...ALL]],
+    gateChange: [ID, [...k('meta', 'winners', 'next'), ...RETAINED]],
     issuerClaim: [ID, k('meta', 'winners', 'tombstones', 'claimed')],
-    issuerMarkIssued: [ID, [...k('issued', 'winners', 'meta'), ...ALL]],
+    issuerMarkIssued: [ID, [...k('issued', 'winners', 'meta'), ...RETAINED]],
     redeem: [ID, k('meta', 'winners', 'issued', 'redeem', 'cancelled', 'outbox', 'redeem-loaded')],
     cancelRedemption: [ID, k('meta', 'winners', 'issued', 'redeem', 'cancelled', 'outbox', 'redeem-loaded')],
     restoreRedemption: [load, k('winners', 'issued', 'redeem', 'cancelled', 'redeem-loaded', 'meta', 'redeem-load:tok', 'redeem-load-after')],
@@ -94,12 +98,12 @@ describe('each script\'s KEYS', () => {
     const [target] = expected[name];
     const count = scriptKeys(name, target as never).length;
     const highest = Math.max(...[...source.matchAll(/KEYS\[(\d+)\]/g)].map((m) => Number(m[1])));
-    // gate-load.lua, gate-change.lua and issuer-mark-issued.lua read every key of the coupon after
-    // their own, in a loop.
+    // gate-load.lua, gate-change.lua and issuer-mark-issued.lua read every retained key of the coupon
+    // after their own, in a loop.
     const loop = /for i = (\d+), #KEYS do/.exec(source);
     if (loop) {
       expect(Number(loop[1])).toBe(highest + 1);
-      expect(count).toBe(highest + ALL.length);
+      expect(count).toBe(highest + RETAINED.length);
     } else {
       expect(count).toBe(highest);
     }
