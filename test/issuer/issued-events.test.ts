@@ -5,7 +5,7 @@
 // id per row, and the ledger owes nothing afterwards.
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { timestampDate } from '@bufbuild/protobuf/wkt';
 import { pino } from 'pino';
 import { CouponIssuedSchema, type CouponIssued } from '../../gen/coupon/events/v1/issued_pb.js';
@@ -13,36 +13,23 @@ import { Alerter } from '../../src/events/alert.ts';
 import { createPublishingKafka } from '../../src/events/kafka.ts';
 import { BatchingPublisher, PublishError } from '../../src/events/publisher.ts';
 import { EventRegistry } from '../../src/events/registry.ts';
-import { partitionOfKey, topicNames } from '../../src/events/topics.ts';
+import { partitionOfKey } from '../../src/events/topics.ts';
 import { issuedEventId, startAnnouncer } from '../../src/issuer/announce.ts';
 import { clearAnnouncements } from '../../src/store/issued-outbox.ts';
-import { startService, run, type ServiceProcess } from '../support/processes.ts';
-import { couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
-import { config, db as newDb, dropEnvironment, kafka, readTopic, testLog, uniqueEnv, until, waitForCaughtUp } from '../support/stack.ts';
+import { startService, run } from '../support/processes.ts';
+import { createCoupon } from '../support/coupons.ts';
+import { fileServices } from '../support/services.ts';
+import { config, db as newDb, kafka, readTopic, testLog, until, waitForCaughtUp } from '../support/stack.ts';
 
 // A short staleness, so the outbox pass republishes within seconds of a crash (it must exceed the
 // publish timeout: config.ts).
-const env = { ...uniqueEnv('issued'), PUBLISH_TIMEOUT_MS: '2000', RECOVERY_STALE_MS: '3000', RECOVERY_INTERVAL_MS: '500' };
-const topics = topicNames(env.KAFKA_TOPIC_PREFIX);
+const s = fileServices('issued', { PUBLISH_TIMEOUT_MS: '2000', RECOVERY_STALE_MS: '3000', RECOVERY_INTERVAL_MS: '500' });
+const { env, topics } = s;
 const db = newDb();
 const k = kafka();
 const registry = new EventRegistry({ url: config.SCHEMA_REGISTRY_URL, compatibility: config.SCHEMA_COMPATIBILITY });
 const decoder = registry.decoderFor(CouponIssuedSchema);
-let api: ServiceProcess;
-let issuer: ServiceProcess;
-let client: CouponClient;
-
-beforeAll(async () => {
-  api = await startService('api', env);
-  issuer = await startService('issuer', env);
-  client = couponClient(api.address);
-});
-afterAll(async () => {
-  client?.close();
-  await Promise.all([api?.stop(), issuer?.stop()]);
-  await dropEnvironment(k, topics);
-  await db.destroy();
-});
+afterAll(() => db.destroy());
 
 interface Ledger { user_id: string; seq: number; issued_at: Date }
 const ledgerOf = (couponId: string) => db('user_coupons').where({ coupon_id: couponId }).orderBy('seq').select<Ledger[]>('user_id', 'seq', 'issued_at');
@@ -60,12 +47,12 @@ async function issuedEvents(couponIds: string[]): Promise<{ event: CouponIssued;
 
 async function sale(couponId: string, users: string[]) {
   const results = await Promise.all(users.map((userId) =>
-    client.issueCoupon({ couponId, userId }, { timeoutMs: 60_000 }).then((res) => ({ userId, seq: Number(res.seq) }), () => undefined)));
+    s.client.issueCoupon({ couponId, userId }, { timeoutMs: 60_000 }).then((res) => ({ userId, seq: Number(res.seq) }), () => undefined)));
   return results.filter((x) => x !== undefined);
 }
 
 const announcedMetric = async (path: string) => {
-  const line = (await (await fetch(issuer.metricsUrl)).text()).split('\n').find((l) => l.startsWith(`coupon_issuer_announced_total{path="${path}"} `));
+  const line = (await (await fetch(s.issuer.metricsUrl)).text()).split('\n').find((l) => l.startsWith(`coupon_issuer_announced_total{path="${path}"} `));
   return Number(line?.split(' ')[1] ?? 'NaN');
 };
 
@@ -92,7 +79,7 @@ describe('CouponIssued for every coupon issued', () => {
 
   it("a sale's N winners produce exactly N events, keyed by user id, with the ledger's fields and a UUIDv5 event id", { timeout: 120_000 }, async () => {
     const inlineBefore = await announcedMetric('inline');
-    coupon = await createCoupon(client, 40);
+    coupon = await createCoupon(s.client, 40);
     winners = await sale(coupon.id, Array.from({ length: 60 }, (_, i) => `fan-${i}`));
     expect(winners).toHaveLength(40);
     await until('40 rows', async () => (await ledgerOf(coupon.id)).length === 40);
@@ -150,7 +137,7 @@ describe('CouponIssued for every coupon issued', () => {
 describe('a publish that fails', () => {
   it('leaves the announcement owed, is retried by every pass with an alert after five in a row, and goes out once Kafka takes it', { timeout: 120_000 }, async () => {
     // This file's issuer would republish the rows below as well; the test's own announcer does.
-    await issuer.stop();
+    await s.issuer.stop();
     // Rows as the issuer's INSERT leaves them (store/ledger.ts), ten seconds old: older than the
     // pass below asks for, younger than any other test file's issuer republishes (30 s).
     const couponId = randomUUID();
@@ -221,15 +208,15 @@ describe('the outbox', () => {
 
 describe('issuer SIGKILL between the ledger commit and the publish', () => {
   it('every row is announced at least once, each with one event id, and nothing is owed afterwards', { timeout: 240_000 }, async () => {
-    await issuer.stop();
+    await s.issuer.stop();
     // This issuer dies right after its first INSERT that wrote rows commits (FAILPOINT).
-    issuer = await startService('issuer', { ...env, FAILPOINT: 'crash-after-ledger-write' });
-    const died = issuer.child.exitCode !== null || issuer.child.signalCode !== null ? Promise.resolve() : once(issuer.child, 'exit');
-    const coupon = await createCoupon(client, 200);
+    s.issuer = await startService('issuer', { ...env, FAILPOINT: 'crash-after-ledger-write' });
+    const died = s.issuer.child.exitCode !== null || s.issuer.child.signalCode !== null ? Promise.resolve() : once(s.issuer.child, 'exit');
+    const coupon = await createCoupon(s.client, 200);
     const winners = await sale(coupon.id, Array.from({ length: 200 }, (_, i) => `crash-${i}`));
     expect(winners).toHaveLength(200);
     await died;
-    expect(issuer.child.signalCode).toBe('SIGKILL');
+    expect(s.issuer.child.signalCode).toBe('SIGKILL');
 
     // The ledger holds the batch it committed, and owes every row of it: nothing was published.
     const atCrash = (await ledgerOf(coupon.id)).length;
@@ -237,13 +224,13 @@ describe('issuer SIGKILL between the ledger commit and the publish', () => {
     expect(await owedFor([coupon.id])).toBe(atCrash);
     expect(await issuedEvents([coupon.id])).toHaveLength(0);
 
-    issuer = await startService('issuer', env);
+    s.issuer = await startService('issuer', env);
     await until('200 rows', async () => (await ledgerOf(coupon.id)).length === 200, 120_000);
     await waitForCaughtUp(k, env.KAFKA_ISSUER_GROUP, topics.issue, 120_000);
     // The redelivered batch inserted nothing, so only the outbox pass can announce its rows.
     await until('nothing owed', async () => (await owedFor([coupon.id])) === 0, 60_000);
     expect(await announcedMetric('republished')).toBeGreaterThanOrEqual(atCrash);
-    expect(issuer.logs.filter((l) => l.msg === 'republished issued coupons whose announcement had not finished').reduce((n, l) => n + Number(l.republished), 0)).toBeGreaterThanOrEqual(atCrash);
+    expect(s.issuer.logs.filter((l) => l.msg === 'republished issued coupons whose announcement had not finished').reduce((n, l) => n + Number(l.republished), 0)).toBeGreaterThanOrEqual(atCrash);
 
     const ledger = await ledgerOf(coupon.id);
     expect(new Map(ledger.map((r) => [r.user_id, r.seq]))).toEqual(new Map(winners.map((w) => [w.userId, w.seq])));
