@@ -114,9 +114,9 @@ export const fields = z.object({
   GATE_LOCAL_LIFETIME_MS: int(10, 3_600_000).default(5_000)
     .describe('How long after its last successful check a sold-out view still answers; while Redis does not answer the checks, local refusals stop after this. At least GATE_LOCAL_RECHECK_MS.'),
   RECOVERY_INTERVAL_MS: int(100, 3_600_000).default(5_000)
-    .describe('How often coupon-api looks for reservations and redemption changes whose publish never finished.'),
+    .describe('How often coupon-api looks for reservations and redemption changes whose publish never finished, and coupon-issuer for issued coupons whose CouponIssued never finished.'),
   RECOVERY_STALE_MS: int(100, 3_600_000).default(30_000)
-    .describe('Age after which such a reservation or change is republished. Must exceed PUBLISH_TIMEOUT_MS.'),
+    .describe('Age after which such a reservation, change or CouponIssued is republished. Must exceed PUBLISH_TIMEOUT_MS.'),
   ISSUE_MAX_ATTEMPTS: int(1, 100).default(5)
     .describe('Attempts a consumer makes at a batch that fails for a reason other than an outage before dead-lettering it. Outages are retried without limit.'),
   ISSUE_BACKOFF_MS: int(1, 600_000).default(200)
@@ -128,8 +128,8 @@ export const fields = z.object({
   RECONCILE_INTERVAL_MS: int(1_000, 86_400_000).default(60_000)
     .describe('How often coupon-issuer reconciles the coupons it wrote to in the last 10 minutes (and any still drifting).'),
   /** Testing only: makes a process fail at a chosen point, to prove recovery. */
-  FAILPOINT: z.enum(['crash-after-reserve', 'stall-after-reserve', 'fail-change-after-gate']).optional()
-    .describe('Testing only: crash-after-reserve kills coupon-api between the reservation and its publish; stall-after-reserve pauses there for PUBLISH_TIMEOUT_MS + 0.5 s; fail-change-after-gate makes an operator change fail after the gate took it and before the ledger recorded it.'),
+  FAILPOINT: z.enum(['crash-after-reserve', 'stall-after-reserve', 'fail-change-after-gate', 'crash-after-ledger-write']).optional()
+    .describe('Testing only: crash-after-reserve kills coupon-api between the reservation and its publish; stall-after-reserve pauses there for PUBLISH_TIMEOUT_MS + 0.5 s; fail-change-after-gate makes an operator change fail after the gate took it and before the ledger recorded it; crash-after-ledger-write kills coupon-issuer after a batch\'s INSERT committed new rows, before their CouponIssued is published.'),
   /** PEM files: with both, coupon-api serves TLS on API_PORT (HTTP/2 or HTTP/1.1 by ALPN). */
   API_TLS_CERT: z.string().min(1).optional()
     .describe('PEM certificate chain. With API_TLS_KEY, coupon-api serves TLS on API_PORT (HTTP/2 or HTTP/1.1 by ALPN); unset: cleartext.'),

@@ -5,7 +5,9 @@
 //     records went to that consumer's dead-letter topic; `reason` says why: ATTEMPTS_EXHAUSTED (the
 //     batch failed ISSUE_MAX_ATTEMPTS times on its own), a decode reason (BAD_MAGIC, …), or the
 //     handler's rejection (UNKNOWN_COUPON_OR_SEQ, SEQ_TAKEN, INVALID_EVENT, NOT_IN_LEDGER, …)
-//   coupon.dependency.outage    a consumer failed 5 times in a row on an outage; it keeps retrying
+//   coupon.dependency.outage    a consumer failed 5 times in a row on an outage, a producer could not
+//                               register its schema, or the issued-coupon outbox pass could not
+//                               publish (issuer/announce.ts); it keeps retrying
 //   coupon.dependency.recovered the outage is over (a resolve notice, logged at info)
 //   coupon.gate.rebuild_blocked a coupon's Redis state cannot be rebuilt while dead letters wait
 //   coupon.redemption.load_blocked the same for a coupon's redemption state (store/loss-guard.ts)

@@ -11,6 +11,8 @@ const BASE = {
   redemption: 'coupon.v1.redemption',
   /** Redemption records that could not be applied. */
   redemptionDlt: 'coupon.v1.redemption.dlt',
+  /** coupon-issuer → downstream services: CouponIssued, keyed by user id (docs/events.md#issued-coupons). */
+  issued: 'coupon.v1.issued',
   /** Payment service → coupon service: PaymentResult, keyed by order id. */
   paymentResult: 'payment.v1.result',
   /** Payment results that could not be applied. */

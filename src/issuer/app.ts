@@ -1,11 +1,15 @@
-// coupon-issuer: the consumer group on coupon.v1.issue. Wiring only; the batch logic is
-// issue-batch.ts and the consume/retry/dead-letter loop is events/batch-consumer.ts.
+// coupon-issuer: the consumer group on coupon.v1.issue, and the producer of coupon.v1.issued.
+// Wiring only; the batch logic is issue-batch.ts, the announcements announce.ts, and the
+// consume/retry/dead-letter loop is events/batch-consumer.ts.
 import { CouponIssueRequestedSchema } from '../../gen/coupon/events/v1/issue_pb.js';
+import { CouponIssuedSchema } from '../../gen/coupon/events/v1/issued_pb.js';
 import { redisTarget, type Config } from '../config.ts';
 import type { Logger } from '../log.ts';
 import { Alerter } from '../events/alert.ts';
 import { startBatchConsumer } from '../events/batch-consumer.ts';
-import { createKafka } from '../events/kafka.ts';
+import { createKafka, createPublishingKafka } from '../events/kafka.ts';
+import { codecWhenAvailable } from '../events/producer-start.ts';
+import { BatchingPublisher } from '../events/publisher.ts';
 import { EventRegistry } from '../events/registry.ts';
 import { ensureTopics, topicNames } from '../events/topics.ts';
 import { createDb, migrate } from '../store/db.ts';
@@ -14,6 +18,7 @@ import { CouponScripts } from '../store/scripts.ts';
 import { ReplicaAcks } from '../store/replica-acks.ts';
 import { recordDeadLetters } from '../store/dead-letters.ts';
 import { issueBatch, type IssueStats } from './issue-batch.ts';
+import { startAnnouncer } from './announce.ts';
 import { redemptionGroups, startRedemptionConsumers } from '../redemption/wiring.ts';
 import { startReconcileJob } from '../ops/reconcile-job.ts';
 import { startIssuerMetrics } from './metrics-server.ts';
@@ -40,6 +45,16 @@ export async function startIssuer(config: Config, log: Logger): Promise<IssuerAp
   const stats: IssueStats = { batches: 0, inserts: 0, rowsInserted: 0, stale: 0 };
   const policy = { maxAttempts: config.ISSUE_MAX_ATTEMPTS, backoffMs: config.ISSUE_BACKOFF_MS, maxBackoffMs: config.ISSUE_BACKOFF_MAX_MS };
   const alerter = new Alerter(log, config.ALERT_WEBHOOK_URL);
+  // coupon.v1.issued's schema is registered before any group is joined: a producer whose schema the
+  // registry refuses does not start.
+  const issuedCodec = await codecWhenAvailable(registry, topics.issued, CouponIssuedSchema, { log, alerter });
+  const announcing = createPublishingKafka(config.KAFKA_BROKERS, `${config.KAFKA_CLIENT_ID}-issuer-announce`, log, config.PUBLISH_TIMEOUT_MS);
+  const announcePublisher = new BatchingPublisher(announcing.producer, { lingerMs: config.PUBLISH_LINGER_MS, maxBatch: config.PUBLISH_MAX_BATCH, timeoutMs: config.PUBLISH_TIMEOUT_MS, fence: announcing.fence }, log);
+  await announcePublisher.connect();
+  const announcer = startAnnouncer(
+    { db, send: (topic, message) => announcePublisher.send(topic, message), codec: issuedCodec, alerter, log },
+    { intervalMs: config.RECOVERY_INTERVAL_MS, staleMs: config.RECOVERY_STALE_MS },
+  );
   const reconcileAdmin = kafka.admin();
   await reconcileAdmin.connect();
   const reconcile = startReconcileJob({ db, redis, admin: reconcileAdmin, topics, issuerGroup: config.KAFKA_ISSUER_GROUP, ledgerGroup: redemptionGroups(config.KAFKA_REDEMPTION_GROUP).ledger }, config.RECONCILE_INTERVAL_MS, log);
@@ -49,7 +64,7 @@ export async function startIssuer(config: Config, log: Logger): Promise<IssuerAp
     topic: topics.issue,
     dltTopic: topics.issueDlt,
     decoder: registry.decoderFor(CouponIssueRequestedSchema),
-    handle: issueBatch({ db, scripts: new CouponScripts(redis), acks: new ReplicaAcks(redis, { replicas: config.REDIS_WAIT_REPLICAS, timeoutMs: config.REDIS_WAIT_TIMEOUT_MS }), log, stats, onCoupons: (ids) => reconcile.touched(ids) }),
+    handle: issueBatch({ db, scripts: new CouponScripts(redis), acks: new ReplicaAcks(redis, { replicas: config.REDIS_WAIT_REPLICAS, timeoutMs: config.REDIS_WAIT_TIMEOUT_MS }), log, stats, onCoupons: (ids) => reconcile.touched(ids), announce: (rows) => announcer.announce(rows), failpoint: config.FAILPOINT }),
     policy,
     alerter,
     alertEvent: 'coupon.issue.dead_lettered',
@@ -68,8 +83,9 @@ export async function startIssuer(config: Config, log: Logger): Promise<IssuerAp
       reconcile.stop();
       await running.stop();
       await redemption.stop();
+      await announcer.stop();
       await metrics.close();
-      await Promise.allSettled([dltProducer.disconnect(), reconcileAdmin.disconnect(), redis.quit(), db.destroy()]);
+      await Promise.allSettled([dltProducer.disconnect(), announcePublisher.disconnect(), reconcileAdmin.disconnect(), redis.quit(), db.destroy()]);
       log.info(stats, 'issuer totals');
     },
   };

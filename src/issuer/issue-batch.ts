@@ -1,7 +1,8 @@
-// The issuer's batch function, in five steps: validate each record, claim the valid ones in Redis,
-// write the claimed ones to the ledger with one statement (store/ledger.ts), classify what the
-// ledger did with each, and mark the held ones issued in Redis. Idempotent: a redelivered batch
-// writes nothing twice.
+// The issuer's batch function, in six steps: validate each record, claim the valid ones in Redis,
+// write the claimed ones to the ledger with one statement (store/ledger.ts), announce the rows
+// written now (issuer/announce.ts), classify what the ledger did with each record, and mark the
+// held ones issued in Redis. Idempotent: a redelivered batch writes nothing twice, and so
+// announces nothing twice.
 import { timestampDate } from '@bufbuild/protobuf/wkt';
 import type { CouponIssueRequested } from '../../gen/coupon/events/v1/issue_pb.js';
 import type { BatchHandler, ConsumedRecord, Rejection } from '../events/batch-consumer.ts';
@@ -11,6 +12,7 @@ import { issuerLostRecords, issuerRows, timedIssueBatch } from '../metrics/issue
 import { dbSpan } from '../telemetry/tracing.ts';
 import type { Db } from '../store/db.ts';
 import { heldRows, insertIssued, type IssueResultRow } from '../store/ledger.ts';
+import type { OwedAnnouncement } from '../store/issued-outbox.ts';
 import type { CouponScripts } from '../store/scripts.ts';
 import { issuerClaim, issuerMarkIssued } from './issuer-scripts.ts';
 import { couponKeys } from '../store/keys.ts';
@@ -25,6 +27,10 @@ export interface IssueBatchDeps {
   db: Db; scripts: CouponScripts; log: Logger; stats?: IssueStats;
   /** Told which coupons each batch wrote, for the periodic reconcile. */
   onCoupons?: (couponIds: Iterable<string>) => void;
+  /** Given the rows each batch inserted, after the ledger commit, to publish their CouponIssued (issuer/announce.ts). */
+  announce?: (rows: readonly OwedAnnouncement[]) => void;
+  /** FAILPOINT (testing only): crash-after-ledger-write kills the process after a commit that inserted rows, before they are announced. */
+  failpoint?: string | undefined;
 }
 export interface IssueStats { batches: number; inserts: number; rowsInserted: number; stale: number }
 
@@ -46,6 +52,7 @@ export function issueBatch(deps: IssueBatchDeps): BatchHandler<CouponIssueReques
       return { rejected };
     }
     const rows = await write(deps, claimed.writes);
+    announce(deps, rows);
     const sorted = classify(claimed.writes, rows, rejected);
     countStale(deps, claimed.stale + sorted.released);
     issuerRows.inc(sorted.inserted);
@@ -139,6 +146,24 @@ async function write(deps: IssueBatchDeps, writes: readonly ClaimedWrite[]): Pro
   return rows;
 }
 
+/**
+ * Step 4: the rows this batch inserted (and only those: a row the ledger already held was announced
+ * when it was inserted) go to the announcer. It publishes them after this point; the statement
+ * that inserted them also wrote what they are owed (coupon_issued_outbox), so a crash from here on
+ * loses no announcement, and the batch need not wait for Kafka.
+ */
+function announce(deps: IssueBatchDeps, rows: readonly IssueResultRow[]): void {
+  const owed = owedBy(rows);
+  if (owed.length === 0) return;
+  if (deps.failpoint === 'crash-after-ledger-write') process.kill(process.pid, 'SIGKILL');
+  deps.announce?.(owed);
+}
+
+/** The announcements a batch's ledger answer owes: one per row inserted now, none for a row held before. */
+export function owedBy(rows: readonly IssueResultRow[]): OwedAnnouncement[] {
+  return rows.filter((r) => r.inserted === true).map((r) => ({ coupon_id: r.coupon_id, user_id: r.user_id, seq: r.seq, issued_at: r.issued_at! }));
+}
+
 /** What the ledger did with a batch's writes. */
 export interface Classified {
   /** Rows the ledger holds for the batch's users (written now or before): marked issued in Redis. */
@@ -154,7 +179,7 @@ export interface Classified {
 }
 
 /**
- * Step 4: sorts the ledger's answer (store/ledger.ts IssueResultRow) into rows held, records
+ * Step 5: sorts the ledger's answer (store/ledger.ts IssueResultRow) into rows held, records
  * refused, and records left unresolved. A user is resolved by any row the ledger holds for them,
  * or by a refusal of theirs earlier in the batch (`rejectedBefore`).
  */
@@ -195,7 +220,7 @@ export function seqTaken(unresolved: readonly ClaimedWrite[], held: readonly Iss
     .map(({ record: w }) => ({ record: w, reason: 'SEQ_TAKEN', error: `seq ${w.value.seq} of coupon ${w.value.couponId} is held by another user` }));
 }
 
-/** Step 5: marks the rows the ledger holds issued in Redis, a coupon at a time. */
+/** Step 6: marks the rows the ledger holds issued in Redis, a coupon at a time. */
 async function mark(deps: IssueBatchDeps, held: readonly IssueResultRow[]): Promise<void> {
   for (const [couponId, list] of Map.groupBy(held, (r) => r.coupon_id)) {
     await issuerMarkIssued(deps.scripts, couponId, list.map((r) => ({ userId: r.user_id, seq: Number(r.seq), issuedAtMs: r.issued_at!.getTime() })));

@@ -1,5 +1,5 @@
 // coupon-issuer's ledger writes (issuer/issue-batch.ts).
-import { counter, histogram } from './registry.ts';
+import { counter, gauge, histogram } from './registry.ts';
 
 export const issuerRows = counter({ name: 'coupon_issuer_rows_total', help: 'Coupons the issuer inserted into the ledger (user_coupons rows).' });
 export const issuerLostRecords = counter({
@@ -27,3 +27,21 @@ export function timedIssueBatch<A extends unknown[], R>(handle: (...args: A) => 
     }
   };
 }
+
+// coupon.v1.issued (issuer/announce.ts): what was announced, and what is still owed.
+export const issuerAnnounced = counter({
+  name: 'coupon_issuer_announced_total',
+  help: 'CouponIssued events Kafka acknowledged on coupon.v1.issued: path="inline" right after the ledger commit, path="republished" by the pass over announcements that never finished (a crash, a failed publish).',
+  labelNames: ['path'],
+});
+for (const path of ['inline', 'republished']) issuerAnnounced.inc({ path }, 0);
+export const issuerUnannounced = gauge({
+  name: 'coupon_issuer_unannounced_rows',
+  help: 'Ledger rows whose CouponIssued Kafka has not acknowledged yet (coupon_issued_outbox), at the last announce pass.',
+  aggregator: 'max',
+});
+export const issuerUnannouncedAge = gauge({
+  name: 'coupon_issuer_unannounced_oldest_seconds',
+  help: 'How long the oldest ledger row without an acknowledged CouponIssued has waited, at the last announce pass; 0 when none.',
+  aggregator: 'max',
+});

@@ -1,4 +1,5 @@
-// The issuer's writes to the ledger (user_coupons, and each coupon's issued_count and completed_at).
+// The issuer's writes to the ledger (user_coupons, each coupon's issued_count and completed_at, and
+// the CouponIssued announcements they owe: coupon_issued_outbox, read and cleared by issued-outbox.ts).
 // Reads of the ledger are in coupons.ts.
 import type { Db } from './db.ts';
 
@@ -7,8 +8,9 @@ export interface IssueWrite { couponId: string; userId: string; seq: bigint; req
 
 /**
  * What the ledger did with one record, or holds for its user:
- * - `inserted` true: written now; false: the ledger already held the user's row (a redelivery);
- *   null: not written (an unknown coupon, a seq outside 1..total, or a released record).
+ * - `inserted` true: written now, by this statement (INSERT … RETURNING), and so owed an
+ *   announcement; false: the ledger already held the user's row (a redelivery, announced when it
+ *   was inserted); null: not written (an unknown coupon, a seq outside 1..total, or a released record).
  * - `released`: the record is of a reservation the gate gave back (gate_releases); `requested_at`
  *   is then the record's, so the caller can tell which of a user's records it was.
  */
@@ -18,8 +20,10 @@ export interface IssueResultRow {
 }
 
 // One statement per batch: insert what is new (skipping unknown coupons and out-of-range seqs),
+// owe a CouponIssued for each row inserted now (coupon_issued_outbox, store/issued-outbox.ts),
 // bump each touched coupon's issued_count once, mark it complete when full, and return both the
 // rows inserted now and the ones the ledger already held (a redelivery), so Redis can be marked.
+// A row the ledger already held owes nothing new: its announcement was owed when it was inserted.
 // A record Redis could not judge (the gate was lost, tombstones with it: 'UNARMED') that matches a
 // release in gate_releases exactly (coupon, user, seq and requested_at) is the record of a
 // reservation the gate gave back: it is dropped and returned with released = true.
@@ -40,6 +44,9 @@ WITH input AS (
   WHERE i.seq BETWEEN 1 AND c.total_quantity
   ON CONFLICT DO NOTHING
   RETURNING coupon_id, user_id, seq, issued_at
+), owed AS (
+  INSERT INTO coupon_issued_outbox (coupon_id, user_id, seq, issued_at)
+  SELECT coupon_id, user_id, seq, issued_at FROM ins
 ), counts AS (
   SELECT coupon_id, count(*) AS n FROM ins GROUP BY coupon_id
 ), upd AS (

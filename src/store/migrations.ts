@@ -169,6 +169,27 @@ const migrations: Migration[] = [
       await db.raw('DROP INDEX IF EXISTS coupons_created_idx');
     },
   },
+  {
+    // The outbox of coupon.v1.issued (docs/architecture.md#announcing-issued-coupons): one row per
+    // user_coupons row, written by the statement that inserts it (store/ledger.ts), deleted once
+    // Kafka acknowledged its CouponIssued. A row left here is an announcement still owed. Coupons
+    // issued before this migration are never announced. No foreign key: the row lives for
+    // milliseconds, and the statement that writes it has just written its ledger row.
+    name: '007_coupon_issued_outbox',
+    async up(db) {
+      await db.schema.createTable('coupon_issued_outbox', (t) => {
+        t.uuid('coupon_id').notNullable();
+        t.text('user_id').notNullable();
+        t.bigInteger('seq').notNullable();
+        // The ledger row's issued_at: also how long the announcement has been owed.
+        t.timestamp('issued_at', { useTz: true }).notNullable();
+        t.primary(['coupon_id', 'user_id']);
+      });
+    },
+    async down(db) {
+      await db.schema.dropTableIfExists('coupon_issued_outbox');
+    },
+  },
 ];
 
 export const migrationSource: Knex.MigrationSource<Migration> = {

@@ -106,13 +106,13 @@ export function registrySubjects(registryUrl = config.SCHEMA_REGISTRY_URL) {
   };
 }
 
-/** Removes a test file's environment: its topics, and the registry subjects of the issue and redemption topics. */
-export async function dropEnvironment(k: Kafka, topics: Record<string, string> & { issue: string; redemption: string }): Promise<void> {
+/** Removes a test file's environment: its topics, and the registry subjects of the topics the services produce to. */
+export async function dropEnvironment(k: Kafka, topics: Record<string, string> & { issue: string; redemption: string; issued?: string }): Promise<void> {
   const admin = k.admin();
   await admin.connect();
   await admin.deleteTopics({ topics: Object.values(topics) }).catch(() => undefined);
   await admin.disconnect();
-  for (const topic of [topics.issue, topics.redemption]) {
+  for (const topic of [topics.issue, topics.redemption, topics.issued].filter((t) => t !== undefined)) {
     await fetch(`${config.SCHEMA_REGISTRY_URL}/subjects/${topic}-value`, { method: 'DELETE' }).catch(() => undefined);
     await fetch(`${config.SCHEMA_REGISTRY_URL}/subjects/${topic}-value?permanent=true`, { method: 'DELETE' }).catch(() => undefined);
   }
