@@ -6,8 +6,8 @@
 //   abort without a reason makes a DOMException (with its stack trace) and runs every 'abort'
 //   listener: together about a tenth of coupon-api's CPU during a sale.
 // - Here the request signal is aborted only when the client went away before the answer was
-//   complete (what the abort is for), over HTTP/1.1 and HTTP/2 alike, and the end of a call aborts
-//   its context with one shared reason (`CALL_ENDED`) instead of a new DOMException.
+//   complete (what the abort is for), and the end of a call aborts its context with one shared
+//   reason (`CALL_ENDED`) instead of a new DOMException.
 // Everything else (routing by path, the fallback, reading requests, writing answers) is
 // connect-node's own code, called through its exported functions.
 import { EventEmitter } from 'node:events';
@@ -40,23 +40,6 @@ function closedEarly(res: NodeResponse): EventEmitter {
   return early;
 }
 
-/**
- * An HTTP/2 request for connect-es. connect-node aborts an HTTP/2 request's signal whenever the
- * request closes, which it does after every complete call too; its 'close' listener is replaced by
- * one that aborts only when the stream closed before the answer was complete (the client reset it
- * or went away), with a Canceled error instead of a new DOMException.
- */
-function h2Request(req: http2.Http2ServerRequest, res: NodeResponse): ReturnType<typeof universalRequestFromNodeRequest> {
-  const before = new Set(req.listeners('close'));
-  const uReq = universalRequestFromNodeRequest(req, undefined, undefined);
-  for (const listener of req.listeners('close')) if (!before.has(listener)) req.off('close', listener as () => void);
-  const controller = new AbortController();
-  req.once('close', () => {
-    if (!res.writableFinished) controller.abort(new ConnectError(`the client closed the stream (HTTP/2 code ${req.stream.rstCode ?? 0})`, Code.Canceled));
-  });
-  return { ...uReq, signal: controller.signal };
-}
-
 export function nodeAdapter(options: NodeAdapterOptions): (req: NodeRequest, res: NodeResponse) => void {
   const gate = options.requestGate;
   const router = createConnectRouter({
@@ -83,7 +66,7 @@ export function nodeAdapter(options: NodeAdapterOptions): (req: NodeRequest, res
     }
     // connect-node's signature for (request, response, parsed JSON body, context values): the
     // stand-in response is only listened to for 'close'.
-    const uReq = 'stream' in req ? h2Request(req, res) : universalRequestFromNodeRequest(req, closedEarly(res) as unknown as NodeResponse, undefined, undefined);
+    const uReq = universalRequestFromNodeRequest(req, closedEarly(res) as unknown as NodeResponse, undefined, undefined);
     handler(uReq)
       .then((uRes) => universalResponseToNodeResponse(uRes, res))
       .catch((reason: unknown) => {
