@@ -12,7 +12,7 @@ import type { CouponRow } from '../../src/store/coupons.ts';
 import { bufBin, run, startService } from '../support/processes.ts';
 import { fileServices } from '../support/services.ts';
 import { tokenFor } from '../support/auth.ts';
-import { afterRebuild, callError, couponClient, createCoupon } from '../support/coupons.ts';
+import { afterRebuild, callError, couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
 import { startOwnRedis } from '../support/redis-server.ts';
 import { db as newDb, dropEnvironment, kafka, redis as newRedis, uniqueEnv, until, waitForCaughtUp } from '../support/stack.ts';
 
@@ -239,10 +239,20 @@ describe('changes during a sale', () => {
     const users = Array.from({ length: 300 }, (_, i) => `buyer-${i}`);
     const clients = Array.from({ length: 8 }, () => couponClient(svc.api.address, true, ['storefront']));
     try {
-      const rush = Promise.all(users.map((userId, i) => new Promise((r) => setTimeout(r, i * 5)).then(() => clients[i % 8]!.issueCoupon({ couponId: coupon.id, userId }).then(
-        (res) => ({ userId, seq: Number(res.seq) }),
-        (err: { reason?: string }) => ({ userId, reason: err.reason }),
-      ))));
+      // Each user retries an UNAVAILABLE (a publish Kafka did not acknowledge in time on a loaded
+      // machine: the slot was released), as a storefront would.
+      const buy = async (c: CouponClient, userId: string): Promise<{ userId: string; seq: number } | { userId: string; reason?: string }> => {
+        for (let attempt = 1; ; attempt++) {
+          try {
+            return { userId, seq: Number((await c.issueCoupon({ couponId: coupon.id, userId })).seq) };
+          } catch (err) {
+            const e = err as { code?: number; reason?: string };
+            if (e.code !== grpc.status.UNAVAILABLE || attempt >= 20) return { userId, reason: e.reason };
+            await new Promise((r) => setTimeout(r, 100));
+          }
+        }
+      };
+      const rush = Promise.all(users.map((userId, i) => new Promise((r) => setTimeout(r, i * 5)).then(() => buy(clients[i % 8]!, userId))));
       await new Promise((r) => setTimeout(r, 400));
       await svc.client.updateCoupon({ coupon: { id: coupon.id, totalQuantity: 80n }, updateMask: { paths: ['total_quantity'] } });
       const results = await rush;

@@ -10,7 +10,7 @@ import { activeCouponsKey, couponKeys } from '../../src/store/keys.ts';
 import { keySlot } from '../../src/store/redis.ts';
 import { UserCouponState } from '../../gen/coupon/v1/coupon_pb.js';
 import { run, startService, type ServiceProcess } from '../support/processes.ts';
-import { couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
+import { afterRebuild, couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
 import { startOwnRedisCluster, type OwnRedisCluster } from '../support/redis-cluster.ts';
 import { db as newDb, kafka, readTopic, uniqueEnv, until, waitForCaughtUp, dropEnvironment } from '../support/stack.ts';
 
@@ -82,7 +82,8 @@ async function expectLedgerIsTheOks(couponId: string, total: number, told: Map<s
 
 describe('coupon services on a Redis Cluster', () => {
   it('a sale over coupons on different shards grants exactly each quantity; reads, redemption, recovery index and reconcile work', { timeout: 60_000 }, async () => {
-    const coupons = await Promise.all(Array.from({ length: 6 }, () => createCoupon(client, 5, { validForMs: 3_600_000 })));
+    // A cluster just formed may still answer UNAVAILABLE ("nothing created, retry") for a moment under load.
+    const coupons = await Promise.all(Array.from({ length: 6 }, () => afterRebuild(() => createCoupon(client, 5, { validForMs: 3_600_000 }))));
     const masters = new Set(await Promise.all(coupons.map(async (c) => (await cluster.masterOf(couponKeys(c.id).meta)).port)));
     expect(masters.size, 'coupons spread over shards').toBeGreaterThan(1);
     // The client computes the same slot as the cluster.

@@ -109,7 +109,8 @@ describe('CancelRedemption for an order that does not hold the coupon (ORDER_MIS
   let api: ServiceProcess;
   let issuer: ServiceProcess;
   let coupons: CouponClient;
-  const env = { ...uniqueEnv('redemption-wait'), REDIS_WAIT_REPLICAS: '1', REDIS_WAIT_TIMEOUT_MS: '300' };
+  // A WAIT timeout long enough for a replica just back in sync on a loaded machine, below REDIS_COMMAND_TIMEOUT_MS.
+  const env = { ...uniqueEnv('redemption-wait'), REDIS_WAIT_REPLICAS: '1', REDIS_WAIT_TIMEOUT_MS: '1000' };
   const db = newDb();
   beforeAll(async () => {
     [api, issuer] = await Promise.all([startService('api', { ...env, REDIS_URL: master.url }), startService('issuer', { ...env, REDIS_URL: master.url })]);

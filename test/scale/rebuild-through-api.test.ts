@@ -27,7 +27,8 @@ afterAll(async () => {
 describe('a rebuild through coupon-api after Redis lost everything', () => {
   it('never blocks Redis with one long call, even with tens of thousands of free seqs, and answers as before the loss', { timeout: 300_000 }, async () => {
     const env = { ...uniqueEnv('rebuild-scale'), REDIS_URL: redis.url };
-    const api = await startService('api', env);
+    // The issuer too: a rebuild waits for it to pass the fence it appends to the coupon's partition.
+    const [api, issuer] = await Promise.all([startService('api', env), startService('issuer', env)]);
     const client = couponClient(api.address);
     try {
       const coupon = await createCoupon(client, 100_000);
@@ -62,7 +63,7 @@ describe('a rebuild through coupon-api after Redis lost everything', () => {
       expect(scripts.reduce((max, c) => Math.max(max, c.args), 0)).toBeLessThanOrEqual(3_100);
     } finally {
       client.close();
-      await api.stop();
+      await Promise.all([api.stop(), issuer.stop()]);
     }
   });
 });
