@@ -130,7 +130,7 @@ export class Gate {
 
   private async issueOnce(couponId: string, userId: string): Promise<{ seq: number; state: UserCouponStateName } | 'RELEASED_WHILE_WAITING'> {
     const nowMs = this.now();
-    const local = this.d.soldOut?.answer(couponId, userId, nowMs);
+    const local = await this.d.soldOut?.answer(couponId, userId, nowMs);
     if (local === 'SOLD_OUT') throw soldOut(couponId);
     if (local === 'CLOSED') throw closed(couponId);
     const metaKey = couponKeys(couponId).meta;

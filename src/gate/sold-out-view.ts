@@ -9,11 +9,13 @@
 //   once the window has closed, as the reserve script would order them), with no Redis call;
 // - anyone who may be a winner goes to Redis as before, and a winner hears their own seq (or
 //   UNAVAILABLE when Redis is down), never SOLD_OUT.
-// Staleness: a view answers only while its last check of the epoch is younger than `lifetimeMs`,
-// and a call older than `recheckMs` since that check starts a new one (one in flight per coupon).
-// A rebuild or an expiry is therefore noticed within recheckMs plus one Redis round trip while
-// Redis answers; when it does not, local answers stop lifetimeMs after the last good check. A wrong
-// SOLD_OUT inside that window is the only difference a caller can see.
+// Staleness: a call that finds the view's last check of the epoch older than `recheckMs` starts a
+// new one (one in flight per coupon) and, while Redis answers, waits for it: a view answers on its
+// own only within recheckMs of a check that found the sell-out standing, so a rebuild, an expiry or
+// an operator's change (a restock) is noticed within recheckMs of it, however sparse the calls.
+// While Redis does not answer (the last check failed), the view answers without waiting, until
+// lifetimeMs after the last good check. A wrong SOLD_OUT inside that window is the only difference
+// a caller can see.
 import type { Logger } from '../log.ts';
 import { countLocalAnswer } from '../metrics/gate.ts';
 import type { Redis } from '../store/redis.ts';
@@ -32,7 +34,13 @@ export interface SoldOutViewOptions {
   now?: () => number;
 }
 
-interface View { epoch: string; winners: BloomFilter; closesMs: number; expireAtMs: number; checkedAtMs: number; checking: boolean }
+interface View {
+  epoch: string; winners: BloomFilter; closesMs: number; expireAtMs: number; checkedAtMs: number;
+  /** The check of the epoch in flight, if any. */
+  checking: Promise<void> | undefined;
+  /** The last check failed (Redis did not answer): answer without waiting for the next one. */
+  failing: boolean;
+}
 
 /** Winners read per HSCAN call while a view is built. */
 const SCAN_COUNT = 5_000;
@@ -50,11 +58,18 @@ export class SoldOutViews {
   }
 
   /** The refusal for a user who is certainly no winner of a finally sold-out coupon, or undefined: ask Redis. */
-  answer(couponId: string, userId: string, nowMs: number): 'SOLD_OUT' | 'CLOSED' | undefined {
+  async answer(couponId: string, userId: string, nowMs: number): Promise<'SOLD_OUT' | 'CLOSED' | undefined> {
     const view = this.views.get(couponId);
     if (!view) return undefined;
+    if (nowMs - view.checkedAtMs >= this.o.recheckMs) {
+      const check = view.checking ?? this.recheck(couponId, view);
+      if (!view.failing) {
+        await check;
+        // The check found the sell-out taken back (a new epoch, a restock): ask Redis.
+        if (this.views.get(couponId) !== view) return undefined;
+      }
+    }
     const age = nowMs - view.checkedAtMs;
-    if (age >= this.o.recheckMs && !view.checking) this.recheck(couponId, view);
     if (age >= this.o.lifetimeMs || (view.expireAtMs > 0 && nowMs >= view.expireAtMs)) return undefined;
     if (view.winners.mayContain(userId)) return undefined;
     const outcome = view.closesMs > 0 && nowMs >= view.closesMs ? 'CLOSED' : 'SOLD_OUT';
@@ -92,21 +107,26 @@ export class SoldOutViews {
     // The same arming from start to end of the scan: nothing could add or remove a winner meanwhile.
     const after = await this.o.scripts.gateSoldOut(couponId);
     if (!after?.final || after.epoch !== before.epoch) return;
-    this.views.set(couponId, { epoch: after.epoch, winners, closesMs: after.closesMs, expireAtMs: after.expireAtMs, checkedAtMs: this.now(), checking: false });
+    this.views.set(couponId, { epoch: after.epoch, winners, closesMs: after.closesMs, expireAtMs: after.expireAtMs, checkedAtMs: this.now(), checking: undefined, failing: false });
   }
 
-  private recheck(couponId: string, view: View): void {
-    view.checking = true;
+  private recheck(couponId: string, view: View): Promise<void> {
     const startedAt = this.now();
-    this.o.scripts.gateSoldOut(couponId)
+    const checking = this.o.scripts.gateSoldOut(couponId)
       .then((check: SoldOutCheck | undefined) => {
-        if (!check?.final || check.epoch !== view.epoch) { this.views.delete(couponId); return; }
+        if (!check?.final || check.epoch !== view.epoch) {
+          if (this.views.get(couponId) === view) this.views.delete(couponId);
+          return;
+        }
         view.checkedAtMs = startedAt;
         view.closesMs = check.closesMs;
         view.expireAtMs = check.expireAtMs;
+        view.failing = false;
       })
-      // Redis did not answer: the view ages out lifetimeMs after its last good check.
-      .catch(() => undefined)
-      .finally(() => { view.checking = false; });
+      // Redis did not answer: the view answers without waiting, and ages out lifetimeMs after its last good check.
+      .catch(() => { view.failing = true; })
+      .finally(() => { view.checking = undefined; });
+    view.checking = checking;
+    return checking;
   }
 }

@@ -117,6 +117,21 @@ describe('a sold-out coupon', () => {
     expect(await r.hgetall(`coupon:{${couponId}}:winners`)).toEqual({ x1: '1', x2: '2' });
   });
 
+  it('notices a restock within GATE_LOCAL_RECHECK_MS of it, however few calls come: the next user wins the new unit', async () => {
+    // Found by the model test (test/model/): a call that found the view's last check older than
+    // GATE_LOCAL_RECHECK_MS started a new check but answered from the old sell-out meanwhile, so the
+    // first user after a quiet spell heard COUPON_SOLD_OUT for a coupon restocked long before.
+    const couponId = await soldOutCoupon(['q1', 'q2']);
+    // No call between the view's last check and the restock, nor for a while after it.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect((await client.updateCoupon({ coupon: { id: couponId, totalQuantity: 3n }, updateMask: { paths: ['total_quantity'] } })).coupon!.remaining).toBe(1n);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(await client.issueCoupon({ couponId, userId: 'after-restock' })).toMatchObject({ seq: 3n, state: UserCouponState.PENDING });
+    expect(await r.hgetall(`coupon:{${couponId}}:winners`)).toEqual({ q1: '1', q2: '2', 'after-restock': '3' });
+    const refusal = await callError(client.issueCoupon({ couponId, userId: 'one-too-many' }));
+    expect(refusal.reason).toBe('COUPON_SOLD_OUT');
+  });
+
   it('with Redis stopped, within the view\'s lifetime: a non-winner hears COUPON_SOLD_OUT, a winner never does', async () => {
     const couponId = await soldOutCoupon(['s1', 's2']);
     await redisServer.stop();
