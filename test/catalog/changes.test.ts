@@ -326,3 +326,28 @@ describe('a Redis loss after a change', () => {
     }
   });
 });
+
+describe('a restock whose ledger commit is slow', () => {
+  it('a seq past the old total, won after the gate took the change and before the ledger committed it, is issued, not dead-lettered', { timeout: 120_000 }, async () => {
+    const coupon = await createCoupon(operator, 2);
+    await issueAll(coupon.id, ['s1', 's2']);
+    await waitForCaughtUp(kafka(), env.KAFKA_ISSUER_GROUP, topics.issue);
+    // Hold the change's audit row: the gate takes the new total, the ledger's commit waits.
+    const blocker = await db.transaction();
+    try {
+      await blocker.raw('LOCK TABLE coupon_changes IN EXCLUSIVE MODE');
+      const restock = operator.updateCoupon({ coupon: { id: coupon.id, totalQuantity: 3n }, updateMask: { paths: ['total_quantity'] } }, { timeoutMs: 60_000 });
+      restock.catch(() => undefined);
+      await until('the gate has the new total', async () => (await redis.hget(couponKeys(coupon.id).meta, 'total')) === '3');
+      expect((await operator.issueCoupon({ couponId: coupon.id, userId: 's3' })).seq).toBe(3n);
+      // The issuer meets the record while the ledger still says 2.
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+      await blocker.commit();
+      expect((await restock).coupon!.totalQuantity).toBe(3n);
+    } finally {
+      if (!blocker.isCompleted()) await blocker.rollback();
+    }
+    await until('s3 in the ledger', async () => (await db('user_coupons').where({ coupon_id: coupon.id, user_id: 's3' }).first()) !== undefined, 30_000);
+    expect(Number((await ledger(coupon.id))!.issued_count)).toBe(3);
+  });
+});
