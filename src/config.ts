@@ -110,7 +110,7 @@ export const fields = z.object({
   GATE_LOCAL_SOLD_OUT: bool.default(true)
     .describe('The in-process sold-out view: once a coupon is sold out and no publish is in flight, each coupon-api process refuses users who are certainly not winners (a Bloom filter of the winners) without Redis. false: every IssueCoupon goes to Redis.'),
   GATE_LOCAL_RECHECK_MS: int(10, 60_000).default(100)
-    .describe('How old a sold-out view\'s last check of the gate\'s epoch may be before a call starts another: a rebuild, an expiry or an operator change is noticed within this (plus one Redis round trip).'),
+    .describe('How old a sold-out view\'s last check of the gate\'s epoch may be before a call starts another and waits for it (unless the last check failed): a rebuild, an expiry or an operator change is noticed within this (plus one Redis round trip) of it, however few calls come.'),
   GATE_LOCAL_LIFETIME_MS: int(10, 3_600_000).default(5_000)
     .describe('How long after its last successful check a sold-out view still answers; while Redis does not answer the checks, local refusals stop after this. At least GATE_LOCAL_RECHECK_MS.'),
   RECOVERY_INTERVAL_MS: int(100, 3_600_000).default(5_000)

@@ -27,6 +27,10 @@ export interface IssueResultRow {
 // A record Redis could not judge (the gate was lost, tombstones with it: 'UNARMED') that matches a
 // release in gate_releases exactly (coupon, user, seq and requested_at) is the record of a
 // reservation the gate gave back: it is dropped and returned with released = true.
+// The coupons' rows are locked first (FOR KEY SHARE, which only an operator's change conflicts
+// with): a change holds its coupon's row until it commits, after the gate took it
+// (catalog/changes.ts), so a seq past the old total may already be handed out; waiting reads the
+// total the gate has, instead of judging such a seq out of range against the statement's snapshot.
 const ISSUE_SQL = `
 WITH input AS (
   SELECT t.coupon_id, t.user_id, t.seq, t.requested_at,
@@ -37,10 +41,12 @@ WITH input AS (
   FROM unnest(?::uuid[], ?::text[], ?::bigint[], ?::timestamptz[], ?::boolean[]) AS t(coupon_id, user_id, seq, requested_at, unarmed)
 ), live AS (
   SELECT coupon_id, user_id, seq, requested_at FROM input WHERE NOT released
+), locked AS (
+  SELECT id, total_quantity FROM coupons WHERE id IN (SELECT coupon_id FROM live) FOR KEY SHARE
 ), ins AS (
   INSERT INTO user_coupons (coupon_id, user_id, seq, requested_at)
   SELECT i.coupon_id, i.user_id, i.seq, i.requested_at
-  FROM live i JOIN coupons c ON c.id = i.coupon_id
+  FROM live i JOIN locked c ON c.id = i.coupon_id
   WHERE i.seq BETWEEN 1 AND c.total_quantity
   ON CONFLICT DO NOTHING
   RETURNING coupon_id, user_id, seq, issued_at
@@ -60,7 +66,7 @@ SELECT coupon_id, user_id, seq, issued_at, true AS inserted, NULL::timestamptz A
 UNION ALL
 SELECT uc.coupon_id, uc.user_id, uc.seq, uc.issued_at, false, NULL, false FROM user_coupons uc JOIN (SELECT DISTINCT coupon_id, user_id FROM live) i USING (coupon_id, user_id)
 UNION ALL
-SELECT i.coupon_id, i.user_id, i.seq, NULL, NULL, NULL, false FROM live i LEFT JOIN coupons c ON c.id = i.coupon_id
+SELECT i.coupon_id, i.user_id, i.seq, NULL, NULL, NULL, false FROM live i LEFT JOIN locked c ON c.id = i.coupon_id
 WHERE c.id IS NULL OR i.seq NOT BETWEEN 1 AND c.total_quantity
 UNION ALL
 SELECT coupon_id, user_id, seq, NULL, NULL, requested_at, true FROM input WHERE released

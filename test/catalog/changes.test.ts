@@ -132,6 +132,29 @@ describe('UpdateCoupon', () => {
     expect((await changes(coupon.id)).map((c) => [c.action, c.before.total_quantity, c.after.total_quantity])).toEqual([['UPDATE', 3, 5]]);
   });
 
+  it('a lowering below the seqs handed out names the highest one as its floor, also while the ledger has not caught up', async () => {
+    // Found by the model test (test/model/): the ledger's issued count was answered as the floor,
+    // below the seq a winner the issuer had not written yet already holds.
+    const coupon = await createCoupon(svc.client, 10);
+    await issueAll(coupon.id, ['f1', 'f2']);
+    await until('the ledger holds both winners', async () => Number((await ledger(coupon.id))!.issued_count) === 2);
+    svc.issuer.child.kill('SIGSTOP');
+    try {
+      expect((await svc.client.issueCoupon({ couponId: coupon.id, userId: 'f3' })).seq).toBe(3n);
+      for (const total of [1n, 2n]) {
+        const err = await callError(svc.client.updateCoupon({ coupon: { id: coupon.id, totalQuantity: total }, updateMask: { paths: ['total_quantity'] } }));
+        expect({ code: err.code, reason: err.reason, floor: err.detail?.metadata.floor }).toEqual({ code: grpc.status.FAILED_PRECONDITION, reason: 'QUANTITY_BELOW_ACCEPTED', floor: '3' });
+      }
+      // The floor itself is accepted.
+      expect((await svc.client.updateCoupon({ coupon: { id: coupon.id, totalQuantity: 3n }, updateMask: { paths: ['total_quantity'] } })).coupon).toMatchObject({ totalQuantity: 3n, acceptedCount: 3n, remaining: 0n });
+    } finally {
+      svc.issuer.child.kill('SIGCONT');
+    }
+    expect(Number((await ledger(coupon.id))!.total_quantity)).toBe(3);
+    expect(await redis.hget(couponKeys(coupon.id).meta, 'total')).toBe('3');
+    expect((await changes(coupon.id)).map((c) => [c.action, c.before.total_quantity, c.after.total_quantity])).toEqual([['UPDATE', 10, 3]]);
+  });
+
   it('lowers the total down to the seqs handed out, and renames, in one call', async () => {
     const coupon = await createCoupon(svc.client, 10);
     await issueAll(coupon.id, ['x1', 'x2']);
@@ -350,5 +373,30 @@ describe('a change that would end the retention at once', () => {
     expect(await redis.exists(couponKeys(coupon.id).meta, couponKeys(coupon.id).winners)).toBe(2);
     expect((await svc.client.issueCoupon({ couponId: coupon.id, userId: 'winner' })).seq).toBe(1n);
     expect(await changes(coupon.id)).toEqual([]);
+  });
+});
+
+describe('a restock whose ledger commit is slow', () => {
+  it('a seq past the old total, won after the gate took the change and before the ledger committed it, is issued, not dead-lettered', { timeout: 120_000 }, async () => {
+    const coupon = await createCoupon(svc.client, 2);
+    await issueAll(coupon.id, ['s1', 's2']);
+    await waitForCaughtUp(kafka(), env.KAFKA_ISSUER_GROUP, topics.issue);
+    // Hold the change's audit row: the gate takes the new total, the ledger's commit waits.
+    const blocker = await db.transaction();
+    try {
+      await blocker.raw('LOCK TABLE coupon_changes IN EXCLUSIVE MODE');
+      const restock = svc.client.updateCoupon({ coupon: { id: coupon.id, totalQuantity: 3n }, updateMask: { paths: ['total_quantity'] } }, { timeoutMs: 60_000 });
+      restock.catch(() => undefined);
+      await until('the gate has the new total', async () => (await redis.hget(couponKeys(coupon.id).meta, 'total')) === '3');
+      expect((await svc.client.issueCoupon({ couponId: coupon.id, userId: 's3' })).seq).toBe(3n);
+      // The issuer meets the record while the ledger still says 2.
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+      await blocker.commit();
+      expect((await restock).coupon!.totalQuantity).toBe(3n);
+    } finally {
+      if (!blocker.isCompleted()) await blocker.rollback();
+    }
+    await until('s3 in the ledger', async () => (await db('user_coupons').where({ coupon_id: coupon.id, user_id: 's3' }).first()) !== undefined, 30_000);
+    expect(Number((await ledger(coupon.id))!.issued_count)).toBe(3);
   });
 });

@@ -2,15 +2,16 @@
 // model (test/model/model.ts) after it runs. Shared by test/model/model.test.ts (a short seeded run
 // and the replayed regressions) and `npm run model` (test/model/run.ts).
 import { randomBytes } from 'node:crypto';
-import { timestampDate, timestampFromDate } from '@bufbuild/protobuf/wkt';
+import { create } from '@bufbuild/protobuf';
+import { timestampDate, timestampFromDate, TimestampSchema, type Timestamp } from '@bufbuild/protobuf/wkt';
 import * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
-import { CouponStatus as PbCouponStatus, UserCouponState, type UserCoupon } from '../../gen/coupon/v1/coupon_pb.js';
+import { CouponStatus as PbCouponStatus, UserCouponState, type Coupon as PbCoupon, type UserCoupon } from '../../gen/coupon/v1/coupon_pb.js';
 import { CouponCallError } from '../../src/client/grpc.ts';
 import {
-  applyIssues, applyRedemptions, couponStatuses, describeHeard, INVALID, issueAllowed, matches, newModel, NOT_FOUND,
-  redemptionOutcomes, redemptionStateOf, sameMoments, settledUserCoupon, winnerStates,
-  type Heard, type Model, type ModelCoupon, type RedemptionOp, type Span, type UserState,
+  applyIssues, applyRedemptions, applyRelease, couponStatuses, describeHeard, GATE_LOCAL_RECHECK_MS, highestWinnerSeq, INVALID, issueAllowed, matches, newModel, NOT_FOUND,
+  redemptionOutcomes, redemptionStateOf, sameMoments, settledUserCoupon, SLACK_MS, winnerStates,
+  type CouponStatus, type Heard, type Model, type ModelCoupon, type RedemptionOp, type Span, type UserState,
 } from './model.ts';
 import type { System } from './system.ts';
 import { couponKeys } from '../../src/store/keys.ts';
@@ -64,10 +65,15 @@ const STATE: Record<number, UserState> = {
 };
 const COUPON_STATUS: Record<number, string> = {
   [PbCouponStatus.SCHEDULED]: 'SCHEDULED', [PbCouponStatus.OPEN]: 'OPEN', [PbCouponStatus.SOLD_OUT]: 'SOLD_OUT',
-  [PbCouponStatus.CLOSED]: 'CLOSED', [PbCouponStatus.COMPLETE]: 'COMPLETE', [PbCouponStatus.EXPIRED]: 'EXPIRED',
+  [PbCouponStatus.CLOSED]: 'CLOSED', [PbCouponStatus.COMPLETE]: 'COMPLETE', [PbCouponStatus.PAUSED]: 'PAUSED', [PbCouponStatus.EXPIRED]: 'EXPIRED',
 };
 
-interface Called<T> { heard: Heard; res?: T; span: Span; retried: boolean }
+/**
+ * One call's answer. `released`: attempts before it that may each have been a reservation the gate
+ * released (one given up on a transport failure, or answered PUBLISH_FAILED and retried).
+ * `metadata`: the ErrorDetail's metadata of a refusal.
+ */
+interface Called<T> { heard: Heard; res?: T; span: Span; retried: boolean; released: number; metadata?: Record<string, string> }
 
 /** Commands run and answers heard, for the long form's summary. */
 export const tally = new Map<string, number>();
@@ -86,7 +92,7 @@ async function call<T>(fn: () => Promise<T>, toHeard: (res: T) => Heard = () => 
     try {
       const res = await fn();
       bump('answer OK');
-      return { heard: toHeard(res), res, span: { t0, t1: Date.now() }, retried: attempt > 0 };
+      return { heard: toHeard(res), res, span: { t0, t1: Date.now() }, retried: attempt > 0, released: attempt };
     } catch (err) {
       if (!(err instanceof CouponCallError)) throw err;
       const transport = err.code === grpc.status.DEADLINE_EXCEEDED || (err.code === grpc.status.UNAVAILABLE && err.reason === '');
@@ -96,7 +102,7 @@ async function call<T>(fn: () => Promise<T>, toHeard: (res: T) => Heard = () => 
         continue;
       }
       bump(`answer ${grpc.status[err.code]} ${err.reason}`);
-      return { heard: { ok: false, code: err.code, reason: err.reason, field: err.field }, span: { t0, t1: Date.now() }, retried: attempt > 0 };
+      return { heard: { ok: false, code: err.code, reason: err.reason, field: err.field }, span: { t0, t1: Date.now() }, retried: attempt > 0, released: attempt, metadata: err.detail?.metadata };
     }
   }
 }
@@ -111,12 +117,15 @@ async function call<T>(fn: () => Promise<T>, toHeard: (res: T) => Heard = () => 
 async function settled<T>(m: Model, fn: () => Promise<Called<T>>, retryPublishFailed = true): Promise<Called<T>> {
   const deadline = Date.now() + 90_000;
   let t0: number | undefined;
+  let released = 0;
   for (;;) {
     const c = await fn();
     t0 ??= c.span.t0;
+    released += c.released;
     const rebuilding = !c.heard.ok && c.heard.code === grpc.status.UNAVAILABLE && c.heard.reason === 'BACKEND_UNAVAILABLE' && m.flushed;
     const publishFailed = !c.heard.ok && c.heard.code === grpc.status.UNAVAILABLE && c.heard.reason === 'PUBLISH_FAILED' && retryPublishFailed;
-    if ((!rebuilding && !publishFailed) || Date.now() > deadline) return { ...c, span: { t0, t1: c.span.t1 }, retried: c.retried || t0 !== c.span.t0 };
+    if ((!rebuilding && !publishFailed) || Date.now() > deadline) return { ...c, span: { t0, t1: c.span.t1 }, retried: c.retried || t0 !== c.span.t0, released };
+    if (publishFailed) released++;
     if (publishFailed) bump('retried PUBLISH_FAILED (Kafka slow, no fault injected)');
     await sleep(200);
   }
@@ -167,31 +176,103 @@ async function awaitIssued(r: Real, c: ModelCoupon): Promise<void> {
   }
 }
 
+const msOf = (t: Timestamp | undefined) => (t ? timestampDate(t).getTime() : null);
+const usOf = (t: Timestamp | undefined) => (t ? Number(t.seconds) * 1_000_000 + Math.floor(t.nanos / 1_000) : 0);
+const timestampOfUs = (us: number): Timestamp => create(TimestampSchema, { seconds: BigInt(Math.floor(us / 1_000_000)), nanos: (us % 1_000_000) * 1_000 });
+const showMs = (ms: number | null) => (ms === null ? 'unset' : new Date(ms).toISOString());
+
+/**
+ * A Coupon message against the model: hard for what is wrong whenever it was read, soft for what
+ * may still be catching up (the gate's count while a flushed gate is rebuilt, unless `exactAccepted`;
+ * the ledger's issued count while the issuer writes).
+ */
+function judgeCoupon(m: Model, c: ModelCoupon, p: PbCoupon, span: Span, exactAccepted: boolean): { hard?: string; soft?: string } {
+  const w = c.winners.size;
+  const accepted = Number(p.acceptedCount);
+  const issued = Number(p.issuedCount);
+  const status = COUPON_STATUS[p.status] ?? `?${p.status}`;
+  const pausedAt = msOf(p.pausedAt);
+  const seen = `id=${p.id} name=${JSON.stringify(p.name)} total=${p.totalQuantity} accepted=${accepted} issued=${issued} remaining=${p.remaining} status=${status} paused_at=${showMs(pausedAt)}`;
+  const want = `model: name=${JSON.stringify(c.name)} total=${c.total} winners=${w} known issued=${c.issued.size} paused_at=${showMs(c.pausedAtMs)}`;
+  if (p.id !== c.id) return { hard: `id ${p.id} is not the canonical ${c.id}` };
+  if (p.name !== c.name || Number(p.totalQuantity) !== c.total || accepted > w || issued > accepted || issued < c.issued.size) return { hard: `${seen}; ${want}` };
+  if (pausedAt !== c.pausedAtMs) return { hard: `${seen}; ${want}` };
+  if (msOf(p.opensAt) !== c.opensAtMs || msOf(p.closesAt) !== c.closesAtMs || msOf(p.validUntil) !== c.validUntilMs) {
+    return { hard: `opens_at ${showMs(msOf(p.opensAt))} closes_at ${showMs(msOf(p.closesAt))} valid_until ${showMs(msOf(p.validUntil))}; model ${showMs(c.opensAtMs)} ${showMs(c.closesAtMs)} ${showMs(c.validUntilMs)}` };
+  }
+  if (Number(p.remaining) !== c.total - accepted) return { hard: `${seen}: remaining is not total - accepted` };
+  if (!couponStatuses(c, accepted, issued, span).includes(status as never)) return { hard: `${seen}: status not one of ${couponStatuses(c, accepted, issued, span).join('|')}` };
+  // Accepted is read from the gate: exact at once, except while a flushed gate is rebuilt.
+  if (accepted < w && exactAccepted) return { hard: `${seen}; ${want}` };
+  if (accepted < w) return { soft: `${seen}; ${want}` };
+  if (issued < w && !m.issuerPaused) return { soft: `${seen}; ${want}` };
+  return {};
+}
+
 export async function checkCoupon(r: Real, c: ModelCoupon, spelled: string, cmd: string): Promise<void> {
   const m = r.m;
-  const w = c.winners.size;
   let first = true;
   await untilSettled(cmd, async () => {
     const got = await call(() => r.sys.operator.getCoupon({ couponId: spelled }));
     if (!got.heard.ok) return { hard: `answered ${describeHeard(got.heard)}` };
-    const p = got.res!.coupon!;
-    const accepted = Number(p.acceptedCount);
-    const issued = Number(p.issuedCount);
-    const status = COUPON_STATUS[p.status] ?? `?${p.status}`;
-    const seen = `id=${p.id} total=${p.totalQuantity} accepted=${accepted} issued=${issued} remaining=${p.remaining} status=${status}`;
-    const want = `model: total=${c.total} winners=${w} known issued=${c.issued.size}`;
-    if (p.id !== c.id) return { hard: `id ${p.id} is not the canonical ${c.id}` };
-    if (Number(p.totalQuantity) !== c.total || accepted > w || issued > accepted || issued < c.issued.size) return { hard: `${seen}; ${want}` };
-    if (Number(p.remaining) !== c.total - accepted) return { hard: `${seen}: remaining is not total - accepted` };
-    if (!couponStatuses(c, accepted, issued, got.span).includes(status as never)) return { hard: `${seen}: status not one of ${couponStatuses(c, accepted, issued, got.span).join('|')}` };
-    // Accepted is read from the gate: exact at once, except while a flushed gate is rebuilt.
-    if (accepted < w && first && !m.flushed) return { hard: `${seen}; ${want}` };
+    const verdict = judgeCoupon(m, c, got.res!.coupon!, got.span, first && !m.flushed);
     first = false;
-    if (accepted < w) return { soft: `${seen}; ${want}` };
-    if (issued < w && !m.issuerPaused) return { soft: `${seen}; ${want}` };
-    return {};
+    return verdict;
   });
   if (!m.issuerPaused) for (const u of c.winners.keys()) c.issued.add(u);
+}
+
+/**
+ * ListCoupons, every page, as an operator, from the run's first coupon on (created_since: cheap,
+ * and the other runs' and tests' coupons stay out but for the few created meanwhile, which are
+ * skipped): each of the model's coupons once, newest created first, judged as GetCoupon is; with a
+ * status filter, only coupons of that status, and every coupon that can only have it.
+ */
+export async function checkCouponList(r: Real, pageSize: number, status: CouponStatus | undefined, cmd: string): Promise<void> {
+  const m = r.m;
+  if (m.coupons.length === 0) return;
+  const since = Math.min(...m.coupons.map((c) => c.createdAtUs));
+  let first = true;
+  await untilSettled(cmd, async () => {
+    const listed: { c: ModelCoupon; p: PbCoupon; span: Span }[] = [];
+    let token = '';
+    const t0 = Date.now();
+    for (let page = 0; ; page++) {
+      if (page > 500) return { hard: 'more than 500 pages' };
+      const got = await call(() => r.sys.operator.listCoupons({ pageSize, pageToken: token, createdSince: timestampOfUs(since), status: status ? PbCouponStatus[status] : PbCouponStatus.UNSPECIFIED }));
+      if (!got.heard.ok) return { hard: `page ${page} answered ${describeHeard(got.heard)}` };
+      const res = got.res!;
+      if (res.coupons.length > pageSize) return { hard: `page ${page} has ${res.coupons.length} coupons, page_size ${pageSize}` };
+      for (const p of res.coupons) {
+        if (usOf(p.createdAt) < since) return { hard: `listed ${p.id}, created ${usOf(p.createdAt)} µs, before created_since ${since}` };
+        if (status && COUPON_STATUS[p.status] !== status) return { hard: `listed ${p.id} with status ${COUPON_STATUS[p.status]}, filter ${status}` };
+        const c = m.coupons.find((x) => x.id === p.id);
+        if (c) listed.push({ c, p, span: got.span });
+      }
+      token = res.nextPageToken;
+      if (!token) break;
+    }
+    const span = { t0, t1: Date.now() };
+    const order = listed.map((x) => x.c.id);
+    if (new Set(order).size !== order.length) return { hard: `a coupon listed twice: ${order.join(', ')}` };
+    const newestFirst = [...listed].sort((a, b) => b.c.createdAtUs - a.c.createdAtUs || (a.c.id < b.c.id ? 1 : -1)).map((x) => x.c.id);
+    if (order.join() !== newestFirst.join()) return { hard: `not newest created first: ${order.join(', ')}` };
+    let soft: string | undefined;
+    for (const x of listed) {
+      const verdict = judgeCoupon(m, x.c, x.p, x.span, first && !m.flushed);
+      if (verdict.hard) return { hard: `${x.c.id}: ${verdict.hard}` };
+      soft ??= verdict.soft && `${x.c.id}: ${verdict.soft}`;
+    }
+    for (const c of m.coupons) {
+      if (order.includes(c.id)) continue;
+      if (!status) return { hard: `${c.id} not listed` };
+      // Settled counts: the gate has every winner, and the ledger too unless the issuer is paused.
+      const statuses = couponStatuses(c, c.winners.size, m.issuerPaused ? c.issued.size : c.winners.size, span);
+      if (statuses.length === 1 && statuses[0] === status) soft ??= `${c.id} (${status} by the model) not listed`;
+    }
+    first = false;
+    return soft ? { soft } : {};
+  });
 }
 
 export async function checkUserCoupon(r: Real, c: ModelCoupon, spelled: string, userId: string, cmd: string): Promise<void> {
@@ -278,6 +359,7 @@ export async function finalCheck(r: Real): Promise<void> {
     for (const name of USERS) await checkUserCoupon(r, c, c.id, user(r.m, name), `final GetUserCoupon(${c.id}, ${name})`);
   }
   for (const name of USERS) await checkList(r, user(r.m, name), 2, `final ListUserCoupons(${name})`);
+  await checkCouponList(r, 50, undefined, 'final ListCoupons');
 }
 
 /** Before each run: no fault left over from a failed one. */
@@ -308,15 +390,19 @@ export class CreateCoupon implements Cmd {
     const opensAtMs = now + this.opensInMs;
     const closesAtMs = this.closesAfterMs === null ? null : opensAtMs + this.closesAfterMs;
     const validUntilMs = this.validAfterMs === null ? null : (closesAtMs ?? opensAtMs) + this.validAfterMs;
+    const name = `model ${m.tag} c${m.coupons.length}`;
     const got = await call(() => r.sys.operator.createCoupon({
-      name: `model ${m.tag}`, totalQuantity: BigInt(this.total), opensAt: timestampFromDate(new Date(opensAtMs)),
+      name, totalQuantity: BigInt(this.total), opensAt: timestampFromDate(new Date(opensAtMs)),
       closesAt: closesAtMs === null ? undefined : timestampFromDate(new Date(closesAtMs)),
       validUntil: validUntilMs === null ? undefined : timestampFromDate(new Date(validUntilMs)),
     }));
     if (!got.heard.ok) throw diverged(this.toString(), `answered ${describeHeard(got.heard)}`);
     const p = got.res!.coupon!;
     if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(p.id)) throw diverged(this.toString(), `id ${p.id} is not a lower-case UUID`);
-    const c: ModelCoupon = { id: p.id, total: this.total, opensAtMs, closesAtMs, validUntilMs, winners: new Map(), issued: new Set(), redeemed: new Map(), cancelled: new Map(), issuedAt: new Map(), redeemedAt: new Map() };
+    const c: ModelCoupon = {
+      id: p.id, name, createdAtUs: usOf(p.createdAt), total: this.total, opensAtMs, closesAtMs, validUntilMs, pausedAtMs: null, next: { lo: 0, hi: 0 }, staleSoldOutUntilMs: 0,
+      winners: new Map(), issued: new Set(), redeemed: new Map(), cancelled: new Map(), issuedAt: new Map(), redeemedAt: new Map(),
+    };
     const status = COUPON_STATUS[p.status] ?? '?';
     if (Number(p.acceptedCount) !== 0 || Number(p.issuedCount) !== 0 || Number(p.remaining) !== this.total || !couponStatuses(c, 0, 0, got.span).includes(status as never)) {
       throw diverged(this.toString(), `new coupon reads accepted=${p.acceptedCount} issued=${p.issuedCount} remaining=${p.remaining} status=${status}`);
@@ -339,7 +425,7 @@ export class Issue implements Cmd {
     const calls = await Promise.all(this.users.map(async (name) => {
       const got = await settled(m, () => call(() => r.sys.storefront.issueCoupon({ couponId: spelled, userId: user(m, name) }, { timeoutMs: 20_000 }),
         (res) => ({ ok: true, seq: Number(res.seq), state: STATE[res.state] })));
-      return { user: user(m, name), span: got.span, heard: got.heard, retried: got.retried };
+      return { user: user(m, name), span: got.span, heard: got.heard, retried: got.retried, released: got.released };
     }));
     const repeatStates = (u: string): UserState[] => (m.flushed && c.redeemed.has(u) ? ['ISSUED', 'REDEEMED'] : winnerStates(c, u));
     const wrong = applyIssues(c, calls, repeatStates);
@@ -377,8 +463,12 @@ export class IssueWhileKafkaCut implements Cmd {
       if (!got.heard.ok || got.heard.seq !== allowed.repeat) throw diverged(this.toString(m), `${what}; a repeat must be OK with seq ${allowed.repeat} (it publishes nothing)`);
       return;
     }
-    const options = [...allowed.refusals, ...(allowed.mayWin ? [{ ok: false as const, code: grpc.status.UNAVAILABLE, reason: 'PUBLISH_FAILED' }] : [])];
+    const staleSoldOut = got.span.t0 < c.staleSoldOutUntilMs ? [{ ok: false as const, code: grpc.status.RESOURCE_EXHAUSTED, reason: 'COUPON_SOLD_OUT' }] : [];
+    const options = [...allowed.refusals, ...staleSoldOut, ...(allowed.mayWin ? [{ ok: false as const, code: grpc.status.UNAVAILABLE, reason: 'PUBLISH_FAILED' }] : [])];
     if (!options.some((o) => matches(o, got.heard))) throw diverged(this.toString(m), `${what}; allowed: ${options.map(describeHeard).join(' | ')}`);
+    // The reservation was made and released; an attempt retried on a transport failure may have been one too.
+    if (!got.heard.ok && got.heard.reason === 'PUBLISH_FAILED') applyRelease(c);
+    if (got.released > 0) c.next.hi = Math.min(c.total, Math.max(c.next.hi, c.winners.size + got.released + 1));
   }
   toString(m?: Model) { return `IssueWhileKafkaCut(${m ? couponName(m, this.coupon) : `#${this.coupon}`}, ${this.name})`; }
 }
@@ -479,6 +569,173 @@ export class PaymentFailed implements Cmd {
   toString(m?: Model) { return `PaymentFailed(${m ? couponName(m, this.coupon) : `#${this.coupon}`}, ${showSpelling(this.spelling)}, ${this.name}, ${this.orderName})`; }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Operating a sale (docs/api.md#updatecoupon-pausecoupon-resumecoupon-closecoupon): each answer is
+// the changed coupon with live counts, checked at once (the change rebuilt a flushed gate first, so
+// its accepted count is exact); the model then holds the change, and every later answer follows it.
+
+/** After a change that changed something: a coupon sold out before it may have a sold-out view that still says so. */
+function changed(c: ModelCoupon, wasSoldOut: boolean, span: Span): void {
+  if (wasSoldOut) c.staleSoldOutUntilMs = span.t1 + GATE_LOCAL_RECHECK_MS + SLACK_MS;
+}
+
+function expectChanged(m: Model, c: ModelCoupon, got: Called<{ coupon?: PbCoupon }>, cmd: string): void {
+  if (!got.heard.ok) throw diverged(cmd, `answered ${describeHeard(got.heard)}`);
+  const verdict = judgeCoupon(m, c, got.res!.coupon!, got.span, true);
+  if (verdict.hard) throw diverged(cmd, verdict.hard);
+}
+
+export class PauseCoupon implements Cmd {
+  readonly coupon: number;
+  readonly spelling: Spelling;
+  constructor(coupon: number, spelling: Spelling) { this.coupon = coupon; this.spelling = spelling; }
+  check(m: Readonly<Model>) { return m.coupons.length > 0; }
+  async run(m: Model, r: Real) {
+    const c = couponOf(m, this.coupon);
+    const wasSoldOut = c.winners.size >= c.total;
+    const got = await settled(m, () => call(() => r.sys.operator.pauseCoupon({ couponId: spell(c.id, this.spelling) })));
+    if (!got.heard.ok) throw diverged(this.toString(m), `answered ${describeHeard(got.heard)}`);
+    const pausedAt = msOf(got.res!.coupon!.pausedAt);
+    if (c.pausedAtMs === null) {
+      // A new pause is stamped now; a repeat changes nothing.
+      if (pausedAt === null || pausedAt < got.span.t0 - SLACK_MS || pausedAt > got.span.t1 + SLACK_MS) throw diverged(this.toString(m), `paused_at ${showMs(pausedAt)}, not within the call`);
+      c.pausedAtMs = pausedAt;
+      changed(c, wasSoldOut, got.span);
+    }
+    expectChanged(m, c, got, this.toString(m));
+  }
+  toString(m?: Model) { return `PauseCoupon(${m ? couponName(m, this.coupon) : `#${this.coupon}`}, ${showSpelling(this.spelling)})`; }
+}
+
+export class ResumeCoupon implements Cmd {
+  readonly coupon: number;
+  constructor(coupon: number) { this.coupon = coupon; }
+  check(m: Readonly<Model>) { return m.coupons.length > 0; }
+  async run(m: Model, r: Real) {
+    const c = couponOf(m, this.coupon);
+    const wasSoldOut = c.winners.size >= c.total;
+    const got = await settled(m, () => call(() => r.sys.operator.resumeCoupon({ couponId: c.id })));
+    if (c.pausedAtMs !== null && got.heard.ok) changed(c, wasSoldOut, got.span);
+    c.pausedAtMs = null;
+    expectChanged(m, c, got, this.toString(m));
+  }
+  toString(m?: Model) { return `ResumeCoupon(${m ? couponName(m, this.coupon) : `#${this.coupon}`})`; }
+}
+
+export class CloseCoupon implements Cmd {
+  readonly coupon: number;
+  constructor(coupon: number) { this.coupon = coupon; }
+  check(m: Readonly<Model>) { return m.coupons.length > 0; }
+  async run(m: Model, r: Real) {
+    const c = couponOf(m, this.coupon);
+    const wasSoldOut = c.winners.size >= c.total;
+    const before = c.closesAtMs;
+    const got = await settled(m, () => call(() => r.sys.operator.closeCoupon({ couponId: c.id })));
+    if (!got.heard.ok) throw diverged(this.toString(m), `answered ${describeHeard(got.heard)}`);
+    const closes = msOf(got.res!.coupon!.closesAt);
+    const { t0, t1 } = got.span;
+    // closes_at becomes max(now, opens_at) (a coupon not open yet never opens), unless already past.
+    const mayKeep = before !== null && before <= t1 + SLACK_MS;
+    const mustKeep = before !== null && before < t0 - SLACK_MS;
+    const isNow = closes !== null && closes >= Math.max(t0 - SLACK_MS, c.opensAtMs) && closes <= Math.max(t1 + SLACK_MS, c.opensAtMs) && (before === null || closes <= before);
+    if (!((closes === before && mayKeep) || (!mustKeep && isNow))) {
+      throw diverged(this.toString(m), `closes_at ${showMs(closes)}; before ${showMs(before)}, opens_at ${showMs(c.opensAtMs)}, called ${showMs(t0)}..${showMs(t1)}`);
+    }
+    c.closesAtMs = closes;
+    if (closes !== before) changed(c, wasSoldOut, got.span);
+    expectChanged(m, c, got, this.toString(m));
+  }
+  toString(m?: Model) { return `CloseCoupon(${m ? couponName(m, this.coupon) : `#${this.coupon}`})`; }
+}
+
+/**
+ * UpdateCoupon with an update_mask of what is set: a new name (`rename`), a total relative to the
+ * current total or to the winners (a restock, or a lowering that may go below the seqs handed out),
+ * closes_at and valid_until relative to now (null: unset, never).
+ */
+export interface CouponEdit { rename?: number; total?: { from: 'total' | 'winners'; by: number }; closesInMs?: number | null; validInMs?: number | null }
+
+export class UpdateCoupon implements Cmd {
+  readonly coupon: number;
+  readonly spelling: Spelling;
+  readonly edit: CouponEdit;
+  constructor(coupon: number, spelling: Spelling, edit: CouponEdit) { this.coupon = coupon; this.spelling = spelling; this.edit = edit; }
+  check(m: Readonly<Model>) { return m.coupons.length > 0; }
+  async run(m: Model, r: Real) {
+    const c = couponOf(m, this.coupon);
+    const e = this.edit;
+    const cmd = this.toString(m);
+    const now = Date.now();
+    const name = e.rename === undefined ? undefined : `model ${m.tag} renamed ${e.rename}`;
+    const total = e.total === undefined ? undefined : Math.max(1, (e.total.from === 'total' ? c.total : c.winners.size) + e.total.by);
+    const closes = e.closesInMs === undefined ? undefined : e.closesInMs === null ? null : now + e.closesInMs;
+    const valid = e.validInMs === undefined ? undefined : e.validInMs === null ? null : now + e.validInMs;
+    const paths = [...(name !== undefined ? ['name'] : []), ...(total !== undefined ? ['total_quantity'] : []), ...(closes !== undefined ? ['closes_at'] : []), ...(valid !== undefined ? ['valid_until'] : [])];
+    const wasSoldOut = c.winners.size >= c.total;
+    const got = await settled(m, () => call(() => r.sys.operator.updateCoupon({
+      coupon: {
+        id: spell(c.id, this.spelling), name: name ?? '', totalQuantity: BigInt(total ?? 0),
+        closesAt: closes ? timestampFromDate(new Date(closes)) : undefined, validUntil: valid ? timestampFromDate(new Date(valid)) : undefined,
+      },
+      updateMask: { paths },
+    })));
+    const what = `answered ${describeHeard(got.heard)}`;
+    // The window rules, on the coupon as it would be (src/catalog/changes.ts, docs/api.md).
+    const nextCloses = closes === undefined ? c.closesAtMs : closes;
+    const nextValid = valid === undefined ? c.validUntilMs : valid;
+    const badField = nextCloses !== null && nextCloses <= c.opensAtMs ? 'closes_at'
+      : nextValid !== null && nextValid <= c.opensAtMs ? 'valid_until'
+        : nextValid !== null && nextCloses !== null && nextValid < nextCloses ? (valid !== undefined ? 'valid_until' : 'closes_at') : undefined;
+    if (badField) {
+      if (!matches(INVALID(badField), got.heard)) throw diverged(cmd, `${what}; want ${describeHeard(INVALID(badField))}`);
+      return;
+    }
+    // A lowering below the highest seq handed out is refused, its floor that seq.
+    if (total !== undefined && total < c.total) {
+      const below = { ok: false as const, code: grpc.status.FAILED_PRECONDITION, reason: 'QUANTITY_BELOW_ACCEPTED' };
+      if (total < c.next.lo && !matches(below, got.heard)) throw diverged(cmd, `${what}; ${total} is below ${c.next.lo}, the highest seq handed out: want ${describeHeard(below)}`);
+      if (matches(below, got.heard)) {
+        const floor = Number(got.metadata?.floor);
+        if (total >= c.next.hi) throw diverged(cmd, `${what} (floor ${got.metadata?.floor}); ${total} is not below the highest seq handed out (at most ${c.next.hi}, ${c.winners.size} winners)`);
+        if (!(floor > total && floor >= c.next.lo && floor <= c.next.hi)) {
+          throw diverged(cmd, `${what} with floor ${got.metadata?.floor}; the floor is the highest seq handed out: ${c.next.lo === c.next.hi ? c.next.lo : `${c.next.lo}..${c.next.hi}`} (${c.winners.size} winners, highest winner's seq ${highestWinnerSeq(c)})`);
+        }
+        c.next = { lo: floor, hi: floor };
+        return;
+      }
+    }
+    if (!got.heard.ok) throw diverged(cmd, what);
+    const changes = (name !== undefined && name !== c.name) || (total !== undefined && total !== c.total) || (closes !== undefined && closes !== c.closesAtMs) || (valid !== undefined && valid !== c.validUntilMs);
+    if (name !== undefined) c.name = name;
+    if (total !== undefined) c.total = total;
+    if (closes !== undefined) c.closesAtMs = closes;
+    if (valid !== undefined) c.validUntilMs = valid;
+    // The gate's counter is never past the total.
+    c.next.hi = Math.min(c.next.hi, c.total);
+    if (changes) changed(c, wasSoldOut, got.span);
+    expectChanged(m, c, got, cmd);
+  }
+  toString(m?: Model) {
+    const e = this.edit;
+    const parts = [
+      ...(e.rename !== undefined ? [`name=renamed ${e.rename}`] : []),
+      ...(e.total ? [`total=${e.total.from}${e.total.by >= 0 ? '+' : ''}${e.total.by}`] : []),
+      ...(e.closesInMs !== undefined ? [`closes=${e.closesInMs === null ? 'never' : `now${e.closesInMs >= 0 ? '+' : ''}${e.closesInMs}`}`] : []),
+      ...(e.validInMs !== undefined ? [`valid=${e.validInMs === null ? 'never' : `now${e.validInMs >= 0 ? '+' : ''}${e.validInMs}`}`] : []),
+    ];
+    return `UpdateCoupon(${m ? couponName(m, this.coupon) : `#${this.coupon}`}, ${showSpelling(this.spelling)}, ${parts.join(', ')})`;
+  }
+}
+
+export class ListCoupons implements Cmd {
+  readonly pageSize: number;
+  readonly status: CouponStatus | undefined;
+  constructor(pageSize: number, status: CouponStatus | undefined) { this.pageSize = pageSize; this.status = status; }
+  check(m: Readonly<Model>) { return m.coupons.length > 0; }
+  async run(m: Model, r: Real) { await checkCouponList(r, this.pageSize, this.status, this.toString()); }
+  toString() { return `ListCoupons(page_size=${this.pageSize}${this.status ? `, status=${this.status}` : ''})`; }
+}
+
 type CouponRpc = 'GetCoupon' | 'IssueCoupon' | 'GetUserCoupon' | 'RedeemCoupon' | 'CancelRedemption';
 const COUPON_RPCS: CouponRpc[] = ['GetCoupon', 'IssueCoupon', 'GetUserCoupon', 'RedeemCoupon', 'CancelRedemption'];
 
@@ -554,10 +811,17 @@ export class ResumeIssuer implements Cmd {
   toString() { return 'ResumeIssuer'; }
 }
 
-/** FLUSHALL on coupon-api's own Redis: every gate and redemption state is rebuilt from the ledger. */
+/**
+ * FLUSHALL on coupon-api's own Redis: every gate and redemption state is rebuilt from the ledger,
+ * the changed coupon (its total, window and pause), its counter at the highest seq the ledger holds.
+ */
 export class FlushRedis implements Cmd {
   check(m: Readonly<Model>) { return !m.issuerPaused; }
-  async run(m: Model, r: Real) { await r.sys.redis.client.flushall(); m.flushed = true; }
+  async run(m: Model, r: Real) {
+    await r.sys.redis.client.flushall();
+    m.flushed = true;
+    for (const c of m.coupons) c.next = { lo: highestWinnerSeq(c), hi: highestWinnerSeq(c) };
+  }
   toString() { return 'FlushRedis'; }
 }
 
@@ -610,6 +874,24 @@ export function commandArbs(o: CommandOptions): fc.Arbitrary<Cmd>[] {
     weighted(1, fc.tuple(fc.constantFrom(...COUPON_RPCS), uuidLike, spelling).map(([rpc, id, s]) => new UnknownCoupon(rpc, spell(id, s)))),
     weighted(1, fc.tuple(coupon, fc.constantFrom(...COUPON_RPCS.filter((x) => x !== 'GetCoupon')), fc.constantFrom(...BAD_USER_IDS)).map(([c, rpc, u]) => new BadUserId(c, rpc, u))),
     weighted(1, fc.integer({ min: 100, max: 1_500 }).map((ms) => new Wait(ms))),
+    // Operating the sale.
+    weighted(1, fc.tuple(coupon, spelling).map(([c, s]) => new PauseCoupon(c, s))),
+    weighted(1, coupon.map((c) => new ResumeCoupon(c))),
+    weighted(1, coupon.map((c) => new CloseCoupon(c))),
+    // A restock, or a lowering towards (and below) the seqs handed out, sometimes with a new name.
+    weighted(3, fc.tuple(coupon, spelling, fc.option(fc.nat({ max: 3 }), { freq: 3, nil: undefined }), fc.oneof(
+      fc.record({ from: fc.constant('total' as const), by: fc.integer({ min: 1, max: 3 }) }),
+      fc.record({ from: fc.constant('winners' as const), by: fc.integer({ min: -3, max: 1 }) }),
+    )).map(([c, s, rename, total]) => new UpdateCoupon(c, s, rename === undefined ? { total } : { rename, total }))),
+    // The window (null: unset), sometimes with a new name.
+    weighted(1, fc.tuple(coupon, spelling, fc.record({
+      rename: fc.option(fc.nat({ max: 3 }), { freq: 3, nil: undefined }),
+      closesInMs: fc.option(fc.option(fc.integer({ min: -1_500, max: 4_000 }), { freq: 4 }), { freq: 2, nil: undefined }),
+      validInMs: fc.option(fc.option(fc.integer({ min: -1_000, max: 5_000 }), { freq: 4 }), { freq: 3, nil: undefined }),
+    }, { requiredKeys: [] }).filter((e) => Object.values(e).some((v) => v !== undefined)))
+      .map(([c, s, e]) => new UpdateCoupon(c, s, e))),
+    weighted(1, fc.tuple(fc.constantFrom(1, 2, 50), fc.option(fc.constantFrom<CouponStatus>('OPEN', 'PAUSED', 'SOLD_OUT', 'CLOSED', 'COMPLETE', 'SCHEDULED', 'EXPIRED'), { freq: 2, nil: undefined }))
+      .map(([size, status]) => new ListCoupons(size, status))),
   ];
   if (o.faults) {
     arbs.push(

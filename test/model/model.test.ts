@@ -4,7 +4,7 @@
 // `npm run model -- --runs N [--seed S]`.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { commandArbs, CreateCoupon, FlushRedis, GetCoupon, Issue, PaymentFailed, Redemptions, replay, runCommands } from './commands.ts';
+import { commandArbs, CreateCoupon, FlushRedis, GetCoupon, Issue, PauseIssuer, PaymentFailed, Redemptions, replay, ResumeIssuer, runCommands, UpdateCoupon, Wait } from './commands.ts';
 import { startSystem, type System } from './system.ts';
 
 const SEED = 20_261_206;
@@ -40,5 +40,22 @@ describe('regressions found by the model', () => {
     // Found with seed 20261206 once GetUserCoupon reloaded what its answer rests on: the model took
     // that wait for a wrong answer while it waited for the winner's row.
     await replay(sys, [new CreateCoupon(1, -1_000, null, null), new FlushRedis(), new Issue(0, 'lower', ['alice']), new PaymentFailed(0, 'lower', 'winner:0', 'o1')]);
+  });
+
+  it('a lowering below the seqs handed out is refused with the highest of them as floor, while the ledger lags the winners', { timeout: 60_000 }, async () => {
+    // Found with the UpdateCoupon command: the floor was the ledger's issued count (2), below seq 3.
+    await replay(sys, [
+      new CreateCoupon(4, -1_000, null, null), new Issue(0, 'lower', ['alice', 'bob']), new GetCoupon(0, 'lower'), new PauseIssuer(),
+      new Issue(0, 'lower', ['carol']), new UpdateCoupon(0, 'lower', { total: { from: 'winners', by: -2 } }), new ResumeIssuer(),
+    ]);
+  });
+
+  it('after a restock of a sold-out coupon, the next user wins a seq past the old total, however long after the last call', { timeout: 60_000 }, async () => {
+    // Found with the UpdateCoupon command: the sold-out view answered COUPON_SOLD_OUT from its old
+    // sell-out while the check it had started ran, 300 ms after the restock's OK.
+    await replay(sys, [
+      new CreateCoupon(1, -1_000, null, null), new Issue(0, 'lower', ['alice']), new Issue(0, 'lower', ['bob']), new Wait(300),
+      new UpdateCoupon(0, 'lower', { total: { from: 'total', by: 2 } }), new Wait(300), new Issue(0, 'lower', ['bob']), new Issue(0, 'upper', ['carol', 'BOB']),
+    ]);
   });
 });

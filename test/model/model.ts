@@ -8,10 +8,29 @@ export type UserState = 'NOT_REQUESTED' | 'PENDING' | 'ISSUED' | 'REDEEMED';
 export interface ModelCoupon {
   /** The canonical (lower-case) id CreateCoupon returned. */
   id: string;
+  name: string;
+  /** created_at in microseconds, as CreateCoupon answered it (ListCoupons filters and orders by it). */
+  createdAtUs: number;
   total: number;
   opensAtMs: number;
   closesAtMs: number | null;
   validUntilMs: number | null;
+  /** paused_at as PauseCoupon answered it; null while not paused. */
+  pausedAtMs: number | null;
+  /**
+   * The gate's highest seq handed out (its `next` counter), a lower and an upper bound: exact
+   * (lo = hi) unless a reservation was released (PUBLISH_FAILED, or a retried call that may have
+   * been one), which can leave a seq past the winners waiting in the free list. Every seq in 1..next
+   * is a winner's or free, so the free seqs are 1..next minus the winners' (docs/api.md, UpdateCoupon:
+   * the floor of a lowering).
+   */
+  next: { lo: number; hi: number };
+  /**
+   * Calls that start before this (ms) may hear COUPON_SOLD_OUT from the in-process sold-out view:
+   * the coupon was sold out when an operator changed it, and a view may hold the old sell-out for up
+   * to GATE_LOCAL_RECHECK_MS after the change's OK (docs/api.md#updatecoupon-pausecoupon-resumecoupon-closecoupon).
+   */
+  staleSoldOutUntilMs: number;
   /** user -> seq, for every user told OK. */
   winners: Map<string, number>;
   /** Winners the ledger has written (observed ISSUED or later); others may still be PENDING. */
@@ -97,14 +116,17 @@ export function findCoupon(m: Model, spelled: string): ModelCoupon | undefined {
 // slack for the server's own reading) allows either side's answer.
 
 export const SLACK_MS = 50;
+/** GATE_LOCAL_RECHECK_MS, as test/model/system.ts sets it. */
+export const GATE_LOCAL_RECHECK_MS = 100;
 export interface Span { t0: number; t1: number }
 const maybeBefore = (s: Span, at: number) => s.t0 - SLACK_MS < at;
 const maybeAtOrAfter = (s: Span, at: number) => s.t1 + SLACK_MS >= at;
 
 // ---------------------------------------------------------------------------------------------
-// IssueCoupon (README "How a request flows": the answer table). A repeat is OK with the original
-// seq whatever the window or count; then before opens_at NOT_OPEN, after closes_at CLOSED, no unit
-// left SOLD_OUT, else a new seq in 1..total, distinct from every other winner's.
+// IssueCoupon (docs/api.md#issuecoupon: the answer table). A repeat is OK with the original seq
+// whatever the window, count or pause; then before opens_at NOT_OPEN, after closes_at CLOSED, no
+// unit left SOLD_OUT, paused PAUSED (gate-reserve.lua's order), else a new seq in 1..total, distinct
+// from every other winner's: a free seq first, then the ones past the highest handed out.
 
 export type IssueAllowed = { repeat: number } | { refusals: Heard[]; mayWin: boolean };
 
@@ -119,8 +141,19 @@ export function issueAllowed(c: ModelCoupon, user: string, span: Span): IssueAll
     if (c.closesAtMs === null || maybeBefore(span, c.closesAtMs)) open = true;
   }
   if (open && c.winners.size >= c.total) refusals.push(refused(grpc.status.RESOURCE_EXHAUSTED, 'COUPON_SOLD_OUT'));
-  return { refusals, mayWin: open && c.winners.size < c.total };
+  else if (open && c.pausedAtMs !== null) refusals.push(pre('COUPON_PAUSED'));
+  return { refusals, mayWin: open && c.winners.size < c.total && c.pausedAtMs === null };
 }
+
+/** Seqs in 1..next that no winner holds: the gate's free list, when next is exact. */
+export function freeSeqs(c: ModelCoupon): number[] | undefined {
+  if (c.next.lo !== c.next.hi) return undefined;
+  const held = new Set(c.winners.values());
+  return Array.from({ length: c.next.lo }, (_, i) => i + 1).filter((s) => !held.has(s));
+}
+
+/** The highest seq a winner holds (0 for none). */
+export const highestWinnerSeq = (c: ModelCoupon) => Math.max(0, ...c.winners.values());
 
 /** The state a repeat (or a read) may report for a winner. */
 export function winnerStates(c: ModelCoupon, user: string): UserState[] {
@@ -134,7 +167,7 @@ export function winnerStates(c: ModelCoupon, user: string): UserState[] {
  * some order of the calls, and applies the winners. Returns a description of what is wrong, or
  * undefined.
  */
-export function applyIssues(c: ModelCoupon, calls: { user: string; span: Span; heard: Heard; retried?: boolean }[], repeatStates: (user: string) => UserState[] = (u) => winnerStates(c, u)): string | undefined {
+export function applyIssues(c: ModelCoupon, calls: { user: string; span: Span; heard: Heard; retried?: boolean; released?: number }[], repeatStates: (user: string) => UserState[] = (u) => winnerStates(c, u)): string | undefined {
   const before = new Map(c.winners);
   const wins = new Map<string, number>();
   for (const { user, heard } of calls) {
@@ -150,6 +183,21 @@ export function applyIssues(c: ModelCoupon, calls: { user: string; span: Span; h
     const holder = taken.get(seq);
     if (holder !== undefined) return `${user} won seq ${seq}, already ${holder}'s`;
     taken.set(seq, user);
+  }
+  // Reservations that may have been released (a PUBLISH_FAILED heard and retried, or an attempt
+  // given up on a transport error): each may have moved the gate's counter without a winner.
+  const released = calls.reduce((n, x) => n + (x.released ?? 0), 0);
+  const free = freeSeqs(c);
+  if (free && released === 0 && wins.size > 0) {
+    // Free seqs go first (LPOP), then the ones past the highest handed out (INCR): after a restock
+    // of a sold-out coupon, exactly the seqs past the old total.
+    const n = c.next.lo;
+    const fresh = [...wins.values()].filter((s) => s > n).sort((a, b) => a - b);
+    const want = Math.max(0, wins.size - free.length);
+    const expected = Array.from({ length: want }, (_, i) => n + 1 + i);
+    if (fresh.join() !== expected.join()) {
+      return `new seqs ${[...wins.values()].sort((a, b) => a - b).join(',')}: with free seqs [${free.join(',')}] and ${n} the highest handed out, ${wins.size} new winners take ${Math.min(wins.size, free.length)} free seqs and then ${expected.join(',') || 'none past it'}`;
+    }
   }
   const soldOutAfter = before.size + wins.size >= c.total;
   for (const { user, span, heard, retried } of calls) {
@@ -175,14 +223,27 @@ export function applyIssues(c: ModelCoupon, calls: { user: string; span: Span; h
       return `${what}, while a concurrent call of the same user won seq ${won}`;
     }
     if (heard.code === grpc.status.RESOURCE_EXHAUSTED && heard.reason === 'COUPON_SOLD_OUT') {
-      if (!soldOutAfter) return `${what}, yet only ${before.size + wins.size} of ${c.total} units were taken`;
+      // The one difference a change leaves: a sold-out view's old sell-out, within its recheck.
+      if (!soldOutAfter && span.t0 >= c.staleSoldOutUntilMs) return `${what}, yet only ${before.size + wins.size} of ${c.total} units were taken`;
       continue;
     }
     const windowRefusal = allowed.refusals.some((r) => r.ok === false && r.reason !== 'COUPON_SOLD_OUT' && matches(r, heard));
     if (!windowRefusal) return `${what}; allowed: ${[...(allowed.mayWin ? ['OK new seq'] : []), ...allowed.refusals.map(describeHeard)].join(' | ')}`;
   }
   for (const [user, seq] of wins) c.winners.set(user, seq);
+  const after = c.winners.size;
+  // next never passes the total: the gate hands out a seq only while a unit is left.
+  const ceiling = Math.min(c.total, Math.max(c.next.hi, after + released));
+  const beyond = [...wins].find(([, seq]) => seq > ceiling);
+  if (beyond) return `${beyond[0]} won seq ${beyond[1]}, past any the gate could hand out (next was at most ${c.next.hi}, ${after} winners, ${released} reservations maybe released)`;
+  c.next = { lo: Math.max(c.next.lo, after, highestWinnerSeq(c)), hi: ceiling };
   return undefined;
+}
+
+/** A reservation was made and released (PUBLISH_FAILED): it took a free seq, or one past next. */
+export function applyRelease(c: ModelCoupon): void {
+  const past = c.winners.size + 1;
+  c.next = { lo: Math.max(c.next.lo, past), hi: Math.max(c.next.hi, past) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -267,9 +328,9 @@ export function applyRedemptions(c: ModelCoupon, user: string, calls: { op: Rede
 // ---------------------------------------------------------------------------------------------
 // Reads.
 
-export type CouponStatus = 'SCHEDULED' | 'OPEN' | 'SOLD_OUT' | 'CLOSED' | 'COMPLETE' | 'EXPIRED';
+export type CouponStatus = 'SCHEDULED' | 'OPEN' | 'SOLD_OUT' | 'CLOSED' | 'COMPLETE' | 'PAUSED' | 'EXPIRED';
 
-/** coupon.proto's CouponStatus, from the window and the counts: every status possible during `span`. */
+/** coupon.proto's CouponStatus, from the window, the pause and the counts: every status possible during `span`. */
 export function couponStatuses(c: ModelCoupon, accepted: number, issued: number, span: Span): CouponStatus[] {
   const out = new Set<CouponStatus>();
   for (const now of [span.t0 - SLACK_MS, span.t1 + SLACK_MS, c.opensAtMs, c.closesAtMs ?? span.t0, c.validUntilMs ?? span.t0].filter((t) => t >= span.t0 - SLACK_MS && t <= span.t1 + SLACK_MS)) {
@@ -278,6 +339,7 @@ export function couponStatuses(c: ModelCoupon, accepted: number, issued: number,
     else if (issued >= c.total) out.add('COMPLETE');
     else if (accepted >= c.total) out.add('SOLD_OUT');
     else if (c.closesAtMs !== null && now >= c.closesAtMs) out.add('CLOSED');
+    else if (c.pausedAtMs !== null) out.add('PAUSED');
     else out.add('OPEN');
   }
   return [...out];

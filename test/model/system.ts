@@ -19,13 +19,14 @@ import { kafkaProxy, type KafkaProxy } from '../support/kafka-proxy.ts';
 import { startPrivateRedis, type PrivateRedis } from '../support/private-redis.ts';
 import { startService, type ServiceProcess } from '../support/processes.ts';
 import { config, kafka, uniqueEnv, until, waitForCaughtUp } from '../support/stack.ts';
+import { GATE_LOCAL_RECHECK_MS } from './model.ts';
 
 // Short enough that a held publish fails within a command, and a rebuild after a flush waits only
 // PUBLISH_TIMEOUT_MS + 2 s; long enough that a loaded machine does not fail publishes by itself.
 export const PUBLISH_TIMEOUT_MS = 3_000;
 
 export interface System {
-  /** Operator: CreateCoupon, GetCoupon. */
+  /** Operator: CreateCoupon, GetCoupon, ListCoupons, UpdateCoupon, PauseCoupon, ResumeCoupon, CloseCoupon. */
   operator: CouponClient;
   /** Storefront: IssueCoupon, GetUserCoupon, ListUserCoupons. */
   storefront: CouponClient;
@@ -60,7 +61,9 @@ const workerPids = (api: ServiceProcess) => api.logs.filter((l) => l.msg === 'wo
 const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
 
 export async function startSystem(): Promise<System> {
-  const env = { ...uniqueEnv('model'), PUBLISH_TIMEOUT_MS: String(PUBLISH_TIMEOUT_MS), RECOVERY_INTERVAL_MS: '200', RECOVERY_STALE_MS: '10000', ISSUE_BACKOFF_MS: '100' };
+  const env = { ...uniqueEnv('model'), PUBLISH_TIMEOUT_MS: String(PUBLISH_TIMEOUT_MS), RECOVERY_INTERVAL_MS: '200', RECOVERY_STALE_MS: '10000', ISSUE_BACKOFF_MS: '100',
+    // The sold-out view's staleness after a change, which the model allows for (test/model/model.ts).
+    GATE_LOCAL_RECHECK_MS: String(GATE_LOCAL_RECHECK_MS) };
   const topics = topicNames(env.KAFKA_TOPIC_PREFIX);
   const groups = redemptionGroups(env.KAFKA_REDEMPTION_GROUP);
   const redis = await startPrivateRedis();
