@@ -44,7 +44,9 @@ const ledger = (couponId: string) => db('user_coupons').where({ coupon_id: coupo
 type Answer = { ok: true; seq: number } | { ok: false; reason: string };
 async function issue(couponId: string, userId: string): Promise<Answer> {
   try {
-    const res = await client.issueCoupon({ couponId, userId });
+    // A loaded machine (the whole suite in parallel with six redis-servers) can take longer than the
+    // client's default 5 s; a caller that gave up would retry the same user anyway.
+    const res = await client.issueCoupon({ couponId, userId }, { timeoutMs: 30_000 });
     return { ok: true, seq: Number(res.seq) };
   } catch (err) {
     if (!(err instanceof CouponCallError)) throw err;
