@@ -202,19 +202,21 @@ describe('WAIT after a failover', () => {
   it('never answers OK for a redemption the old master ran after a replica took over; it is redeemed for one order after', { timeout: 120_000 }, async () => {
     // A coupon on another shard than the recovery index, which redemption marks before its script.
     const indexMaster = (await cluster.masterOf(activeCouponsKey(env.KAFKA_TOPIC_PREFIX!))).port;
-    let coupon = await createCoupon(client, 3, { validForMs: 3_600_000 });
-    while ((await cluster.masterOf(couponKeys(coupon.id).meta)).port === indexMaster) coupon = await createCoupon(client, 3, { validForMs: 3_600_000 });
+    // Before the failover, UNAVAILABLE ("retry") is retried as a caller would: a loaded machine's
+    // cluster can be slow to answer or acknowledge.
+    let coupon = await retried(() => createCoupon(client, 3, { validForMs: 3_600_000 }));
+    while ((await cluster.masterOf(couponKeys(coupon.id).meta)).port === indexMaster) coupon = await retried(() => createCoupon(client, 3, { validForMs: 3_600_000 }));
     const keys = couponKeys(coupon.id);
     const own = await ownServices();
     const issuer = await startService('issuer', env);
     try {
       for (const userId of ['first', 'buyer']) {
-        await client.issueCoupon({ couponId: coupon.id, userId });
+        await retried(() => client.issueCoupon({ couponId: coupon.id, userId }));
         await until(`${userId} issued`, async () => (await client.getUserCoupon({ couponId: coupon.id, userId })).userCoupon!.state === UserCouponState.ISSUED || undefined, 30_000);
       }
       // The coupon's first redemption loads its redemption state (an extra script call): done
       // before, so the call under test is one script.
-      await client.redeemCoupon({ couponId: coupon.id, userId: 'first', orderId: 'order-0' });
+      await retried(() => client.redeemCoupon({ couponId: coupon.id, userId: 'first', orderId: 'order-0' }));
 
       const { answer, newMaster } = await failoverWhileSent(own, coupon.id, () => answerOf(own.redemption.redeem(coupon.id, 'buyer', 'order-1')));
       const held = await newMaster.client.hget(keys.redeem, 'buyer');
