@@ -17,7 +17,7 @@ import { CouponScripts } from '../../src/store/scripts.ts';
 import { gateRelease, gateReserve } from '../../src/gate/gate-scripts.ts';
 import { kafkaDown, kafkaUp } from '../../scripts/stack.mjs';
 import { startService } from '../support/processes.ts';
-import { couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
+import { couponClient, createCoupon, decided, type CouponClient } from '../support/coupons.ts';
 import { config, db as newDb, kafka, readTopic, redis as newRedis, uniqueEnv, until, waitForCaughtUp } from '../support/stack.ts';
 import { freePort } from '../support/ports.ts';
 
@@ -46,7 +46,10 @@ describe('the broker stops mid-sale', () => {
     try {
       const coupon = await createCoupon(client, 30);
       const other = await createCoupon(client, 5);
-      const before = await ask(client, coupon.id, Array.from({ length: 10 }, (_, i) => `early-${i}`));
+      // Before the fault, each user asks until decided: a fresh broker's first publishes can miss the
+      // 2 s bound on a loaded machine, and PUBLISH_FAILED (slot released) tells the caller to retry.
+      const before = await Promise.all(Array.from({ length: 10 }, (_, i) => decided(() => client.issueCoupon({ couponId: coupon.id, userId: `early-${i}` }, { timeoutMs: 30_000 }))
+        .then((res): Outcome => ({ userId: `early-${i}`, ok: true, seq: Number(res.seq) }))));
       expect(before.every((o) => o.ok)).toBe(true);
 
       await kafkaDown(inst, 'SIGKILL');

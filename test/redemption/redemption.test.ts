@@ -84,11 +84,23 @@ const refusal = async (p: Promise<unknown>) => {
 const failedPrecondition = (reason: string) => ({ code: grpc.status.FAILED_PRECONDITION, reason });
 
 /** The coupon's events on coupon.v1.redemption, in topic order, as [user, transition, order, version]. */
+/**
+ * The coupon's redemption events, once each. Delivery is at least once (docs/events.md): a change
+ * republished after a slow publish appears twice, and must then be the same event (same version).
+ */
 async function eventsOf(couponId: string) {
   const records = await readTopic(k, topics.redemption, (key) => key === couponId);
-  return records
+  const events = records
     .map((rec) => fromBinary(CouponRedemptionChangedSchema, decodeFrame(rec.value).payload))
-    .map((e) => [e.userId, RedemptionTransition[e.transition], e.orderId, Number(e.version)]);
+    .map((e) => [e.userId, RedemptionTransition[e.transition], e.orderId, Number(e.version)] as const);
+  const byVersion = new Map<string, (typeof events)[number]>();
+  for (const e of events) {
+    const key = `${e[0]}\u0000${e[3]}`;
+    const seen = byVersion.get(key);
+    if (seen) expect(e, `a repeated event of ${e[0]} version ${e[3]} differs from the first`).toEqual(seen);
+    else byVersion.set(key, e);
+  }
+  return [...byVersion.values()].map((e) => [...e]);
 }
 
 /** Waits for the consumers, then checks that the ledger says what Redis says, and nothing is left unpublished. */

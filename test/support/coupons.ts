@@ -37,6 +37,24 @@ export async function callError(p: Promise<unknown>): Promise<CouponCallError> {
 }
 
 /**
+ * Calls until the answer is a decision: UNAVAILABLE (BACKEND_UNAVAILABLE or PUBLISH_FAILED, both
+ * "nothing confirmed, retry") is retried, as a caller does. For steps of a test that inject no
+ * fault, where a loaded machine can still make a publish miss its PUBLISH_TIMEOUT_MS.
+ */
+export async function decided<T>(call: () => Promise<T>, timeoutMs = 60_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await call();
+    } catch (err) {
+      const retry = err instanceof CouponCallError && (err.reason === 'BACKEND_UNAVAILABLE' || err.reason === 'PUBLISH_FAILED');
+      if (!retry || Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+}
+
+/**
  * Calls until the answer is not UNAVAILABLE BACKEND_UNAVAILABLE: after Redis lost (or expired) a
  * coupon's state, the first calls wait for the rebuild (PUBLISH_TIMEOUT_MS + 2 s at least).
  */
