@@ -2,7 +2,6 @@
 // sale and of redemptions: the issuer and the redemption ledger keep retrying without committing,
 // alert once each, dead-letter nothing, and every winner and redemption reaches the ledger once
 // PostgreSQL is back.
-import http from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { UserCouponState } from '../../gen/coupon/v1/coupon_pb.js';
 import { topicNames } from '../../src/events/topics.ts';
@@ -11,18 +10,14 @@ import { startService } from '../support/processes.ts';
 import { couponClient, createCoupon } from '../support/coupons.ts';
 import { cuttableProxy } from '../support/proxy.ts';
 import { db as newDb, kafka, readTopic, uniqueEnv, until, waitForCaughtUp } from '../support/stack.ts';
+import { alertWebhook } from '../support/alert-webhook.ts';
 
 const OUTAGE_MS = 60_000;
 
 describe('PostgreSQL cut for 60 s mid-sale', () => {
   it('dead-letters nothing, alerts once per consumer, and issues every winner and applies every redemption once it is back', { timeout: 240_000 }, async () => {
-    const alerts: Record<string, unknown>[] = [];
-    const hook = http.createServer((req, res) => {
-      let body = '';
-      req.on('data', (d: Buffer) => { body += d.toString(); });
-      req.on('end', () => { alerts.push(JSON.parse(body) as Record<string, unknown>); res.writeHead(204).end(); });
-    });
-    await new Promise<void>((resolve) => hook.listen(0, '127.0.0.1', resolve));
+    const hook = await alertWebhook();
+    const { alerts } = hook;
     const proxy = await cuttableProxy(5432);
     const env = { ...uniqueEnv('pg-outage'), ISSUE_BACKOFF_MS: '100', ISSUE_BACKOFF_MAX_MS: '2000' };
     const topics = topicNames(env.KAFKA_TOPIC_PREFIX);
@@ -31,7 +26,7 @@ describe('PostgreSQL cut for 60 s mid-sale', () => {
     const issuer = await startService('issuer', {
       ...env,
       DATABASE_URL: `postgres://postgres@127.0.0.1:${proxy.port}/test`,
-      ALERT_WEBHOOK_URL: `http://127.0.0.1:${(hook.address() as { port: number }).port}/alerts`,
+      ALERT_WEBHOOK_URL: hook.url,
     });
     const client = couponClient(api.address);
     const rows = (couponId: string) => db('user_coupons').where({ coupon_id: couponId }).orderBy('seq').select<{ user_id: string; seq: number; order_id: string | null }[]>('user_id', 'seq', 'order_id');

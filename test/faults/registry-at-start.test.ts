@@ -1,7 +1,6 @@
 // A registry that is down when the services start is an outage, not a reason to exit: coupon-api
 // and coupon-issuer keep registering their schemas, alert once the outage has lasted five tries,
 // start serving as soon as the registry answers, and then sell and issue as usual.
-import http from 'node:http';
 import { afterAll, describe, expect, it } from 'vitest';
 import { UserCouponState } from '../../gen/coupon/v1/coupon_pb.js';
 import { topicNames } from '../../src/events/topics.ts';
@@ -9,6 +8,7 @@ import { startService } from '../support/processes.ts';
 import { couponClient, createCoupon } from '../support/coupons.ts';
 import { cuttableProxy } from '../support/proxy.ts';
 import { config, db as newDb, dropEnvironment, kafka, uniqueEnv, until } from '../support/stack.ts';
+import { alertWebhook } from '../support/alert-webhook.ts';
 
 const env = uniqueEnv('registry-start');
 const topics = topicNames(env.KAFKA_TOPIC_PREFIX);
@@ -27,17 +27,12 @@ describe('the schema registry down while the services start', () => {
     const viaProxy = new URL(config.SCHEMA_REGISTRY_URL);
     viaProxy.port = String(proxy.port);
     // The alert webhook tells the test when each service has declared the outage.
-    const alerts: Record<string, unknown>[] = [];
-    const hook = http.createServer((req, res) => {
-      let body = '';
-      req.on('data', (d: Buffer) => { body += d.toString(); });
-      req.on('end', () => { alerts.push(JSON.parse(body) as Record<string, unknown>); res.writeHead(204).end(); });
-    });
-    await new Promise<void>((resolve) => hook.listen(0, '127.0.0.1', resolve));
+    const hook = await alertWebhook();
+    const { alerts } = hook;
     const serviceEnv = {
       ...env,
       SCHEMA_REGISTRY_URL: viaProxy.toString().replace(/\/$/, ''),
-      ALERT_WEBHOOK_URL: `http://127.0.0.1:${(hook.address() as { port: number }).port}/alerts`,
+      ALERT_WEBHOOK_URL: hook.url,
     };
     // Neither is awaited yet: they cannot be ready while the registry is cut.
     const apiStarting = startService('api', serviceEnv);
