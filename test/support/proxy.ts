@@ -5,8 +5,11 @@ import net from 'node:net';
 
 export interface CuttableProxy {
   port: number;
+  /** Listening (not cut). */
+  readonly open: boolean;
   /** Closes every connection and stops listening: the dependency refuses connections. */
   cut(): Promise<void>;
+  /** Listens on the same port again (retried for up to 10 s if another process took it meanwhile). */
   restore(): Promise<void>;
   /**
    * Keeps accepting connections and bytes in both directions but delivers nothing, and no
@@ -32,8 +35,8 @@ export async function cuttableProxy(targetPort: number, targetHost = '127.0.0.1'
     from.on('data', (chunk: Buffer) => { if (holding) pipe.held.push(chunk); else to.write(chunk); });
     from.on('close', () => pipes.delete(pipe));
   };
-  const listen = () => new Promise<void>((resolve) => {
-    server = net.createServer((client) => {
+  const listenOnce = () => new Promise<void>((resolve, reject) => {
+    const created = net.createServer((client) => {
       const upstream = net.connect(targetPort, targetHost);
       sockets.add(client); sockets.add(upstream);
       forward(client, upstream);
@@ -41,11 +44,24 @@ export async function cuttableProxy(targetPort: number, targetHost = '127.0.0.1'
       const drop = () => { client.destroy(); upstream.destroy(); sockets.delete(client); sockets.delete(upstream); };
       client.on('error', drop); upstream.on('error', drop); client.on('close', drop); upstream.on('close', drop);
     });
-    server.listen(port, '127.0.0.1', () => {
-      port = (server!.address() as net.AddressInfo).port;
+    created.once('error', reject);
+    created.listen(port, '127.0.0.1', () => {
+      created.off('error', reject);
+      created.on('error', () => undefined);
+      server = created;
+      port = (created.address() as net.AddressInfo).port;
       resolve();
     });
   });
+  const listen = async () => {
+    if (server) return;
+    for (let attempt = 1; ; attempt++) {
+      try { await listenOnce(); return; } catch (err) {
+        if (attempt >= 50) throw new Error(`the proxy could not listen on ${port} again: ${(err as Error).message}`, { cause: err });
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+  };
   await listen();
   const stop = () => new Promise<void>((resolve) => {
     for (const s of sockets) s.destroy();
@@ -55,6 +71,7 @@ export async function cuttableProxy(targetPort: number, targetHost = '127.0.0.1'
   });
   return {
     get port() { return port; },
+    get open() { return server !== undefined; },
     cut: stop,
     restore: listen,
     blackhole() { holding = true; },
