@@ -6,12 +6,12 @@
 // Unlike test/support/processes.ts they are not parsed line by line (that would cost the bench
 // process CPU the servers need): they go to a file beside the results, and only the lines the bench
 // waits for are read.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createWriteStream, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { withLocalAuth } from '../scripts/local-auth.mjs';
+import { launchService, READY_MSG } from '../test/support/launch.ts';
 import { freePort } from '../test/support/ports.ts';
 
 const here = join(import.meta.dirname, '..');
@@ -48,15 +48,11 @@ export async function startService(name: 'api' | 'issuer', env: Record<string, s
   const ports = pretty
     ? { API_PORT: String(await freePort()), API_METRICS_PORT: String(await freePort()), ISSUER_METRICS_PORT: String(await freePort()) }
     : { API_PORT: '0', API_METRICS_PORT: '0', ISSUER_METRICS_PORT: '0' };
-  const child = spawn(process.execPath, [join(root, 'src', 'bin', `${name}.ts`)], {
-    cwd: root,
-    env: await withLocalAuth({ ...process.env, ...ports, LOG_PRETTY: String(pretty), ...env }),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = await launchService(name, { ...ports, LOG_PRETTY: String(pretty), ...env }, { root });
   const out = createWriteStream(logFile);
   out.on('error', () => { /* a log line after the end: dropped */ });
   child.stderr.pipe(out, { end: false });
-  const readyMsg = name === 'api' ? 'coupon-api listening' : 'coupon-issuer consuming';
+  const readyMsg = READY_MSG[name];
   const kept: Record<string, unknown>[] = [];
   const exited = once(child, 'exit');
   const ready = new Promise<Record<string, unknown>>((resolve, reject) => {

@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
-import { withLocalAuth } from '../../scripts/local-auth.mjs';
+import { launchService, READY_MSG } from './launch.ts';
 
 const root = join(import.meta.dirname, '..', '..');
 
@@ -27,13 +27,8 @@ export interface ServiceProcess {
 
 /** `readyTimeoutMs`: how long to wait for the ready line (60 s by default; workers start one after another). */
 export async function startService(name: 'api' | 'issuer', env: Record<string, string> = {}, readyMsg?: string, readyTimeoutMs = 60_000): Promise<ServiceProcess> {
-  const child = spawn(process.execPath, [join(root, 'src', 'bin', `${name}.ts`)], {
-    cwd: root,
-    // coupon-api trusts the local signing key unless the caller configured auth otherwise.
-    // Port 0 everywhere: test files run in parallel, and each process picks free ports.
-    env: await withLocalAuth({ ...process.env, API_PORT: '0', API_METRICS_PORT: '0', ISSUER_METRICS_PORT: '0', LOG_LEVEL: 'info', LOG_PRETTY: 'false', ...env }),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  // Port 0 everywhere: test files run in parallel, and each process picks free ports.
+  const child = await launchService(name, env);
   const logs: Record<string, unknown>[] = [];
   const waiters: { match: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
   let stderr = '';
@@ -59,7 +54,7 @@ export async function startService(name: 'api' | 'issuer', env: Record<string, s
 
   let ready: Record<string, unknown>;
   try {
-    ready = await waitForLog(readyMsg ?? (name === 'api' ? 'coupon-api listening' : 'coupon-issuer consuming'), readyTimeoutMs);
+    ready = await waitForLog(readyMsg ?? READY_MSG[name], readyTimeoutMs);
   } catch (err) {
     // Never leave a process that did not start behind (with API_WORKERS, its workers follow it).
     if (child.exitCode === null) child.kill('SIGKILL');
