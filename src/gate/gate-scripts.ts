@@ -4,6 +4,8 @@ import { randomUUID } from 'node:crypto';
 import { retentionDeadline } from '../domain/retention.ts';
 import type { CouponRow } from '../store/coupons.ts';
 import type { CouponScripts } from '../store/scripts.ts';
+import type { Redis } from '../store/redis.ts';
+import { couponKeys } from '../store/keys.ts';
 import { GateLoad } from './gate-load.ts';
 
 /** The gate's meta hash (gate-load.lua writes it when it arms). */
@@ -82,6 +84,17 @@ export async function gateSoldOut(scripts: CouponScripts, couponId: string): Pro
   if (reply.length === 0) return undefined;
   const [epoch, final, winners, closesMs, expireAtMs] = reply;
   return { epoch, final: final === '1', winners: Number(winners), closesMs: Number(closesMs), expireAtMs: Number(expireAtMs) };
+}
+
+/**
+ * A sold-out view's recheck in one Redis command: the same signature gate-sold-out.lua returns as
+ * its epoch (epoch, last reservation, releases, joined by '#'), with the window's close and the
+ * keys' deadline. Undefined when the gate has no epoch (lost, expired, or armed before epochs).
+ */
+export async function soldOutSignature(redis: Redis, couponId: string): Promise<{ signature: string; closesMs: number; expireAtMs: number } | undefined> {
+  const [epoch, lastReserve, releases, closesMs, expireAtMs] = await redis.hmget(couponKeys(couponId).meta, 'epoch', 'last_reserve', 'releases', 'closes_ms', 'expire_at_ms');
+  if (!epoch) return undefined;
+  return { signature: `${epoch}#${lastReserve ?? ''}#${releases ?? ''}`, closesMs: Number(closesMs ?? 0), expireAtMs: Number(expireAtMs ?? 0) };
 }
 
 /** IssueCoupon's decision (gate-reserve.lua). */

@@ -3,14 +3,15 @@
 // Most calls of a big sale arrive after the coupon sold out. Once its sell-out is final (every unit
 // has a winner and the pending journal is empty, so no release can give a slot back), the gate's
 // answer to a user who is not a winner can no longer change, except through a new arming (a rebuild
-// after a Redis loss, which writes a new epoch into meta) or the expiry of the coupon's keys. So each
+// after a Redis loss) or an operator's change (both write a new epoch into meta), a release after a
+// failover (counted in meta), or the expiry of the coupon's keys. So each
 // process keeps, per such coupon, a Bloom filter of its winners:
 // - a user the filter has certainly never seen is refused here (COUPON_SOLD_OUT, or COUPON_CLOSED
 //   once the window has closed, as the reserve script would order them), with no Redis call;
 // - anyone who may be a winner goes to Redis as before, and a winner hears their own seq (or
 //   UNAVAILABLE when Redis is down), never SOLD_OUT.
 // Staleness: a call that finds the view's last check of the epoch older than `recheckMs` waits for
-// a new check (one in flight per coupon, at most RECHECK_WAIT_MS) and answers from what it found.
+// a new check (one HMGET, one in flight per coupon, at most RECHECK_WAIT_MS) and answers from what it found.
 // An operator's change, a rebuild or an expiry is therefore noticed within recheckMs plus one Redis
 // round trip while Redis answers. When Redis does not answer, the view keeps answering until
 // lifetimeMs after its last good check. A wrong SOLD_OUT inside that window is the only difference a
@@ -20,7 +21,7 @@ import { countLocalAnswer } from '../metrics/gate.ts';
 import type { Redis } from '../store/redis.ts';
 import { couponKeys } from '../store/keys.ts';
 import type { CouponScripts } from '../store/scripts.ts';
-import { gateSoldOut, type SoldOutCheck } from './gate-scripts.ts';
+import { gateSoldOut, soldOutSignature } from './gate-scripts.ts';
 import { BloomFilter } from './bloom.ts';
 
 /** A refusal answered in process, or undefined: ask Redis. */
@@ -119,11 +120,12 @@ export class SoldOutViews {
     this.views.set(couponId, { epoch: after.epoch, winners, closesMs: after.closesMs, expireAtMs: after.expireAtMs, checkedAtMs: this.now(), checking: undefined });
   }
 
+  /** One HMGET: the view stands while the signature it was built on stands (gate-sold-out.lua says why). */
   private recheck(couponId: string, view: View): Promise<void> {
     const startedAt = this.now();
-    view.checking = gateSoldOut(this.o.scripts, couponId)
-      .then((check: SoldOutCheck | undefined) => {
-        if (!check?.final || check.epoch !== view.epoch) { this.views.delete(couponId); return; }
+    view.checking = soldOutSignature(this.o.redis, couponId)
+      .then((check) => {
+        if (check?.signature !== view.epoch) { this.views.delete(couponId); return; }
         view.checkedAtMs = startedAt;
         view.closesMs = check.closesMs;
         view.expireAtMs = check.expireAtMs;

@@ -12,7 +12,10 @@ import { scrape, sumOf } from '../../src/metrics/text-format.ts';
 import { startService, type ServiceProcess } from '../support/processes.ts';
 import { afterRebuild, callError, couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
 import { startOwnRedis, type OwnRedis } from '../support/redis-server.ts';
-import { uniqueEnv, until } from '../support/stack.ts';
+import { db as newDb, uniqueEnv, until } from '../support/stack.ts';
+import { couponKeys } from '../../src/store/keys.ts';
+import { CouponScripts } from '../../src/store/scripts.ts';
+import { gateRelease } from '../../src/gate/gate-scripts.ts';
 
 // One worker, so that one process holds the view the test watches. The lifetime is long, so the
 // view still answers while this file's Redis is stopped; the recheck is the default.
@@ -32,7 +35,9 @@ beforeAll(async () => {
   ]);
   client = couponClient(api.address);
 });
+const db = newDb();
 afterAll(async () => {
+  await db.destroy();
   client?.close();
   await Promise.all([api?.stop(), issuer?.stop()]);
   r?.disconnect();
@@ -88,10 +93,11 @@ describe('a sold-out coupon', () => {
     expect(new Set(answers.refusals)).toEqual(new Set(['COUPON_SOLD_OUT']));
     expect(answers.repeat).toMatchObject({ seq: 2n, state: UserCouponState.ISSUED });
     // The winner's repeat is the one reserve script (7 keys) Redis saw; the rest are the view's
-    // epoch checks (gate-sold-out.lua, 3 keys), at most one per GATE_LOCAL_RECHECK_MS.
+    // rechecks, one HMGET of the coupon's meta each (no script), at most one per GATE_LOCAL_RECHECK_MS.
     const reserves = commands.filter((c) => c[0]?.toLowerCase().startsWith('eval') && c[2] === '7');
-    const checks = commands.filter((c) => c[0]?.toLowerCase().startsWith('eval') && c[2] === '3');
+    const checks = commands.filter((c) => c[0]?.toLowerCase() === 'hmget' && c[1] === `coupon:{${couponId}}:meta`);
     expect(reserves.map((c) => c.at(-3))).toEqual(['w2']);
+    expect(commands.filter((c) => c[0]?.toLowerCase().startsWith('eval') && c[2] === '3'), 'no sold-out script once the view is built').toEqual([]);
     // Anything else is the recovery loops' look at the pending journal and the outbox (gate/recovery.ts), on their own timer.
     const others = commands.filter((c) => !reserves.includes(c) && !checks.includes(c)).map((c) => c[0]!.toLowerCase());
     expect(others.filter((name) => !['zrangebyscore', 'zrangebylex', 'zcard'].includes(name))).toEqual([]);
@@ -126,6 +132,34 @@ describe('a sold-out coupon', () => {
     expect((await client.issueCoupon({ couponId, userId: 'r3' })).seq).toBe(3n);
     expect(await localAnswers()).toBe(before);
     expect((await callError(client.issueCoupon({ couponId, userId: 'r4' }))).reason).toBe('COUPON_SOLD_OUT');
+  });
+
+  it('a slot released after the view was built (a failover lost a confirm, then the publish failed): within GATE_LOCAL_RECHECK_MS the next new user wins it', async () => {
+    const couponId = await soldOutCoupon(['f1', 'f2']);
+    // What a failover that lost f2's last writes leaves (its confirm and the issuer's claim), and a
+    // publish that then never landed: f2 back in the pending journal, and no row in the ledger.
+    const keys = couponKeys(couponId);
+    // A recent reservation time, so the recovery loop (RECOVERY_STALE_MS) leaves it to this release.
+    const reservedAt = Date.now();
+    await r.hdel(keys.claimed, 'f2');
+    await r.zadd(keys.pending, reservedAt, 'f2');
+    await db.transaction(async (tx) => {
+      await tx('user_coupons').where({ coupon_id: couponId, user_id: 'f2' }).delete();
+      await tx('coupons').where({ id: couponId }).update({ issued_count: 1, completed_at: null });
+    });
+    expect(await gateRelease(new CouponScripts(r), couponId, 'f2', 2, reservedAt)).toBe('RELEASED');
+    // The view's next recheck sees the release (one HMGET): the slot goes to the next new user.
+    const won = await until('the released slot won', async () => {
+      try { return await client.issueCoupon({ couponId, userId: 'f3' }); } catch (err) {
+        if (err instanceof CouponCallError && err.reason === 'COUPON_SOLD_OUT') return undefined;
+        throw err;
+      }
+    }, 5_000, 20);
+    expect(won.seq).toBe(2n);
+    expect((await callError(client.issueCoupon({ couponId, userId: 'f4' }))).reason).toBe('COUPON_SOLD_OUT');
+    expect(await r.hgetall(keys.winners)).toEqual({ f1: '1', f3: '2' });
+    await until('f3 in the ledger', async () => (await db('user_coupons').where({ coupon_id: couponId }).orderBy('seq').select('user_id', 'seq')).length === 2 || undefined, 30_000);
+    expect(await db('user_coupons').where({ coupon_id: couponId }).orderBy('seq').select('user_id', 'seq')).toEqual([{ user_id: 'f1', seq: 1 }, { user_id: 'f3', seq: 2 }]);
   });
 
   it('with Redis stopped, within the view\'s lifetime: a non-winner hears COUPON_SOLD_OUT, a winner never does', async () => {

@@ -24,5 +24,7 @@ redis.call('ZREM', KEYS[3], user)
 -- "<user>|<seq>" pairs, so a user's later releases never hide an earlier one.
 redis.call('SADD', KEYS[4], user .. '|' .. seq)
 redis.call('RPUSH', KEYS[2], seq)
+-- Counted in meta: a sold-out view's one-command recheck sees that a slot came back (gate-sold-out.lua).
+redis.call('HINCRBY', KEYS[6], 'releases', 1)
 expire_new(coupon_deadline(KEYS[6]), KEYS[2], KEYS[4])
 return 'RELEASED'
