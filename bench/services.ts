@@ -1,5 +1,5 @@
 // coupon-api and coupon-issuer for the bench, started as `npm start` starts them (node
-// src/bin/<name>.ts, the local signing key trusted through scripts/local-auth.mjs, LOG_LEVEL info
+// src/bin/<name>.ts, the local signing key trusted through scripts/local-auth.ts, LOG_LEVEL info
 // unless told otherwise), on free ports and under the bench's own topic prefix; from this checkout
 // or, with --compare, from another commit's worktree (`root`). Logs are JSON lines as in
 // production (LOG_PRETTY=false) or, with --log-format pretty, rendered as `npm start` renders them.
@@ -11,7 +11,7 @@ import { once } from 'node:events';
 import { createWriteStream, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { withLocalAuth } from '../scripts/local-auth.mjs';
+import { withLocalAuth } from '../scripts/local-auth.ts';
 import { freePort } from '../test/support/ports.ts';
 
 const here = join(import.meta.dirname, '..');

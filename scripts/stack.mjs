@@ -13,7 +13,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync, openSync, rmSync, r
 import { createConnection } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ensurePrometheusTools } from './promtool.mjs';
+import { ensurePrometheusTools } from './promtool.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const stackDir = process.env.STACK_DIR ?? join(root, '.stack');

@@ -10,7 +10,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cfg as stackCfg, ensureDatabase, up } from './stack.mjs';
 import { clusterKafkaBrokers, clusterRedisNodes, clusterUp, redisPorts } from './cluster-stack.mjs';
-import { withLocalAuth } from './local-auth.mjs';
+import { withLocalAuth } from './local-auth.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const cluster = process.argv.includes('--cluster');

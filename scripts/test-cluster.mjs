@@ -6,7 +6,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { clusterPresent, clusterStatusRows } from './cluster-stack.mjs';
 import { cfg, postgresProblem } from './stack.mjs';
-import { withLocalAuth } from './local-auth.mjs';
+import { withLocalAuth } from './local-auth.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const fail = (msg) => { console.error(`[test:cluster] ${msg}`); process.exit(1); };

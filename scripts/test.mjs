@@ -8,8 +8,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { up } from './stack.mjs';
 import { clusterDown, clusterPresent, clusterUp } from './cluster-stack.mjs';
-import { withLocalAuth } from './local-auth.mjs';
-import { ensurePrometheusTools } from './promtool.mjs';
+import { withLocalAuth } from './local-auth.ts';
+import { ensurePrometheusTools } from './promtool.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);

@@ -3,7 +3,7 @@
 // is migrated. Topics are created by the services, under each file's own prefix.
 import { clusterKafkaBrokers, waitForKafkaCluster, waitForRedisCluster } from '../scripts/cluster-stack.mjs';
 import { ensureDatabase } from '../scripts/stack.mjs';
-import { withLocalAuth } from '../scripts/local-auth.mjs';
+import { withLocalAuth } from '../scripts/local-auth.ts';
 import type { TestProject } from 'vitest/node';
 import { createDb, migrate } from '../src/store/db.ts';
 

@@ -5,7 +5,7 @@ import { createDb, migrate } from '../../src/store/db.ts';
 import { createKafka } from '../../src/events/kafka.ts';
 import { ensureTopics } from '../../src/events/topics.ts';
 import { createLogger } from '../../src/log.ts';
-import { withLocalAuth } from '../../scripts/local-auth.mjs';
+import { withLocalAuth } from '../../scripts/local-auth.ts';
 
 export default async function setup(): Promise<void> {
   // coupon-api processes started by tests trust the local signing key, also under a bare `vitest`.

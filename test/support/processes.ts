@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
-import { withLocalAuth } from '../../scripts/local-auth.mjs';
+import { withLocalAuth } from '../../scripts/local-auth.ts';
 
 const root = join(import.meta.dirname, '..', '..');
 
