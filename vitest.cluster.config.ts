@@ -4,8 +4,8 @@
 // The services and the test's own clients get the cluster's addresses, as under
 // `npm start -- --cluster`; each test file still picks its own topic prefix.
 import { defineConfig } from 'vitest/config';
-import { clusterKafkaBrokers, clusterRedisNodes, redisPorts } from './scripts/cluster-stack.mjs';
-import { cfg } from './scripts/stack.mjs';
+import { clusterKafkaBrokers, clusterRedisNodes, redisPorts } from './scripts/cluster-stack.ts';
+import { cfg } from './scripts/stack.ts';
 
 const clusterDb = process.env.STACK_CLUSTER_DB ?? 'coupon_cluster';
 

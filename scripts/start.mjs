@@ -1,15 +1,15 @@
 // `npm start`: brings the stack up, then runs coupon-api and coupon-issuer in the foreground with
 // readable logs. Ctrl-C stops both (the stack keeps running; `npm run stack:down` stops it).
 //
-// `npm start -- --cluster` does the same on the clustered stack (scripts/cluster-stack.mjs): three
+// `npm start -- --cluster` does the same on the clustered stack (scripts/cluster-stack.ts): three
 // Kafka brokers, Redis Cluster, topics under the prefix `cluster.` with replication factor 3 and
 // min.insync.replicas 2, the ledger in its own database, coupon-api with two workers and two
 // coupon-issuer processes in one consumer group, all on ports of their own beside `npm start`'s.
 import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cfg as stackCfg, ensureDatabase, up } from './stack.mjs';
-import { clusterKafkaBrokers, clusterRedisNodes, clusterUp, redisPorts } from './cluster-stack.mjs';
+import { cfg as stackCfg, ensureDatabase, up } from './stack.ts';
+import { clusterKafkaBrokers, clusterRedisNodes, clusterUp, redisPorts } from './cluster-stack.ts';
 import { withLocalAuth } from './local-auth.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');

@@ -4,8 +4,8 @@
 import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { clusterPresent, clusterStatusRows } from './cluster-stack.mjs';
-import { cfg, postgresProblem } from './stack.mjs';
+import { clusterPresent, clusterStatusRows } from './cluster-stack.ts';
+import { cfg, postgresProblem } from './stack.ts';
 import { withLocalAuth } from './local-auth.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');

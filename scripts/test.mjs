@@ -6,8 +6,8 @@
 import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { up } from './stack.mjs';
-import { clusterDown, clusterPresent, clusterUp } from './cluster-stack.mjs';
+import { up } from './stack.ts';
+import { clusterDown, clusterPresent, clusterUp } from './cluster-stack.ts';
 import { withLocalAuth } from './local-auth.ts';
 import { ensurePrometheusTools } from './promtool.ts';
 

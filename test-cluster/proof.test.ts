@@ -30,7 +30,7 @@ import { keySlot } from '../src/store/redis.ts';
 import {
   clusterBrokers, killBroker, killRedisMaster, redisMasters, redisPorts, restartRedisNode, startBroker,
   waitForKafkaCluster, waitForRedisCluster, redisClusterInfo,
-} from '../scripts/cluster-stack.mjs';
+} from '../scripts/cluster-stack.ts';
 import { startService, type ServiceProcess } from '../test/support/processes.ts';
 import { couponClient, createCoupon, type CouponClient } from '../test/support/coupons.ts';
 import { createKafka } from '../src/events/kafka.ts';
