@@ -196,7 +196,7 @@ async function kafkaClusterUp(): Promise<void> {
   // No node serves clients before the quorum (two of three) has a leader, so all start first.
   await Promise.all(clusterBrokers.map((b) => kafkaListening(b, 120_000)));
   const c = await waitForKafkaCluster();
-  log(`Kafka cluster is up: brokers [${c.brokers.join(',')}] on ${clusterKafkaBrokers}, controller ${String(c.controller)}`);
+  log(`Kafka cluster is up: brokers [${c.brokers.join(',')}] on ${clusterKafkaBrokers}, controller ${c.controller}`);
 }
 
 // ----------------------------------------------------------------------------------------- redis

@@ -1,5 +1,5 @@
 // Runs once before the suite: the ledger schema and the project's topics exist, so test files can
-// run in any order and in parallel. The stack itself is brought up by `npm test` (scripts/test.mjs).
+// run in any order and in parallel. The stack itself is brought up by `npm test` (scripts/test.ts).
 import { loadConfig } from '../../src/config.ts';
 import { createDb, migrate } from '../../src/store/db.ts';
 import { createKafka } from '../../src/events/kafka.ts';

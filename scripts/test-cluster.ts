@@ -9,7 +9,7 @@ import { cfg, postgresProblem } from './stack.ts';
 import { withLocalAuth } from './local-auth.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const fail = (msg) => { console.error(`[test:cluster] ${msg}`); process.exit(1); };
+const fail = (msg: string): never => { console.error(`[test:cluster] ${msg}`); process.exit(1); };
 
 const pg = await postgresProblem();
 if (pg) fail(pg);
