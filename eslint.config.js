@@ -1,4 +1,5 @@
-// ESLint flat config: typescript-eslint's recommended type-checked rules over src, test and bench.
+// ESLint flat config: typescript-eslint's recommended type-checked rules over every TypeScript file
+// (src, test, bench, chaos, fuzz, scripts, the vitest configs).
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
@@ -32,6 +33,20 @@ function layers() {
   }));
 }
 
+// scripts/: the process primitives (proc.ts) import nothing of the project, the single-node stack
+// (stack.ts) knows nothing of the clustered one, and no module imports a command, whose top level
+// runs as soon as it is loaded.
+const SCRIPT_COMMANDS = ['stack-cli', 'start', 'test', 'test-cluster', 'token', 'config-docs', 'check-links'];
+const commandImport = { regex: `^\\./(${SCRIPT_COMMANDS.join('|')})\\.ts$`, message: 'scripts/: a command is run (npm run …), not imported' };
+function scriptLayers() {
+  const banned = (...patterns) => ({ rules: { 'no-restricted-imports': ['error', { patterns }] } });
+  return [
+    { files: ['scripts/*.ts'], ...banned(commandImport) },
+    { files: ['scripts/stack.ts'], ...banned(commandImport, { regex: '^\\./cluster-stack\\.ts$', message: 'scripts/stack.ts must not know the clustered stack (scripts/cluster-stack.ts builds on it)' }) },
+    { files: ['scripts/proc.ts'], ...banned({ regex: '^\\.', message: 'scripts/proc.ts holds process primitives only and imports nothing of the project' }) },
+  ];
+}
+
 export default tseslint.config(
   { ignores: ['gen/**', 'node_modules/**', '.stack/**', 'coverage/**'] },
   js.configs.recommended,
@@ -48,8 +63,10 @@ export default tseslint.config(
     },
   },
   ...layers(),
+  ...scriptLayers(),
   {
-    files: ['scripts/**/*.mjs', 'eslint.config.js'],
+    // The one script in plain JavaScript: it runs on the system Node before node_modules exists.
+    files: ['scripts/ensure-install.mjs', 'eslint.config.js'],
     languageOptions: { globals: { process: 'readonly', console: 'readonly', fetch: 'readonly', AbortSignal: 'readonly', setTimeout: 'readonly' } },
   },
 );

@@ -1,11 +1,11 @@
-// `npm run test:cluster` (scripts/test-cluster.mjs): the proofs of issue #13 §3 on the clustered
+// `npm run test:cluster` (scripts/test-cluster.ts): the proofs of issue #13 §3 on the clustered
 // local stack (`npm run stack:up -- --cluster`). `npm test` runs them after the main suite
-// (scripts/test.mjs starts that stack for them); they kill parts of it and take about a minute.
+// (scripts/test.ts starts that stack for them); they kill parts of it and take about a minute.
 // The services and the test's own clients get the cluster's addresses, as under
 // `npm start -- --cluster`; each test file still picks its own topic prefix.
 import { defineConfig } from 'vitest/config';
-import { clusterKafkaBrokers, clusterRedisNodes, redisPorts } from './scripts/cluster-stack.mjs';
-import { cfg } from './scripts/stack.mjs';
+import { clusterKafkaBrokers, clusterRedisNodes, redisPorts } from './scripts/cluster-stack.ts';
+import { cfg } from './scripts/stack.ts';
 
 const clusterDb = process.env.STACK_CLUSTER_DB ?? 'coupon_cluster';
 

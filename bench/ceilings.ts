@@ -17,7 +17,7 @@ import { allCouponKeys, couponKeys } from '../src/store/keys.ts';
 import { CouponScripts, scriptKeys, scriptSource } from '../src/store/scripts.ts';
 import { reapedChildrenSeconds } from './cpu.ts';
 import { toolNote } from './load.ts';
-import { ensureDebianTool } from '../scripts/debian-tools.mjs';
+import { ensureDebianTool } from '../scripts/debian-tools.ts';
 
 export interface LuaCeiling {
   callsPerSec: number; calls: number; connections: number; users: number;

@@ -16,7 +16,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { IssueCouponRequestSchema } from '../gen/coupon/v1/coupon_service_pb.js';
-import { ensureDebianTool } from '../scripts/debian-tools.mjs';
+import { ensureDebianTool } from '../scripts/debian-tools.ts';
 import { reapedChildrenSeconds } from './cpu.ts';
 
 export type Protocol = 'connect-h1' | 'grpc-h2c';

@@ -1,5 +1,5 @@
 // coupon-api and coupon-issuer for the bench, started as `npm start` starts them (node
-// src/bin/<name>.ts, the local signing key trusted through scripts/local-auth.mjs, LOG_LEVEL info
+// src/bin/<name>.ts, the local signing key trusted through scripts/local-auth.ts, LOG_LEVEL info
 // unless told otherwise), on free ports and under the bench's own topic prefix; from this checkout
 // or, with --compare, from another commit's worktree (`root`). Logs are JSON lines as in
 // production (LOG_PRETTY=false) or, with --log-format pretty, rendered as `npm start` renders them.

@@ -9,7 +9,7 @@ import { mkdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import pg from 'pg';
-import { kafkaDown, kafkaUp, type KafkaInstance } from '../scripts/stack.mjs';
+import { kafkaDown, kafkaUp, type KafkaInstance } from '../scripts/stack.ts';
 import { bounded, pollUntil, sleep } from './journal.ts';
 
 export const root = join(import.meta.dirname, '..');

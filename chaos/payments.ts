@@ -11,7 +11,7 @@ import { create } from '@bufbuild/protobuf';
 import { timestampNow } from '@bufbuild/protobuf/wkt';
 import type { Producer } from 'kafkajs';
 import { PaymentResultSchema, PaymentStatus } from '../gen/payment/v1/payment_pb.js';
-import { localToken } from '../scripts/local-auth.mjs';
+import { localToken } from '../scripts/local-auth.ts';
 import { createPaymentCoupons, type PaymentCoupons } from '../src/client/payment.ts';
 import { CouponCallError } from '../src/client/grpc.ts';
 import type { EventCodec } from '../src/events/registry.ts';

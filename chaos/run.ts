@@ -10,7 +10,7 @@
 // The last line is the verdict, and the exit code says the same:
 //   chaos: PASS seed=<n> coupon=<id> faults=<n> ok=<n> issued=<n>
 //   chaos: FAIL seed=<n> coupon=<id> <violation> <violation> …
-import { withLocalAuth } from '../scripts/local-auth.mjs';
+import { withLocalAuth } from '../scripts/local-auth.ts';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';

@@ -4,7 +4,7 @@
 // recorded; those are the promises I3 holds the service to.
 import * as grpc from '@grpc/grpc-js';
 import { CouponService } from '../gen/coupon/v1/coupon_service_pb.js';
-import { localToken } from '../scripts/local-auth.mjs';
+import { localToken } from '../scripts/local-auth.ts';
 import { CouponCallError, createGrpcClient, type GrpcClient } from '../src/client/grpc.ts';
 import { sleep } from './journal.ts';
 

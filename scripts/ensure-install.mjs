@@ -1,5 +1,6 @@
 // Runs before `npm start` and `npm test` on whatever node is on PATH (a fresh clone has only the
-// system node), so it uses nothing but node's standard library. It installs dependencies when
+// system node), so it uses nothing but node's standard library and, alone in scripts/, is plain
+// JavaScript: that node may be too old to run TypeScript. It installs dependencies when
 // node_modules is missing or older than package-lock.json; everything after it runs on the pinned
 // Node 24 from node_modules/.bin.
 import { execFileSync } from 'node:child_process';

@@ -1,9 +1,9 @@
 // Once before the cluster proofs: the clustered stack is up and whole (three brokers, no
 // under-replicated partition; three masters with a replica each), the ledger database exists and
 // is migrated. Topics are created by the services, under each file's own prefix.
-import { clusterKafkaBrokers, waitForKafkaCluster, waitForRedisCluster } from '../scripts/cluster-stack.mjs';
-import { ensureDatabase } from '../scripts/stack.mjs';
-import { withLocalAuth } from '../scripts/local-auth.mjs';
+import { clusterKafkaBrokers, waitForKafkaCluster, waitForRedisCluster } from '../scripts/cluster-stack.ts';
+import { ensureDatabase } from '../scripts/stack.ts';
+import { withLocalAuth } from '../scripts/local-auth.ts';
 import type { TestProject } from 'vitest/node';
 import { createDb, migrate } from '../src/store/db.ts';
 

@@ -16,7 +16,7 @@
 // Then redemption on the same coupon through another failover of its master (I5): the ledger's
 // order_id, redemption_version and redemption_cancellations equal what callers were told OK.
 //
-// Run with `npm run test:cluster` (scripts/test-cluster.mjs) after `npm run stack:up -- --cluster`.
+// Run with `npm run test:cluster` (scripts/test-cluster.ts) after `npm run stack:up -- --cluster`.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fromBinary } from '@bufbuild/protobuf';
 import { AssignerProtocol } from 'kafkajs';
@@ -30,7 +30,7 @@ import { keySlot } from '../src/store/redis.ts';
 import {
   clusterBrokers, killBroker, killRedisMaster, redisMasters, redisPorts, restartRedisNode, startBroker,
   waitForKafkaCluster, waitForRedisCluster, redisClusterInfo,
-} from '../scripts/cluster-stack.mjs';
+} from '../scripts/cluster-stack.ts';
 import { startService, type ServiceProcess } from '../test/support/processes.ts';
 import { couponClient, createCoupon, type CouponClient } from '../test/support/coupons.ts';
 import { createKafka } from '../src/events/kafka.ts';

@@ -12,7 +12,7 @@ import { CouponCallError, createGrpcClient, type GrpcClient } from '../client/gr
 import { topicNames } from '../events/topics.ts';
 import { renderCouponList, renderFrame, type Reading } from '../metrics/watch.ts';
 import { scrape } from '../metrics/text-format.ts';
-import { localToken } from '../../scripts/local-auth.mjs';
+import { localToken } from '../../scripts/local-auth.ts';
 import { configOrExit } from './lifecycle.ts';
 import { canonicalCouponId } from '../domain/ids.ts';
 

@@ -15,7 +15,7 @@ import { topicNames } from '../../src/events/topics.ts';
 import { couponKeys } from '../../src/store/keys.ts';
 import { CouponScripts } from '../../src/store/scripts.ts';
 import { gateRelease, gateReserve } from '../../src/gate/gate-scripts.ts';
-import { kafkaDown, kafkaUp } from '../../scripts/stack.mjs';
+import { kafkaDown, kafkaUp } from '../../scripts/stack.ts';
 import { startService } from '../support/processes.ts';
 import { couponClient, createCoupon, decided, type CouponClient } from '../support/coupons.ts';
 import { config, db as newDb, kafka, readTopic, redis as newRedis, uniqueEnv, until, waitForCaughtUp } from '../support/stack.ts';

@@ -10,7 +10,7 @@ import { createPaymentCoupons, type PaymentCoupons } from '../../src/client/paym
 import { EventRegistry, type EventCodec } from '../../src/events/registry.ts';
 import { topicNames } from '../../src/events/topics.ts';
 import { redemptionGroups } from '../../src/redemption/wiring.ts';
-import { localToken } from '../../scripts/local-auth.mjs';
+import { localToken } from '../../scripts/local-auth.ts';
 import { CouponService } from '../../gen/coupon/v1/coupon_service_pb.js';
 import { createGrpcClient } from '../../src/client/grpc.ts';
 import type { Role } from '../support/auth.ts';

@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ensurePrometheusTools } from '../../scripts/promtool.mjs';
+import { ensurePrometheusTools } from '../../scripts/promtool.ts';
 import { run } from '../support/processes.ts';
 
 const root = join(import.meta.dirname, '..', '..');

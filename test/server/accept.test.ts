@@ -10,7 +10,7 @@ import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run, startService, type ServiceProcess } from '../support/processes.ts';
 import { reservePort } from '../../src/server/http.ts';
-import { withLocalAuth } from '../../scripts/local-auth.mjs';
+import { withLocalAuth } from '../../scripts/local-auth.ts';
 
 /** The listening TCP sockets on `port`, as socket inodes per pid among `pids` (Linux: /proc). */
 function listenersByPid(port: number, pids: number[]): Map<number, number> {

@@ -10,7 +10,7 @@ import { ErrorDetailSchema } from '../../gen/coupon/v1/error_pb.js';
 import { CouponStatus } from '../../gen/coupon/v1/coupon_pb.js';
 import { Health, HealthCheckResponse_ServingStatus } from '../../gen/health/v1/health_pb.js';
 import { createGrpcClient } from '../../src/client/grpc.ts';
-import { localToken } from '../../scripts/local-auth.mjs';
+import { localToken } from '../../scripts/local-auth.ts';
 import { tokenFor } from '../support/auth.ts';
 import { bufBin, run, startService, type ServiceProcess } from '../support/processes.ts';
 import { callError, couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';

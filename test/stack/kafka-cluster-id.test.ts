@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { newKafkaClusterId, stackDir } from '../../scripts/stack.mjs';
+import { newKafkaClusterId, stackDir } from '../../scripts/stack.ts';
 
 describe('a new Kafka cluster id', () => {
   it('is 22 base64url characters and never starts with "-" (10,000 draws)', () => {

@@ -1,6 +1,6 @@
-// Bearer tokens for tests, signed with the local stack's key (scripts/local-auth.mjs), which the
+// Bearer tokens for tests, signed with the local stack's key (scripts/local-auth.ts), which the
 // coupon-api processes the tests start trust (AUTH_JWKS_FILE, set by npm test and the global setup).
-import { localToken } from '../../scripts/local-auth.mjs';
+import { localToken } from '../../scripts/local-auth.ts';
 
 export type Role = 'operator' | 'storefront' | 'payment';
 

@@ -5,7 +5,7 @@
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { withLocalAuth } from '../../scripts/local-auth.mjs';
+import { withLocalAuth } from '../../scripts/local-auth.ts';
 
 export const repoRoot = join(import.meta.dirname, '..', '..');
 

@@ -4,12 +4,12 @@
 import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { clusterPresent, clusterStatusRows } from './cluster-stack.mjs';
-import { cfg, postgresProblem } from './stack.mjs';
-import { withLocalAuth } from './local-auth.mjs';
+import { clusterPresent, clusterStatusRows } from './cluster-stack.ts';
+import { cfg, postgresProblem } from './stack.ts';
+import { withLocalAuth } from './local-auth.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const fail = (msg) => { console.error(`[test:cluster] ${msg}`); process.exit(1); };
+const fail = (msg: string): never => { console.error(`[test:cluster] ${msg}`); process.exit(1); };
 
 const pg = await postgresProblem();
 if (pg) fail(pg);

@@ -1,13 +1,14 @@
-// The command line over the local stacks: the single-node one (scripts/stack.mjs) and the clustered
-// one (scripts/cluster-stack.mjs), which know nothing of each other.
+// The command line over the local stacks: the single-node one (scripts/stack.ts) and the clustered
+// one (scripts/cluster-stack.ts). It only reads the command and calls them.
 //
-//   node scripts/stack-cli.mjs up [--with-prometheus | --cluster] | down [--cluster] | status
+//   npm run stack:up [-- --with-prometheus | -- --cluster] | stack:down [-- --cluster] | stack:status
+//   (npm runs node scripts/stack-cli.ts up [--with-prometheus | --cluster] | down [--cluster] | status)
 //
 // `up` is idempotent: parts already running are left alone.
-import { down, singleNodeStatus, up } from './stack.mjs';
-import { clusterDown, clusterPresent, clusterStatusRows, clusterUp } from './cluster-stack.mjs';
+import { down, singleNodeStatus, up } from './stack.ts';
+import { clusterDown, clusterPresent, clusterStatusRows, clusterUp } from './cluster-stack.ts';
 
-async function status() {
+async function status(): Promise<boolean> {
   const single = await singleNodeStatus();
   // The clustered stack is listed while it is meant to run (started, not stopped by down --cluster).
   if (!clusterPresent()) {
@@ -28,8 +29,8 @@ try {
   else if (cmd === 'down' && cluster) await clusterDown();
   else if (cmd === 'down') await down();
   else if (cmd === 'status') process.exitCode = (await status()) ? 0 : 1;
-  else { console.error('usage: node scripts/stack-cli.mjs up [--with-prometheus | --cluster] | down [--cluster] | status'); process.exitCode = 2; }
+  else { console.error('usage: node scripts/stack-cli.ts up [--with-prometheus | --cluster] | down [--cluster] | status'); process.exitCode = 2; }
 } catch (err) {
-  console.error(`[stack] ${err.message}`);
+  console.error(`[stack] ${(err as Error).message}`);
   process.exitCode = 1;
 }

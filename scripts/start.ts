@@ -1,16 +1,16 @@
 // `npm start`: brings the stack up, then runs coupon-api and coupon-issuer in the foreground with
 // readable logs. Ctrl-C stops both (the stack keeps running; `npm run stack:down` stops it).
 //
-// `npm start -- --cluster` does the same on the clustered stack (scripts/cluster-stack.mjs): three
+// `npm start -- --cluster` does the same on the clustered stack (scripts/cluster-stack.ts): three
 // Kafka brokers, Redis Cluster, topics under the prefix `cluster.` with replication factor 3 and
 // min.insync.replicas 2, the ledger in its own database, coupon-api with two workers and two
 // coupon-issuer processes in one consumer group, all on ports of their own beside `npm start`'s.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cfg as stackCfg, ensureDatabase, up } from './stack.mjs';
-import { clusterKafkaBrokers, clusterRedisNodes, clusterUp, redisPorts } from './cluster-stack.mjs';
-import { withLocalAuth } from './local-auth.mjs';
+import { cfg as stackCfg, ensureDatabase, up } from './stack.ts';
+import { clusterKafkaBrokers, clusterRedisNodes, clusterUp, redisPorts } from './cluster-stack.ts';
+import { withLocalAuth } from './local-auth.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const cluster = process.argv.includes('--cluster');
@@ -23,16 +23,16 @@ try {
     await up();
   }
 } catch (err) {
-  console.error(`[start] ${err.message}`);
+  console.error(`[start] ${(err as Error).message}`);
   process.exit(1);
 }
 
 // Without a configured JWKS, coupon-api trusts the local signing key (`npm run -s token -- <role>`).
 const base = await withLocalAuth({ ...process.env, LOG_PRETTY: process.env.LOG_PRETTY ?? 'true' });
-const or = (name, fallback) => process.env[name] || fallback;
+const or = (name: string, fallback: string): string => process.env[name] || fallback;
 
 /** [name, env] of every process to run. */
-let processes;
+let processes: Array<[name: 'api' | 'issuer', env: NodeJS.ProcessEnv]>;
 if (cluster) {
   const shared = {
     ...base,
@@ -53,7 +53,7 @@ if (cluster) {
   const issuerPorts = or('CLUSTER_ISSUER_METRICS_PORTS', '19465,19466').split(',');
   processes = [
     ['api', { ...shared, API_WORKERS: or('API_WORKERS', '2'), ISSUER_METRICS_PORT: issuerPorts[0] }],
-    ...issuerPorts.map((port) => ['issuer', { ...shared, ISSUER_METRICS_PORT: port }]),
+    ...issuerPorts.map((port): [name: 'issuer', env: NodeJS.ProcessEnv] => ['issuer', { ...shared, ISSUER_METRICS_PORT: port }]),
   ];
 } else {
   processes = [['api', base], ['issuer', base]];
@@ -75,21 +75,21 @@ const children = processes.map(([name, env]) => {
 
 let stopping = false;
 let stoppedAt = 0;
-const running = (c) => c.exitCode === null && c.signalCode === null;
-function stop(code = 0) {
+const running = (c: ChildProcess): boolean => c.exitCode === null && c.signalCode === null;
+function stop(code = 0): void {
   // One Ctrl-C can arrive twice (from the terminal and passed on by npm): signals within a second
   // of the first are one stop. A later one is a second Ctrl-C, which the services take as "exit now".
   if (stopping && Date.now() - stoppedAt < 1_000) return;
   if (!stopping) stoppedAt = Date.now();
   stopping = true;
   for (const c of children) if (running(c)) c.kill('SIGTERM');
-  Promise.all(children.map((c) => running(c) ? new Promise((r) => c.once('exit', r)) : null)).then(() => process.exit(code));
+  void Promise.all(children.map((c) => running(c) ? new Promise((r) => c.once('exit', r)) : Promise.resolve())).then(() => process.exit(code));
 }
 process.on('SIGINT', () => stop(0));
 process.on('SIGTERM', () => stop(0));
 process.on('SIGHUP', () => stop(0));
 
-const [apiName, apiEnv] = processes[0];
+const [apiName, apiEnv] = processes[0]!;
 const port = apiEnv.API_PORT ?? '8080';
 const metrics = processes.map(([name, env]) => `http://127.0.0.1:${name === 'api' ? env.API_METRICS_PORT || '9464' : env.ISSUER_METRICS_PORT || '9465'}/metrics (coupon-${name})`);
 setTimeout(() => console.log(`

@@ -5,7 +5,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { exportJWK, generateKeyPair, importJWK, SignJWT } from 'jose';
+import { exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from 'jose';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dir = join(process.env.STACK_DIR ?? join(root, '.stack'), 'auth');
@@ -19,7 +19,7 @@ export const localAuth = {
 };
 
 /** Creates the key pair if it is missing; returns the JWKS file coupon-api should trust. */
-export async function ensureLocalKey() {
+export async function ensureLocalKey(): Promise<string> {
   if (existsSync(localAuth.jwksFile) && existsSync(localAuth.privateKeyFile)) return localAuth.jwksFile;
   mkdirSync(dir, { recursive: true });
   const { publicKey, privateKey } = await generateKeyPair('ES256', { extractable: true });
@@ -33,15 +33,24 @@ export async function ensureLocalKey() {
  * Sets AUTH_JWKS_FILE in `env` to the local key when coupon-api would otherwise have no JWKS
  * (and auth is not off), creating the key if needed.
  */
-export async function withLocalAuth(env) {
+export async function withLocalAuth<E extends Record<string, string | undefined>>(env: E): Promise<E & { AUTH_JWKS_FILE?: string }> {
   if (env.AUTH_MODE === 'off' || env.AUTH_JWKS_URL || env.AUTH_JWKS_FILE) return env;
   return { ...env, AUTH_JWKS_FILE: await ensureLocalKey() };
 }
 
+export interface LocalTokenOptions {
+  roles: string[];
+  sub?: string;
+  ttlSeconds?: number;
+  issuer?: string;
+  audience?: string;
+  notBefore?: number;
+}
+
 /** A token signed with the local key. */
-export async function localToken({ roles, sub = `local-${roles.join('-') || 'none'}`, ttlSeconds = 3600, issuer = localAuth.issuer, audience = localAuth.audience, notBefore } = {}) {
+export async function localToken({ roles, sub = `local-${roles.join('-') || 'none'}`, ttlSeconds = 3600, issuer = localAuth.issuer, audience = localAuth.audience, notBefore }: LocalTokenOptions): Promise<string> {
   await ensureLocalKey();
-  const jwk = JSON.parse(readFileSync(localAuth.privateKeyFile, 'utf8'));
+  const jwk = JSON.parse(readFileSync(localAuth.privateKeyFile, 'utf8')) as JWK & { kid: string };
   const key = await importJWK(jwk, 'ES256');
   const now = Math.floor(Date.now() / 1000);
   const jwt = new SignJWT({ roles }).setProtectedHeader({ alg: 'ES256', kid: jwk.kid, typ: 'JWT' })

@@ -6,10 +6,10 @@
 import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { up } from './stack.mjs';
-import { clusterDown, clusterPresent, clusterUp } from './cluster-stack.mjs';
-import { withLocalAuth } from './local-auth.mjs';
-import { ensurePrometheusTools } from './promtool.mjs';
+import { up } from './stack.ts';
+import { clusterDown, clusterPresent, clusterUp } from './cluster-stack.ts';
+import { withLocalAuth } from './local-auth.ts';
+import { ensurePrometheusTools } from './promtool.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -23,14 +23,14 @@ if (args.length === 0) {
 try {
   await up();
 } catch (err) {
-  console.error(`[test] ${err.message}`);
+  console.error(`[test] ${(err as Error).message}`);
   process.exit(1);
 }
 // The alert rules' tests run promtool (test/ops/alert-rules.test.ts); without it they fail and say why.
 try {
   ensurePrometheusTools();
 } catch (err) {
-  console.error(`[test] ${err.message}`);
+  console.error(`[test] ${(err as Error).message}`);
 }
 // coupon-api processes the tests start trust the local signing key, as under `npm start`.
 const env = await withLocalAuth(process.env);
@@ -43,10 +43,10 @@ let status = 1;
 try {
   console.log('[test] the cluster proof (npm run test:cluster) on the clustered local stack …');
   await clusterUp();
-  status = spawnSync(process.execPath, [join(root, 'scripts', 'test-cluster.mjs')], { stdio: 'inherit', env }).status ?? 1;
+  status = spawnSync(process.execPath, [join(root, 'scripts', 'test-cluster.ts')], { stdio: 'inherit', env }).status ?? 1;
 } catch (err) {
-  console.error(`[test] ${err.message}`);
+  console.error(`[test] ${(err as Error).message}`);
 } finally {
-  if (startedHere) await clusterDown().catch((err) => console.error(`[test] stopping the clustered stack: ${err.message}`));
+  if (startedHere) await clusterDown().catch((err: unknown) => console.error(`[test] stopping the clustered stack: ${(err as Error).message}`));
 }
 process.exit(status);

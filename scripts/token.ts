@@ -2,7 +2,7 @@
 // bearer token for the local stack signed with .stack/auth's key, valid for an hour by default.
 //   grpcurl -plaintext -H "Authorization: Bearer $(npm run -s token -- operator)" 127.0.0.1:8080 list
 import { parseArgs } from 'node:util';
-import { localToken } from './local-auth.mjs';
+import { localToken } from './local-auth.ts';
 
 const ROLES = ['operator', 'storefront', 'payment'];
 const { values, positionals } = parseArgs({ allowPositionals: true, options: { sub: { type: 'string' }, ttl: { type: 'string', default: '3600' } } });

@@ -3,21 +3,22 @@
 // .stack/ (git-ignored). PostgreSQL and Redis are used as found; this module only checks them and
 // says what to start. `up({ withPrometheus })` also starts Prometheus (Debian's package, installed if
 // missing) with ops/prometheus/prometheus.yml and its alert rules, data under .stack/prometheus. The
-// clustered stack is scripts/cluster-stack.mjs, built on the process primitives here; the command
-// line over both is scripts/stack-cli.mjs (npm run stack:up | stack:down | stack:status).
+// clustered stack is scripts/cluster-stack.ts, which starts its brokers with the Kafka code here;
+// this module knows nothing of it. Both run their processes with the primitives of scripts/proc.ts.
+// The command line over both is scripts/stack-cli.ts (npm run stack:up | stack:down | stack:status).
 //
 // `up` is idempotent: parts already running are left alone.
-import { spawn, spawnSync, execFileSync } from 'node:child_process';
+import { spawnSync, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync, openSync, rmSync, readdirSync } from 'node:fs';
-import { createConnection } from 'node:net';
+import { existsSync, mkdirSync, writeFileSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ensurePrometheusTools } from './promtool.mjs';
+import { log, pidAlive, portOpen, startDetached, stop, waitFor } from './proc.ts';
+import { ensurePrometheusTools } from './promtool.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const stackDir = process.env.STACK_DIR ?? join(root, '.stack');
-const env = (name, fallback) => process.env[name] ?? fallback;
+const env = (name: string, fallback: string): string => process.env[name] ?? fallback;
 
 export const cfg = {
   kafkaPort: Number(env('STACK_KAFKA_PORT', '9092')),
@@ -33,41 +34,16 @@ export const cfg = {
   prometheusPort: Number(env('STACK_PROMETHEUS_PORT', '9090')),
 };
 
-export const log = (msg) => console.log(`[stack] ${msg}`);
-export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-export function portOpen(port, host = '127.0.0.1') {
-  return new Promise((resolve) => {
-    const socket = createConnection({ port, host });
-    socket.setTimeout(1000);
-    socket.once('connect', () => { socket.destroy(); resolve(true); });
-    socket.once('timeout', () => { socket.destroy(); resolve(false); });
-    socket.once('error', () => resolve(false));
-  });
-}
-
-export async function waitFor(what, check, timeoutMs, logFile, pidFile) {
-  const deadline = Date.now() + timeoutMs;
-  let why = `did not come up within ${timeoutMs / 1000}s`;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    if (pidFile && !pidAlive(pidFile)) { why = 'exited while starting'; break; }
-    await sleep(500);
-  }
-  const tail = logFile && existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n').slice(-30).join('\n') : '';
-  throw new Error(`${what} ${why}.${tail ? `\nLast lines of ${logFile}:\n${tail}` : ''}`);
-}
-
-function versionOf(javaBin) {
+function versionOf(javaBin: string): number {
   const r = spawnSync(javaBin, ['-version'], { encoding: 'utf8' });
   return Number(/version "(\d+)/.exec(`${r.stderr}${r.stdout}`)?.[1] ?? 0);
 }
 
 // Apicurio Registry 3.x is compiled for Java 21. Kafka runs on the default java (17 here); the
 // registry takes REGISTRY_JAVA_HOME, then JAVA_HOME, then any JDK >= 21 under /usr/lib/jvm.
-function registryJava() {
+function registryJava(): string {
   const candidates = [process.env.REGISTRY_JAVA_HOME, process.env.JAVA_HOME]
-    .filter(Boolean)
+    .filter((home): home is string => Boolean(home))
     .map((home) => join(home, 'bin', 'java'));
   candidates.push('java');
   if (existsSync('/usr/lib/jvm')) {
@@ -79,45 +55,24 @@ function registryJava() {
   throw new Error('Apicurio Registry 3.x needs Java 21 or newer, and none was found (looked at REGISTRY_JAVA_HOME, JAVA_HOME, java on PATH and /usr/lib/jvm/*). Install one, for example a Temurin 21+ JDK, and set REGISTRY_JAVA_HOME.');
 }
 
-export function pidAlive(pidFile) {
-  if (!existsSync(pidFile)) return false;
-  const pid = Number(readFileSync(pidFile, 'utf8'));
-  try { process.kill(pid, 0); } catch { return false; }
-  // A killed process whose parent has not reaped it yet (a zombie, state Z) is dead too.
-  try { if (/^\d+ \(.*\) Z/s.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))) return false; } catch { /* no procfs */ }
-  return pid;
-}
-
-export function startDetached(dir, name, cmd, args, extraEnv) {
-  const cwd = dir;
-  const logFile = join(dir, `${name}.log`);
-  const out = openSync(logFile, 'w');
-  const child = spawn(cmd, args, {
-    cwd, detached: true, stdio: ['ignore', out, out], env: { ...process.env, ...extraEnv },
-  });
-  child.unref();
-  writeFileSync(join(dir, `${name}.pid`), String(child.pid));
-  return logFile;
-}
-
-function mvn(args) {
+function mvn(args: string[]): void {
   try {
     execFileSync('mvn', ['-B', '-q', ...args], { cwd: root, stdio: 'inherit' });
   } catch (err) {
-    throw new Error(`Maven failed (mvn ${args.join(' ')}). Maven Central must be reachable. ${err.message}`, { cause: err });
+    throw new Error(`Maven failed (mvn ${args.join(' ')}). Maven Central must be reachable. ${(err as Error).message}`, { cause: err });
   }
 }
 
 // ---------------------------------------------------------------------------------------- checks
 
 /** Why PostgreSQL cannot be used, or undefined when it answers. */
-export async function postgresProblem() {
+export async function postgresProblem(): Promise<string | undefined> {
   if (await portOpen(cfg.pgPort, cfg.pgHost)) return undefined;
   return `PostgreSQL is not reachable at ${cfg.pgHost}:${cfg.pgPort}. Start it, for example: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`;
 }
 
-async function checkExternal() {
-  const problems = [];
+async function checkExternal(): Promise<string[]> {
+  const problems: string[] = [];
   const pg = await postgresProblem();
   if (pg) problems.push(pg);
   if (!(await portOpen(cfg.redisPort))) {
@@ -131,23 +86,36 @@ async function checkExternal() {
 const kafkaDir = join(stackDir, 'kafka');
 const kafkaLibs = join(kafkaDir, 'libs');
 
-/** The default broker; tests start extra ones (own dir and ports) to stop them without disturbing others. */
 /**
  * A new Kafka cluster id: 16 random bytes in base64url, as Kafka's own, but never starting with '-'
  * (Kafka's Uuid.randomUuid() skips those too): `kafka-storage format -t -Abc…` reads such an id as
  * an option and refuses to format, which happened once in 64 fresh stacks.
  */
-export function newKafkaClusterId() {
+export function newKafkaClusterId(): string {
   for (;;) {
     const id = randomBytes(16).toString('base64url');
     if (!id.startsWith('-')) return id;
   }
 }
 
-export const defaultKafka = { dir: kafkaDir, port: cfg.kafkaPort, controllerPort: cfg.controllerPort, heap: cfg.kafkaHeap };
+/** One Kafka node: its directory (data, logs, pid file), ports and heap. */
+export interface KafkaInstance {
+  dir: string; port: number; controllerPort: number; heap: string;
+  /** For a node of a quorum: node.id (default 1), controller.quorum.voters ("1@host:port,…"), a shared cluster id. */
+  nodeId?: number; voters?: string; clusterId?: string;
+  /** Copies of internal and default topics (default 1); min ISR is 2 when there are several. */
+  replicas?: number;
+  /** -XX:ActiveProcessorCount (default 2). */
+  processors?: number;
+  /** Extra server.properties lines. */
+  extraProperties?: string[];
+}
+
+/** The default broker; tests start extra ones (own dir and ports) to stop them without disturbing others. */
+export const defaultKafka: KafkaInstance = { dir: kafkaDir, port: cfg.kafkaPort, controllerPort: cfg.controllerPort, heap: cfg.kafkaHeap };
 
 /** Resolves Kafka's jars into .stack/kafka/libs once; every broker (single or clustered) runs from them. */
-export function ensureKafkaLibs() {
+export function ensureKafkaLibs(): string {
   const libs = kafkaLibs;
   if (!existsSync(libs) || !readdirSync(libs).some((f) => f.startsWith('kafka_2.13-'))) {
     log('resolving Kafka from Maven Central (infra/kafka/pom.xml) …');
@@ -159,7 +127,7 @@ export function ensureKafkaLibs() {
 // An instance may also say which node of a quorum it is (nodeId, voters: "1@host:port,…", a shared
 // clusterId), how many copies internal topics keep (replicas; min ISR is 2 when there are several),
 // how many processors the JVM sees, and extra server.properties lines.
-function kafkaFiles(inst) {
+function kafkaFiles(inst: KafkaInstance): { javaArgs: string[]; props: string } {
   const libs = ensureKafkaLibs();
   const replicas = inst.replicas ?? 1;
   const minIsr = Math.min(2, replicas);
@@ -214,7 +182,7 @@ function kafkaFiles(inst) {
 }
 
 /** Starts the broker's JVM unless it runs already; returns false when it was listening before. */
-export async function kafkaStart(inst = defaultKafka) {
+export async function kafkaStart(inst: KafkaInstance = defaultKafka): Promise<boolean> {
   const pidFile = join(inst.dir, 'kafka.pid');
   const name = inst.nodeId ? `Kafka node ${inst.nodeId}` : 'Kafka';
   if (await portOpen(inst.port)) { log(`${name} already listening on 127.0.0.1:${inst.port}`); return false; }
@@ -230,18 +198,18 @@ export async function kafkaStart(inst = defaultKafka) {
 }
 
 /** Waits until the broker listens on its port (or its process has exited). */
-export async function kafkaListening(inst = defaultKafka, timeoutMs = 90_000) {
+export async function kafkaListening(inst: KafkaInstance = defaultKafka, timeoutMs = 90_000): Promise<void> {
   const name = inst.nodeId ? `Kafka node ${inst.nodeId}` : 'Kafka';
   await waitFor(name, () => portOpen(inst.port), timeoutMs, join(inst.dir, 'kafka.log'), join(inst.dir, 'kafka.pid'));
 }
 
-export async function kafkaUp(inst = defaultKafka) {
+export async function kafkaUp(inst: KafkaInstance = defaultKafka): Promise<void> {
   if (!(await kafkaStart(inst))) return;
   await kafkaListening(inst);
   log('Kafka is up');
 }
 
-export async function kafkaDown(inst = defaultKafka, signal = 'SIGTERM') {
+export async function kafkaDown(inst: KafkaInstance = defaultKafka, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   await stop('kafka', inst.dir, signal);
 }
 
@@ -250,7 +218,7 @@ export async function kafkaDown(inst = defaultKafka, signal = 'SIGTERM') {
 const registryDir = join(stackDir, 'registry');
 const registryUrl = `http://127.0.0.1:${cfg.registryPort}`;
 
-async function registryHealthy() {
+async function registryHealthy(): Promise<boolean> {
   try {
     const res = await fetch(`${registryUrl}/apis/ccompat/v7/subjects`, { signal: AbortSignal.timeout(2000) });
     return res.ok;
@@ -258,7 +226,7 @@ async function registryHealthy() {
 }
 
 /** Creates a PostgreSQL database on the local server if it does not exist. */
-export async function ensureDatabase(name) {
+export async function ensureDatabase(name: string): Promise<void> {
   const { default: pg } = await import('pg');
   const client = new pg.Client({ host: cfg.pgHost, port: cfg.pgPort, user: cfg.pgUser, database: 'postgres' });
   await client.connect();
@@ -273,7 +241,7 @@ export async function ensureDatabase(name) {
   }
 }
 
-export async function registryUp() {
+export async function registryUp(): Promise<void> {
   const pidFile = join(registryDir, 'registry.pid');
   if (await registryHealthy()) { log(`Apicurio Registry already answering on ${registryUrl}`); return; }
   mkdirSync(registryDir, { recursive: true });
@@ -313,14 +281,14 @@ export async function registryUp() {
 const prometheusDir = join(stackDir, 'prometheus');
 const prometheusUrl = `http://127.0.0.1:${cfg.prometheusPort}`;
 
-async function prometheusReady() {
+async function prometheusReady(): Promise<boolean> {
   try {
     const res = await fetch(`${prometheusUrl}/-/ready`, { signal: AbortSignal.timeout(2000) });
     return res.ok;
   } catch { return false; }
 }
 
-async function prometheusUp() {
+async function prometheusUp(): Promise<void> {
   const pidFile = join(prometheusDir, 'prometheus.pid');
   if (await prometheusReady()) { log(`Prometheus already answering on ${prometheusUrl}`); return; }
   if (await portOpen(cfg.prometheusPort)) throw new Error(`port ${cfg.prometheusPort} is taken by something that is not a ready Prometheus; set STACK_PROMETHEUS_PORT`);
@@ -343,20 +311,9 @@ async function prometheusUp() {
 
 // ------------------------------------------------------------------------------------- commands
 
-export async function stop(name, dir, signal = 'SIGTERM', label = name) {
-  const pidFile = join(dir, `${name}.pid`);
-  const pid = pidAlive(pidFile);
-  if (!pid) { log(`${label}: not running`); rmSync(pidFile, { force: true }); return; }
-  process.kill(pid, signal);
-  for (let i = 0; i < 60 && pidAlive(pidFile); i++) await sleep(500);
-  if (pidAlive(pidFile)) process.kill(pid, 'SIGKILL');
-  rmSync(pidFile, { force: true });
-  log(`${label}: stopped`);
-}
-
 /** The single-node stack's parts: prints a line for each, true when all that should run do. */
-export async function singleNodeStatus() {
-  const rows = [
+export async function singleNodeStatus(): Promise<boolean> {
+  const rows: Array<[name: string, where: string, up: boolean]> = [
     ['postgres', `${cfg.pgHost}:${cfg.pgPort}`, await portOpen(cfg.pgPort, cfg.pgHost)],
     ['redis', `127.0.0.1:${cfg.redisPort}`, await portOpen(cfg.redisPort)],
     ['kafka', `127.0.0.1:${cfg.kafkaPort}`, await portOpen(cfg.kafkaPort)],
@@ -370,14 +327,14 @@ export async function singleNodeStatus() {
   return rows.every((r) => r[2]) && (prometheusUp || !prometheusWanted);
 }
 
-export async function up({ withPrometheus = false } = {}) {
+export async function up({ withPrometheus = false }: { withPrometheus?: boolean } = {}): Promise<void> {
   const problems = await checkExternal();
   if (problems.length) throw new Error(problems.join('\n'));
   // Both JVMs start in parallel; each waits for its own readiness.
   await Promise.all([kafkaUp(defaultKafka), registryUp(), withPrometheus ? prometheusUp() : undefined]);
 }
 
-export async function down() {
+export async function down(): Promise<void> {
   await stop('prometheus', prometheusDir);
   await stop('registry', registryDir);
   await kafkaDown(defaultKafka);
