@@ -19,9 +19,14 @@ export const reconnectQuickly: grpc.ChannelOptions = {
 };
 
 // The chaos run's clients act as an operator (they create the coupon and read it), with a token
-// signed by the local key coupon-api trusts.
-const operatorToken = localToken({ roles: ['operator'], sub: 'chaos' });
-export const couponClient = (address: string): CouponClient => createGrpcClient(CouponService, address, { channelOptions: reconnectQuickly, token: () => operatorToken });
+// signed by the local key coupon-api trusts. Signed at the first call, after run.ts made sure of the
+// key (withLocalAuth): signing at import raced it on a first run, each creating a key pair, and
+// coupon-api could trust the other one.
+let operatorToken: Promise<string> | undefined;
+export const couponClient = (address: string): CouponClient => createGrpcClient(CouponService, address, {
+  channelOptions: reconnectQuickly,
+  token: () => (operatorToken ??= localToken({ roles: ['operator'], sub: 'chaos' })),
+});
 
 export type AskResult = 'OK' | 'SOLD_OUT' | 'GAVE_UP' | 'REFUSED';
 
