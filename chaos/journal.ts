@@ -34,3 +34,6 @@ export async function pollUntil(ms: number, everyMs: number, check: () => Promis
     await sleep(everyMs);
   }
 }
+
+/** An epoch time as seconds into the run, the way `say` stamps its lines. */
+export const atSeconds = (epochMs: number) => ((epochMs - started) / 1000).toFixed(1);

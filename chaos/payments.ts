@@ -20,8 +20,9 @@ import type { Prng } from './prng.ts';
 import { reconnectQuickly } from './users.ts';
 
 // The payment service's token, signed with the local key coupon-api trusts in a chaos run.
-const paymentTokenOnce = localToken({ roles: ['payment'], sub: 'chaos-payments' });
-const paymentToken = () => paymentTokenOnce;
+// Signed at the first call, not at import (see couponClient in chaos/users.ts).
+let paymentTokenOnce: Promise<string> | undefined;
+const paymentToken = () => (paymentTokenOnce ??= localToken({ roles: ['payment'], sub: 'chaos-payments' }));
 
 export type Compensation = 'rpc' | 'kafka';
 

@@ -2,13 +2,17 @@
 //
 // A bounded flash sale under a seeded schedule of faults (issue 9 §8), on infrastructure of its
 // own so the shared stack is never disturbed. While it runs, coupon-api and coupon-issuer are
-// SIGKILLed and restarted, the broker stops and starts, Redis restarts empty and PostgreSQL is cut;
-// buyers call IssueCoupon and a payment service redeems, cancels and publishes failed payments.
-// Then the faults stop, everything is brought up, the consumers drain, dead letters are replayed
-// as an operator would, and I1–I5 are checked against what every caller was told.
+// SIGKILLed and restarted, the broker stops and starts, Redis restarts empty and PostgreSQL is cut,
+// and an operator pauses and resumes the sale, restocks it, and closes a second sale early (issue
+// 19, chaos/lifecycle.ts); buyers call IssueCoupon and a payment service redeems, cancels and
+// publishes failed payments. Then the faults stop, everything is brought up, the
+// consumers drain, dead letters are replayed as an operator would, and I1–I5 and every operator
+// change are checked against what every caller was told.
 //
-// The last line is the verdict, and the exit code says the same:
-//   chaos: PASS seed=<n> coupon=<id> faults=<n> ok=<n> issued=<n>
+// The last line is the verdict, and the exit code says the same; `total` is the sale's
+// total_quantity as the run's model knows it (the quantity plus every restock answered OK), which
+// `issued` must equal:
+//   chaos: PASS seed=<n> coupon=<id> faults=<n> ok=<n> issued=<n> total=<n>
 //   chaos: FAIL seed=<n> coupon=<id> <violation> <violation> …
 import { withLocalAuth } from '../scripts/local-auth.ts';
 import { randomUUID } from 'node:crypto';
@@ -27,6 +31,7 @@ import { redemptionGroups } from '../src/redemption/wiring.ts';
 import { createDb } from '../src/store/db.ts';
 import { check } from './check.ts';
 import { describeFault, faultSchedule, FaultInjector } from './faults.ts';
+import { Lifecycle } from './lifecycle.ts';
 import { CuttableProxy, deleteSubjects, freePort, OwnDatabase, OwnKafka, OwnRedis, RunDir } from './infra.ts';
 import { bounded, elapsed, say, sleep } from './journal.ts';
 import { parseOptions, type ChaosOptions } from './options.ts';
@@ -55,11 +60,14 @@ const rng = new Prng(opts.seed);
 const faultRng = rng.fork('faults');
 const arrivalRng = rng.fork('arrivals');
 const paymentRng = rng.fork('payments');
+const secondSaleRng = rng.fork('second-sale');
 const dir = new RunDir(String(process.pid));
 const violations: string[] = [];
 const cleanups: { what: string; run: () => Promise<unknown> }[] = [];
 const summary: string[] = [];
 let couponId = 'none';
+let secondId = 'none';
+let lifecycle: Lifecycle | undefined;
 let faultsApplied = 0;
 let okUsers = 0;
 let issued = 0;
@@ -86,7 +94,7 @@ async function cleanUp(): Promise<void> {
 
 function verdictLine(): string {
   if (violations.length === 0) {
-    return `chaos: PASS seed=${opts.seed} coupon=${couponId} faults=${faultsApplied} ok=${okUsers} issued=${issued}`;
+    return `chaos: PASS seed=${opts.seed} coupon=${couponId} faults=${faultsApplied} ok=${okUsers} issued=${issued} total=${lifecycle?.total ?? opts.quantity}`;
   }
   const listed = violations.slice(0, LAST_LINE_VIOLATIONS).join(' ');
   const more = violations.length > LAST_LINE_VIOLATIONS ? ` (+${violations.length - LAST_LINE_VIOLATIONS} more)` : '';
@@ -120,12 +128,12 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   });
 }
 
-async function createCoupon(client: CouponClient, quantity: number): Promise<string> {
+async function createCoupon(client: CouponClient, quantity: number, name: string): Promise<string> {
   const deadline = Date.now() + 60_000;
   for (;;) {
     try {
       const res = await client.createCoupon({
-        name: `chaos seed ${opts.seed}`,
+        name,
         totalQuantity: BigInt(quantity),
         opensAt: timestampFromDate(new Date(Date.now() - 1_000)),
       });
@@ -149,6 +157,16 @@ function arrivalTimes(r: Prng, o: ChaosOptions): number[] {
     .map((u) => (u <= share ? 0.6 * ms * (u / share) : 0.6 * ms + 0.25 * ms * ((u - share) / (1 - share))));
 }
 
+/**
+ * The second sale (the one the operator closes early): as many units as the main sale, half as many
+ * users, arriving evenly over the first 70% of the run, so it is never sold out and users keep
+ * arriving after the close (planned within the first 45%).
+ */
+const secondSale = (o: ChaosOptions) => ({ quantity: o.quantity, users: Math.ceil(o.quantity / 2) });
+function secondArrivals(r: Prng, o: ChaosOptions): number[] {
+  return Array.from({ length: secondSale(o).users }, () => r.next() * 0.7 * o.duration * 1_000).sort((a, b) => a - b);
+}
+
 const histogram = (m: Map<string, number>) => [...m].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k}=${n}`).join(', ') || 'none';
 
 async function topicRecords(admin: Admin, topic: string): Promise<number> {
@@ -158,7 +176,7 @@ async function topicRecords(admin: Admin, topic: string): Promise<number> {
 
 async function main(): Promise<void> {
   say(`seed ${opts.seed}, ${opts.duration} s of faults, quantity ${opts.quantity}, ${opts.users} users; run ${runId} in ${dir.base}`);
-  const schedule = opts.noFaults ? [] : faultSchedule(faultRng, opts.duration * 1_000);
+  const schedule = opts.noFaults ? [] : faultSchedule(faultRng, opts.duration * 1_000, opts.quantity);
   say(`fault schedule (${schedule.length}): ${schedule.map((f) => `+${(f.atMs / 1000).toFixed(0)}s ${describeFault(f)}`).join('; ') || 'none'}`);
 
   // ------------------------------------------------------------------ infrastructure of its own
@@ -213,8 +231,11 @@ async function main(): Promise<void> {
   const address = `127.0.0.1:${apiPort}`;
   const clients = Array.from({ length: 3 }, () => couponClient(address));
   onCleanup('gRPC clients', () => Promise.resolve(clients.forEach((c) => c.close())));
-  couponId = await createCoupon(clients[0]!, opts.quantity);
+  couponId = await createCoupon(clients[0]!, opts.quantity, `chaos seed ${opts.seed}`);
   say(`coupon ${couponId} (quantity ${opts.quantity}) is open`);
+  const second = secondSale(opts);
+  secondId = await createCoupon(clients[0]!, second.quantity, `chaos seed ${opts.seed}, second sale`);
+  say(`second sale ${secondId} (quantity ${second.quantity}, ${second.users} users) is open`);
 
   const harnessLog = pino({ level: 'warn' }, pino.destination({ dest: join(dir.logs, 'harness.log'), sync: false }));
   const kafkaClient = createKafka([kafka.brokers], `${runId}-harness`, harnessLog);
@@ -226,27 +247,41 @@ async function main(): Promise<void> {
   );
   onCleanup('PaymentResult producer', () => results.close());
   const buyers = new Buyers(clients, couponId, elapsed);
+  const secondBuyers = new Buyers(clients, secondId, elapsed);
   const payments = new PaymentService({ address, couponId, results, rng: paymentRng, runId });
   onCleanup('payment client', () => Promise.resolve(payments.close()));
-  const injector = new FaultInjector({ kafka, redis, proxy, api, issuer });
+  // The harness's view of the run's Redis: the operator's checks read the gate, the verdict the rest.
+  const redisClient = new Redis(redis.url, { maxRetriesPerRequest: 2, connectTimeout: 2_000 });
+  redisClient.on('error', () => undefined); // Redis restarts are faults; every read is retried
+  onCleanup('Redis client', () => redisClient.quit());
+  const operator = new Lifecycle({
+    client: clients[0]!, redis: redisClient,
+    main: { couponId, quantity: opts.quantity, buyers },
+    second: { couponId: secondId, quantity: second.quantity, buyers: secondBuyers },
+  });
+  lifecycle = operator;
+  const injector = new FaultInjector({ kafka, redis, proxy, api, issuer, lifecycle: operator });
 
   // ------------------------------------------------------------------------- the sale, with faults
   const openedAt = Date.now();
   const endAt = openedAt + opts.duration * 1_000;
-  const arrivals = arrivalTimes(arrivalRng, opts).map((atMs, i) => ({ userId: `user-${i}`, atMs }));
   const asking: Promise<unknown>[] = [];
-  const arrive = (async () => {
+  const arriveAt = async (sale: Buyers, arrivals: { userId: string; atMs: number }[]) => {
     for (const a of arrivals) {
       const wait = openedAt + a.atMs - Date.now();
       if (wait > 0) await sleep(wait);
-      asking.push(buyers.ask(a.userId, 30_000));
+      asking.push(sale.ask(a.userId, 30_000));
     }
-  })();
-  const progress = setInterval(() => say(`sale: ${buyers.winners().length} users heard OK, ${payments.orders.size} orders; answers ${histogram(buyers.answers)}`), 15_000);
+  };
+  const arrive = Promise.all([
+    arriveAt(buyers, arrivalTimes(arrivalRng, opts).map((atMs, i) => ({ userId: `user-${i}`, atMs }))),
+    arriveAt(secondBuyers, secondArrivals(secondSaleRng, opts).map((atMs, i) => ({ userId: `second-${i}`, atMs }))),
+  ]);
+  const progress = setInterval(() => say(`sale: ${buyers.winners().length} users heard OK, ${payments.orders.size} orders; answers ${histogram(buyers.answers)}; second sale: ${secondBuyers.winners().length} heard OK, answers ${histogram(secondBuyers.answers)}`), 15_000);
   const faulting = injector.run(schedule, openedAt, endAt);
   // If the run stops early, the fault being applied finishes before anything is torn down, so a
   // broker or service it is starting cannot outlive the cleanup.
-  onCleanup('the fault injector', async () => { injector.stop(); await faulting; });
+  onCleanup('the fault injector', async () => { injector.abort(); await faulting; });
   try {
     await bounded('the fault phase', (opts.duration + 300) * 1_000, Promise.all([
       arrive,
@@ -266,8 +301,6 @@ async function main(): Promise<void> {
   const admin = kafkaClient.admin();
   await admin.connect();
   onCleanup('Kafka admin', () => admin.disconnect());
-  const redisClient = new Redis(redis.url, { maxRetriesPerRequest: 2, connectTimeout: 2_000 });
-  onCleanup('Redis client', () => redisClient.quit());
   const groups = redemptionGroups(env.KAFKA_REDEMPTION_GROUP!);
   const consumers: Drainable[] = [
     { groupId: env.KAFKA_ISSUER_GROUP!, topic: topics.issue },
@@ -277,7 +310,7 @@ async function main(): Promise<void> {
   // Once a drain has failed, later ones wait less: what did not drain in a minute is stuck.
   let drainMs = 60_000;
   const drain = async (stage: string) => {
-    const left = await settle(admin, redisClient, couponId, consumers, drainMs);
+    const left = await settle(admin, redisClient, [couponId, secondId], consumers, drainMs);
     if (left.length > 0) drainMs = 20_000;
     if (left.length > 0) violations.push(`SETTLE:${stage}:${left.join(',')}`);
     say(left.length > 0 ? `not drained ${stage}: ${left.join(', ')}` : `drained ${stage}`);
@@ -315,7 +348,7 @@ async function main(): Promise<void> {
   const db = createDb(database.url.toString(), 2);
   onCleanup('PostgreSQL client', () => db.destroy());
   const ledgerRows = async () => Number((await db('user_coupons').where({ coupon_id: couponId }).count<{ n: string }[]>('* as n'))[0]?.n ?? 0);
-  if ((await ledgerRows()) < opts.quantity) {
+  if ((await ledgerRows()) < operator.total) {
     say('fewer rows than the quantity: fresh users ask again until sold out');
     await untilSoldOut();
     await drain('after the second top-up');
@@ -323,14 +356,18 @@ async function main(): Promise<void> {
   const winners = buyers.winners().map((w) => w.userId);
   say(`every winner (${winners.length}) asks once more: each must learn the seq they were told`);
   await inPool(winners, 16, (u) => buyers.ask(u, 30_000));
+  say(`the second sale: its ${secondBuyers.winners().length} winners ask once more${operator.close ? ', and ten fresh users after its close' : ''}`);
+  await operator.finishSecondSale();
   // A redeem for a user without a coupon changes nothing, but makes coupon-api load the coupon's
   // redemption state from the ledger if Redis lost it, so the two can be compared.
   if (!(await payments.touch(`${runId}-nobody`, 30_000))) violations.push('RECOVERY:redemption-state-could-not-be-loaded-(RedeemCoupon-kept-failing)');
   await drain('before the checks');
 
   // ------------------------------------------------------------------------------------ verdict
-  const verdict = await check({ db, redis: redisClient, couponId, quantity: opts.quantity, buyers, payments });
+  // The sale's quantity is the model's total: the restocks answered OK raised it.
+  const verdict = await check({ db, redis: redisClient, couponId, quantity: operator.total, buyers, payments });
   violations.push(...verdict.violations);
+  violations.push(...(await operator.check(db)));
   const before = payments.violations.length;
   const probed = await payments.probeCancelledOrders(400);
   violations.push(...payments.violations.slice(before));
@@ -355,7 +392,8 @@ async function main(): Promise<void> {
     `buyers: ${buyers.records.size} users asked, ${okUsers} heard OK; answers ${histogram(buyers.answers)}`,
     `payments: ${payments.orders.size} orders, ${payments.keptOrders().size} coupons kept redeemed, ${probed} cancelled orders probed; ${histogram(payments.answers)}`,
     `dead-letter alerts (records): ${histogram(alerts)}; other alerts (times raised): ${histogram(otherAlerts)}`,
-    `ledger: ${verdict.issued} rows, issued_count ${verdict.issuedCount}, quantity ${opts.quantity}`,
+    `ledger: ${verdict.issued} rows, issued_count ${verdict.issuedCount}, quantity ${opts.quantity}, total after restocks ${operator.total}`,
+    ...operator.summary(),
   );
 }
 

@@ -31,27 +31,30 @@ async function membership(admin: Admin, groupId: string): Promise<string> {
   }
 }
 
-export async function backlog(admin: Admin, redis: Redis, couponId: string, consumers: Drainable[]): Promise<string[]> {
+export async function backlog(admin: Admin, redis: Redis, couponIds: readonly string[], consumers: Drainable[]): Promise<string[]> {
   const left: string[] = [];
   for (const c of consumers) {
     const n = await lag(admin, c);
     if (n > 0) left.push(`${c.groupId}-lag=${n}(${await membership(admin, c.groupId)})`);
   }
-  const k = couponKeys(couponId);
-  const [pending, outbox] = await Promise.all([redis.zcard(k.pending), redis.zcard(k.outbox)]);
-  if (pending > 0) left.push(`pending-reservations=${pending}`);
-  if (outbox > 0) left.push(`unpublished-redemption-changes=${outbox}`);
+  for (const [i, couponId] of couponIds.entries()) {
+    const k = couponKeys(couponId);
+    const [pending, outbox] = await Promise.all([redis.zcard(k.pending), redis.zcard(k.outbox)]);
+    const of = i === 0 ? '' : `(coupon-${couponId})`;
+    if (pending > 0) left.push(`pending-reservations${of}=${pending}`);
+    if (outbox > 0) left.push(`unpublished-redemption-changes${of}=${outbox}`);
+  }
   return left;
 }
 
 /** Resolves with [] once drained (twice in a row, 1 s apart), or with what was left after `ms`. */
-export async function settle(admin: Admin, redis: Redis, couponId: string, consumers: Drainable[], ms: number): Promise<string[]> {
+export async function settle(admin: Admin, redis: Redis, couponIds: readonly string[], consumers: Drainable[], ms: number): Promise<string[]> {
   const deadline = Date.now() + ms;
   let clean = 0;
   let left: string[] = ['not checked'];
   while (Date.now() < deadline) {
     try {
-      left = await backlog(admin, redis, couponId, consumers);
+      left = await backlog(admin, redis, couponIds, consumers);
     } catch (err) {
       left = [`check-failed:${(err as Error).message.replaceAll(' ', '-')}`];
     }

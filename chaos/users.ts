@@ -1,7 +1,8 @@
 // The buyers: each user calls IssueCoupon through @grpc/grpc-js as a real client would, retrying
 // UNAVAILABLE and DEADLINE_EXCEEDED (IssueCoupon is idempotent per user: a winner asking again
-// learns their seq) until it gets an answer or gives up. Every seq a user was told with OK is
-// recorded; those are the promises I3 holds the service to.
+// learns their seq), and COUPON_PAUSED (retry after ResumeCoupon, docs/api.md), until it gets an
+// answer or gives up. Every seq a user was told with OK is recorded, and every OK with when its call
+// was sent and answered; those are the promises I3 and the pause checks hold the service to.
 import * as grpc from '@grpc/grpc-js';
 import { CouponService } from '../gen/coupon/v1/coupon_service_pb.js';
 import { localToken } from '../scripts/local-auth.ts';
@@ -18,9 +19,14 @@ export const reconnectQuickly: grpc.ChannelOptions = {
 };
 
 // The chaos run's clients act as an operator (they create the coupon and read it), with a token
-// signed by the local key coupon-api trusts.
-const operatorToken = localToken({ roles: ['operator'], sub: 'chaos' });
-export const couponClient = (address: string): CouponClient => createGrpcClient(CouponService, address, { channelOptions: reconnectQuickly, token: () => operatorToken });
+// signed by the local key coupon-api trusts. Signed at the first call, after run.ts made sure of the
+// key (withLocalAuth): signing at import raced it on a first run, each creating a key pair, and
+// coupon-api could trust the other one.
+let operatorToken: Promise<string> | undefined;
+export const couponClient = (address: string): CouponClient => createGrpcClient(CouponService, address, {
+  channelOptions: reconnectQuickly,
+  token: () => (operatorToken ??= localToken({ roles: ['operator'], sub: 'chaos' })),
+});
 
 export type AskResult = 'OK' | 'SOLD_OUT' | 'GAVE_UP' | 'REFUSED';
 
@@ -34,12 +40,18 @@ export interface UserRecord {
   last: string;
 }
 
-const RETRYABLE = new Set([grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED]);
+/** One OK answer: whom, which seq, when its call was sent and when the answer came (epoch ms). */
+export interface HeardOk { userId: string; seq: number; sentMs: number; heardMs: number }
+
+export const RETRYABLE = new Set([grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED]);
+const paused = (err: CouponCallError) => err.code === grpc.status.FAILED_PRECONDITION && err.reason === 'COUPON_PAUSED';
 
 export class Buyers {
   readonly records = new Map<string, UserRecord>();
   /** Answers by "<code>/<reason>", over every call. */
   readonly answers = new Map<string, number>();
+  /** Every OK, in the order heard. */
+  readonly oks: HeardOk[] = [];
   private readonly clients: CouponClient[];
   private readonly couponId: string;
   private readonly now: () => number;
@@ -64,17 +76,22 @@ export class Buyers {
     this.answers.set(answer, (this.answers.get(answer) ?? 0) + 1);
   }
 
-  /** Asks until an answer that is not "try again", or until `giveUpMs` have passed. */
-  async ask(userId: string, giveUpMs: number): Promise<AskResult> {
+  /**
+   * Asks until an answer that is not "try again", or until `giveUpMs` have passed. COUPON_PAUSED is
+   * "try again" too, unless `retryPaused` is false (a winner asking again must never hear it).
+   */
+  async ask(userId: string, giveUpMs: number, retryPaused = true): Promise<AskResult> {
     const rec = this.record(userId);
     const deadline = Date.now() + giveUpMs;
     let delayMs = 200;
     for (;;) {
       rec.calls++;
       const client = this.clients[this.next++ % this.clients.length]!;
+      const sentMs = Date.now();
       try {
         const res = await client.issueCoupon({ couponId: this.couponId, userId }, { timeoutMs: 10_000 });
         const seq = Number(res.seq);
+        this.oks.push({ userId, seq, sentMs, heardMs: Date.now() });
         if (!rec.toldSeqs.includes(seq)) { rec.toldSeqs.push(seq); rec.toldAt.push(this.now()); }
         rec.last = 'OK';
         this.count('OK');
@@ -84,7 +101,7 @@ export class Buyers {
         const answer = `${grpc.status[err.code]}/${err.reason || '-'}`;
         rec.last = answer;
         this.count(answer);
-        if (RETRYABLE.has(err.code)) {
+        if (RETRYABLE.has(err.code) || (retryPaused && paused(err))) {
           if (Date.now() >= deadline) return 'GAVE_UP';
           await sleep(delayMs * (0.5 + Math.random()));
           delayMs = Math.min(2_000, delayMs * 2);

@@ -1,8 +1,9 @@
 // The chaos run (`npm run chaos`, issue 9 §8) with a fixed seed and a short schedule: a flash sale
 // and payments while coupon-api and coupon-issuer are killed, the broker stops, Redis restarts
-// empty and PostgreSQL is cut, on infrastructure the run starts for itself. Afterwards every user
-// who heard OK holds their coupon, exactly the quantity is issued, and every redemption is what the
-// payment service was told (I1–I5).
+// empty and PostgreSQL is cut, and an operator pauses, resumes and restocks the sale and closes a
+// second one early (issue 19), on infrastructure the run starts for itself. Afterwards every user
+// who heard OK holds their coupon, exactly the restocked total is issued, every redemption is what
+// the payment service was told (I1–I5), and every operator change held (chaos/lifecycle.ts).
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { join } from 'node:path';
@@ -22,7 +23,15 @@ describe('the chaos run', () => {
     const [code] = (await once(child, 'exit')) as [number | null];
     clearTimeout(stop);
     const lines = output.trim().split('\n');
-    expect(lines.at(-1), `${lines.slice(-60).join('\n')}\n${errors.slice(-3_000)}`).toMatch(/^chaos: PASS seed=1 coupon=[0-9a-f-]{36} faults=\d+ ok=\d+ issued=200$/);
+    const last = lines.at(-1) ?? '';
+    expect(last, `${lines.slice(-60).join('\n')}\n${errors.slice(-3_000)}`).toMatch(/^chaos: PASS seed=1 coupon=[0-9a-f-]{36} faults=\d+ ok=\d+ issued=\d+ total=\d+$/);
     expect(code).toBe(0);
+    // Issued is the total the run's model holds: the quantity (200) plus each restock answered OK.
+    // Seed 1 schedules a restock, a pause and the close, and each was applied.
+    const [, issued, total] = /issued=(\d+) total=(\d+)$/.exec(last)!;
+    expect(Number(issued)).toBe(Number(total));
+    expect(Number(total)).toBeGreaterThan(200);
+    const applied = lines.find((l) => l.startsWith('faults: ')) ?? '';
+    for (const kind of ['pause', 'restock', 'close']) expect(applied).toMatch(new RegExp(`\\b${kind}=\\d+`));
   });
 });
