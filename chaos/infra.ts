@@ -1,5 +1,5 @@
 // The chaos run's own infrastructure, so its faults never touch the shared stack: its own Kafka
-// broker (scripts/stack.mjs with an instance of its own), its own redis-server (no persistence, so
+// broker (scripts/stack.ts with an instance of its own), its own redis-server (no persistence, so
 // a restart loses everything), and its own database on the shared PostgreSQL server, reached
 // through a TCP proxy that can be cut. Only the schema registry is shared; the run's subjects carry
 // its unique topic prefix and are deleted at the end.

@@ -17,7 +17,7 @@ export const READY_MSG: Record<ServiceName, string> = { api: 'coupon-api listeni
 export interface LaunchOptions {
   /** The checkout whose src/bin/<name>.ts runs [this one]. */
   root?: string;
-  /** Trust the local signing key (scripts/local-auth.mjs) as `npm start` does, unless `env` configures auth [true]. */
+  /** Trust the local signing key (scripts/local-auth.ts) as `npm start` does, unless `env` configures auth [true]. */
   localAuth?: boolean;
 }
 
