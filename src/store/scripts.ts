@@ -85,24 +85,63 @@ export const scriptSource = (name: ScriptName): string => withLibs(SCRIPTS[name]
 export const scriptKeys = <N extends ScriptName>(name: N, target: KeyTarget<N>): string[] =>
   (SCRIPTS[name].keys as (t: KeyTarget<N>) => string[])(target);
 
+// Each script is defined with its key count (SCRIPTS is the one source: the count of the keys it
+// builds), so ioredis passes the keys first and a Cluster client's auto-pipelining routes a call by
+// its first key. Without a fixed count the count itself came first, so every script call was
+// grouped under the slot of a number, with other coupons' calls on other shards: their batch failed
+// with "All keys in the pipeline should belong to the same slots allocation group"
+// (test/cluster/redis-cluster.test.ts saw users answered UNAVAILABLE for 100 s). All are defined
+// before the first call: an auto-pipeline takes the client's commands when it is created.
+const KEY_COUNTS = new Map<ScriptName, number>();
+{
+  // Any target builds the same number of keys; this one has every field a target may have.
+  const sample = { couponId: 'sample', token: 'sample', state: 'gate' } as never;
+  for (const name of Object.keys(SCRIPTS) as ScriptName[]) KEY_COUNTS.set(name, SCRIPTS[name].keys(sample).length);
+}
+
 const defined = new WeakSet<Redis>();
 
-/** Defines every script on the client (once per client). Without numberOfKeys: each call passes its own. */
+/** Defines every script on the client, once per client, each with its key count. */
 export function defineScripts(redis: Redis): void {
   if (defined.has(redis)) return;
-  for (const name of Object.keys(SCRIPTS) as ScriptName[]) redis.defineCommand(name, { lua: scriptSource(name) });
+  for (const [name, numberOfKeys] of KEY_COUNTS) redis.defineCommand(name, { lua: scriptSource(name), numberOfKeys });
   defined.add(redis);
 }
 
 type Call = (...args: ScriptArg[]) => Promise<unknown>;
 
-/** Runs one script: EVALSHA with the script's KEYS built for `target`, then `args` as ARGV. */
+/**
+ * A script call the Redis client did not settle in time. The command timeout
+ * (REDIS_COMMAND_TIMEOUT_MS) ends a command sent to a node; a Cluster client can also hold a command
+ * before it reaches any node (waiting for a slot map, or between redirections during a failover),
+ * where no command timeout runs. This bounds the whole call, so a caller answers UNAVAILABLE instead
+ * of waiting for ever. An outage (domain/outage.ts); the script may still run later, like any
+ * command that timed out.
+ */
+export class RedisCallUnsettled extends Error {
+  override name = 'RedisCallUnsettled';
+}
+
+/** The bound of one script call: four command timeouts, at least 10 s (a failover's redirections fit in it). */
+export function scriptDeadlineMs(redis: Redis): number {
+  const options = redis.options as { commandTimeout?: number; redisOptions?: { commandTimeout?: number } };
+  return Math.max(10_000, 4 * (options.commandTimeout ?? options.redisOptions?.commandTimeout ?? 0));
+}
+
+/** Runs one script: EVALSHA with the script's KEYS built for `target`, then `args` as ARGV, bounded by scriptDeadlineMs. */
 export function runScript<N extends ScriptName>(redis: Redis, name: N, target: KeyTarget<N>, args: readonly ScriptArg[]): Promise<unknown> {
   defineScripts(redis);
+  const keys = scriptKeys(name, target);
+  if (keys.length !== KEY_COUNTS.get(name)) throw new Error(`Redis script ${name} is defined with ${KEY_COUNTS.get(name)} keys and was called with ${keys.length}`);
   const fn = (redis as unknown as Record<string, Call>)[name];
   if (!fn) throw new Error(`Redis script ${name} is not defined`);
-  const keys = scriptKeys(name, target);
-  return fn.call(redis, keys.length, ...keys, ...args);
+  const call = fn.call(redis, ...keys, ...args);
+  const ms = scriptDeadlineMs(redis);
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new RedisCallUnsettled(`Redis did not settle the ${name} script within ${ms} ms`)), ms);
+  });
+  return Promise.race([call, deadline]).finally(() => clearTimeout(timer));
 }
 
 // Script calls that take many rows are split: a call's arguments are spread on the JS stack, and
