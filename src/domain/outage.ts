@@ -21,6 +21,8 @@ const OUTAGE_NAMES = new Set([
   'ReplicaNotAcknowledged',
   // A consumer could not write to its dead-letter topic: retried, never answered with more dead letters.
   'DeadLetterWriteFailed',
+  // A Redis script call the client did not settle in time (store/scripts.ts).
+  'RedisCallUnsettled',
 ]);
 // Redis replies that mean "busy, full or failing over" (OOM: maxmemory reached under the
 // noeviction policy; MISCONF: it cannot persist), client messages of a closed connection, and

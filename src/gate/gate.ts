@@ -235,7 +235,14 @@ export class Gate {
    */
   private async acknowledged(couponId: string, userId: string, seq: number): Promise<boolean> {
     const local = this.inFlight.get(`${couponId}\u0000${userId}`);
-    if (local) return local;
+    const stillRecording = () => new DomainError('BACKEND_UNAVAILABLE', 'your earlier request for this coupon is still being recorded; retry', { coupon_id: couponId });
+    if (local) {
+      // Bounded like the poll below: the first request's publish ends by its deadline, but a Redis
+      // call after it (confirm, release) may be slow to settle; this caller hears UNAVAILABLE meanwhile.
+      let timer: NodeJS.Timeout | undefined;
+      const bound = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(stillRecording()), this.d.publishTimeoutMs + 1_000); });
+      return Promise.race([local, bound]).finally(() => clearTimeout(timer));
+    }
     const k = couponKeys(couponId);
     const deadline = this.now() + this.d.publishTimeoutMs + 1_000;
     while (this.now() < deadline) {
@@ -245,6 +252,6 @@ export class Gate {
       if (pending === null) return true;
     }
     // Not released: the reservation stands and recovery will publish it.
-    throw new DomainError('BACKEND_UNAVAILABLE', 'your earlier request for this coupon is still being recorded; retry', { coupon_id: couponId });
+    throw stillRecording();
   }
 }

@@ -17,6 +17,9 @@ export interface RedisTarget {
 
 export const DEFAULT_COMMAND_TIMEOUT_MS = 2_000;
 
+/** How often a Cluster client reads the slot map (CLUSTER SLOTS) even without a MOVED it followed. */
+export const SLOTS_REFRESH_INTERVAL_MS = 1_000;
+
 export function createRedis(target: RedisTarget | string): Redis {
   const t: RedisTarget = typeof target === 'string' ? { url: target } : target;
   // Commands fail fast while Redis is down, so callers answer UNAVAILABLE instead of hanging. A
@@ -44,6 +47,12 @@ export function createRedis(target: RedisTarget | string): Redis {
       retryDelayOnTryAgain: 100,
       maxRedirections: 8,
       slotsRefreshTimeout: 2_000,
+      // The slot map is also read every second. ioredis refreshes it on a MOVED it follows itself,
+      // but an auto-pipelined batch whose commands got different answers (MOVED for two slots, or
+      // MOVED next to a success) hands each MOVED to its caller and refreshes nothing (its
+      // Pipeline.js), so after a failover a stale map could send a shard's calls to a former master
+      // until some other command refreshed it.
+      slotsRefreshInterval: SLOTS_REFRESH_INTERVAL_MS,
       redisOptions: { ...FAIL_FAST },
     });
   }

@@ -1,10 +1,11 @@
 // Outage or not: the replies Redis Cluster gives while a failover moves a slot are outages (the
 // command did not run; retry), whatever ioredis passes on to the caller.
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { loadConfig, redisTarget } from '../../src/config.ts';
 import { DomainError } from '../../src/domain/errors.ts';
 import { isOutage } from '../../src/domain/outage.ts';
 import { ReplicaNotAcknowledged } from '../../src/store/replica-acks.ts';
+import { RedisCallUnsettled, runScript, scriptDeadlineMs } from '../../src/store/scripts.ts';
 import { createRequire } from 'node:module';
 import kafkajs from 'kafkajs';
 
@@ -145,5 +146,32 @@ describe('Redis timeouts', () => {
   });
   it('refuse a WAIT timeout that the command timeout would cut short (a slow replica would read as an outage)', () => {
     expect(() => loadConfig({ REDIS_WAIT_TIMEOUT_MS: '2000' })).toThrow(/REDIS_WAIT_TIMEOUT_MS.*below REDIS_COMMAND_TIMEOUT_MS/);
+  });
+});
+
+describe('a Redis script call the client never settles', () => {
+  // A stand-in for a Cluster client holding a command before any node (no command timeout runs there).
+  const stuck = (commandTimeout: number) => {
+    const client = { options: { redisOptions: { commandTimeout } }, defineCommand(name: string) { (client as unknown as Record<string, unknown>)[name] = () => new Promise(() => undefined); } };
+    return client as unknown as Parameters<typeof runScript>[0];
+  };
+
+  it('ends at four command timeouts (at least 10 s) with RedisCallUnsettled, an outage', async () => {
+    vi.useFakeTimers();
+    try {
+      const client = stuck(3_000);
+      expect(scriptDeadlineMs(client)).toBe(12_000);
+      expect(scriptDeadlineMs(stuck(2_000))).toBe(10_000);
+      const call = runScript(client, 'gateConfirm', '00000000-0000-4000-8000-000000000000', ['u', 1, 1]);
+      const outcome = call.then(() => 'settled', (err: unknown) => err);
+      await vi.advanceTimersByTimeAsync(11_999);
+      expect(await Promise.race([outcome, Promise.resolve('pending')])).toBe('pending');
+      await vi.advanceTimersByTimeAsync(1);
+      const err = await outcome;
+      expect(err).toBeInstanceOf(RedisCallUnsettled);
+      expect(isOutage(err)).toBe(true);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
