@@ -16,7 +16,7 @@ import { EventDecodeError } from './errors.ts';
 import { AttemptsExhausted, RetryAborted, withRetries, type RetryHooks, type RetryPolicy } from './retry-policy.ts';
 import type { DeadLetterEntry } from '../store/dead-letters.ts';
 import { traceBatch } from '../telemetry/messaging.ts';
-import { isFence } from './fence.ts';
+import { FENCE_HEADER, isFence } from './fence.ts';
 
 export interface ConsumedRecord<T> {
   value: T;
@@ -56,6 +56,11 @@ export interface BatchConsumerOptions<T> {
   claimOf?: (value: T) => { userId: string; seq: bigint };
   log: Logger;
   maxBytesPerPartition?: number;
+  /**
+   * Called for each fence record (events/fence.ts), in partition order: after every record before
+   * it was handled, before any after it. Throwing retries it as an outage. Unset: fences are skipped.
+   */
+  onFence?: (fence: { key: string | null; marker: string; partition: number; offset: string }) => Promise<void>;
 }
 
 /** Ends a batch quietly when the consumer stopped or lost its partitions while retrying. */
@@ -156,54 +161,74 @@ export async function startBatchConsumer<T>(o: BatchConsumerOptions<T>): Promise
       // Everything below is retried by the policy: a registry outage while decoding, PostgreSQL,
       // Redis or Kafka down while handling or dead-lettering. Only the handler's own failures
       // count against its attempts.
-      const decoded = await withRetries(o.policy, async () => {
-        const records: ConsumedRecord<T>[] = [];
-        const poison: Parameters<typeof deadLetter>[0] = [];
-        for (const message of batch.messages) {
-          // A rebuild's fence (events/fence.ts) is no event: skipped, and committed with the batch.
-          if (isFence(message)) continue;
+      // The records between two fences are handled as one batch, and a fence is passed on
+      // (onFence) only after every record before it was handled: what it stands for holds from
+      // its place in the partition on. Without onFence, fences are skipped.
+      const handleMessages = async (messages: KafkaMessage[]): Promise<boolean> => {
+        const decoded = await withRetries(o.policy, async () => {
+          const records: ConsumedRecord<T>[] = [];
+          const poison: Parameters<typeof deadLetter>[0] = [];
+          for (const message of messages) {
+            // A rebuild's fence (events/fence.ts) is no event: skipped, and committed with the batch.
+            if (isFence(message)) continue;
+            try {
+              if (!message.value) throw Object.assign(new Error('record has no value'), { reason: 'EMPTY_VALUE' });
+              records.push({ value: await o.decoder.decode(message.value), key: message.key?.toString() ?? null, partition: batch.partition, offset: message.offset, message });
+            } catch (err) {
+              // Only a value that can never decode is poison; anything else (a registry outage) throws.
+              if (!(err instanceof EventDecodeError) && (err as { reason?: string }).reason !== 'EMPTY_VALUE') throw err;
+              const reason = (err as { reason?: string }).reason ?? 'DECODE_FAILED';
+              poison.push({ message, partition: batch.partition, reason, error: (err as Error).message, attempts: 1, firstFailureAt: new Date() });
+            }
+          }
+          return { records, poison };
+        }, { ...hooks, onFailure: (err, attempt, delayMs) => hooks.onFailure(err, attempt, delayMs, true) }).catch(abortOn(isRunning, isStale));
+        if (!decoded) return false;
+        const { records, poison } = decoded;
+        if (poison.length > 0) {
+          const sent = await withRetries(o.policy, () => deadLetter(poison), hooks).catch(abortOn(isRunning, isStale));
+          if (sent === undefined && (!isRunning() || isStale())) return false;
+          await o.alerter.raise({ event: o.alertEvent, ...where, reason: poison[0]!.reason, records: poison.length, error: poison[0]!.error, attempts: 1 });
+        }
+
+        if (records.length > 0) {
+          let rejected: Rejection<T>[] = [];
           try {
-            if (!message.value) throw Object.assign(new Error('record has no value'), { reason: 'EMPTY_VALUE' });
-            records.push({ value: await o.decoder.decode(message.value), key: message.key?.toString() ?? null, partition: batch.partition, offset: message.offset, message });
+            rejected = (await withRetries(o.policy, () => o.handle(records, { heartbeat }), hooks))?.rejected ?? [];
           } catch (err) {
-            // Only a value that can never decode is poison; anything else (a registry outage) throws.
-            if (!(err instanceof EventDecodeError) && (err as { reason?: string }).reason !== 'EMPTY_VALUE') throw err;
-            const reason = (err as { reason?: string }).reason ?? 'DECODE_FAILED';
-            poison.push({ message, partition: batch.partition, reason, error: (err as Error).message, attempts: 1, firstFailureAt: new Date() });
+            if (err instanceof RetryAborted) return false;
+            if (!(err instanceof AttemptsExhausted)) throw err;
+            if (!isRunning() || isStale()) return false;
+            const cause = (err.cause as Error)?.message ?? err.message;
+            const sent = await withRetries(o.policy, () => deadLetter(records.map((r) => ({ message: r.message, partition: r.partition, reason: 'ATTEMPTS_EXHAUSTED', error: cause, attempts: err.attempts, firstFailureAt: err.firstFailureAt, value: r.value }))), hooks)
+              .then(() => true, abortOn(isRunning, isStale));
+            if (!sent) return false;
+            await o.alerter.raise({ event: o.alertEvent, ...where, reason: 'ATTEMPTS_EXHAUSTED', records: records.length, error: cause, attempts: err.attempts });
+          }
+          // Only the records the handler rejected; the rest of the batch is handled and stays so.
+          if (rejected.length > 0) {
+            const sent = await withRetries(o.policy, () => deadLetter(rejected.map((r) => ({ message: r.record.message, partition: r.record.partition, reason: r.reason, error: r.error, attempts: 1, firstFailureAt: new Date(), value: r.record.value }))), hooks)
+              .then(() => true, abortOn(isRunning, isStale));
+            if (!sent) return false;
+            await o.alerter.raise({ event: o.alertEvent, ...where, reason: rejected[0]!.reason, records: rejected.length, error: rejected[0]!.error, attempts: 1 });
           }
         }
-        return { records, poison };
-      }, { ...hooks, onFailure: (err, attempt, delayMs) => hooks.onFailure(err, attempt, delayMs, true) }).catch(abortOn(isRunning, isStale));
-      if (!decoded) return;
-      const { records, poison } = decoded;
-      if (poison.length > 0) {
-        const sent = await withRetries(o.policy, () => deadLetter(poison), hooks).catch(abortOn(isRunning, isStale));
-        if (sent === undefined && (!isRunning() || isStale())) return;
-        await o.alerter.raise({ event: o.alertEvent, ...where, reason: poison[0]!.reason, records: poison.length, error: poison[0]!.error, attempts: 1 });
-      }
-
-      if (records.length > 0) {
-        let rejected: Rejection<T>[] = [];
-        try {
-          rejected = (await withRetries(o.policy, () => o.handle(records, { heartbeat }), hooks))?.rejected ?? [];
-        } catch (err) {
-          if (err instanceof RetryAborted) return;
-          if (!(err instanceof AttemptsExhausted)) throw err;
-          if (!isRunning() || isStale()) return;
-          const cause = (err.cause as Error)?.message ?? err.message;
-          const sent = await withRetries(o.policy, () => deadLetter(records.map((r) => ({ message: r.message, partition: r.partition, reason: 'ATTEMPTS_EXHAUSTED', error: cause, attempts: err.attempts, firstFailureAt: err.firstFailureAt, value: r.value }))), hooks)
-            .then(() => true, abortOn(isRunning, isStale));
-          if (!sent) return;
-          await o.alerter.raise({ event: o.alertEvent, ...where, reason: 'ATTEMPTS_EXHAUSTED', records: records.length, error: cause, attempts: err.attempts });
+        return true;
+      };
+      let segment: KafkaMessage[] = [];
+      for (const message of batch.messages) {
+        if (!o.onFence || !isFence(message)) { segment.push(message); continue; }
+        if (segment.length > 0) {
+          if (!(await handleMessages(segment))) return;
+          resolveOffset(segment.at(-1)!.offset);
         }
-        // Only the records the handler rejected; the rest of the batch is handled and stays so.
-        if (rejected.length > 0) {
-          const sent = await withRetries(o.policy, () => deadLetter(rejected.map((r) => ({ message: r.record.message, partition: r.record.partition, reason: r.reason, error: r.error, attempts: 1, firstFailureAt: new Date(), value: r.record.value }))), hooks)
-            .then(() => true, abortOn(isRunning, isStale));
-          if (!sent) return;
-          await o.alerter.raise({ event: o.alertEvent, ...where, reason: rejected[0]!.reason, records: rejected.length, error: rejected[0]!.error, attempts: 1 });
-        }
+        segment = [];
+        const fence = { key: message.key?.toString() ?? null, marker: message.headers![FENCE_HEADER]!.toString(), partition: batch.partition, offset: message.offset };
+        const passed = await withRetries(o.policy, () => o.onFence!(fence), hooks).then(() => true, abortOn(isRunning, isStale));
+        if (!passed) return;
+        resolveOffset(message.offset);
       }
+      if (segment.length > 0 && !(await handleMessages(segment))) return;
       if (!isRunning() || isStale()) return;
       resolveOffset(batch.messages.at(-1)!.offset);
       await commitOffsetsIfNecessary();

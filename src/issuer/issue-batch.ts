@@ -11,7 +11,9 @@ import type { Logger } from '../log.ts';
 import { issuerLostRecords, issuerRows, timedIssueBatch } from '../metrics/issuer.ts';
 import { dbSpan } from '../telemetry/tracing.ts';
 import type { Db } from '../store/db.ts';
-import { heldRows, insertIssued, type IssueResultRow } from '../store/ledger.ts';
+import { heldRows, insertIssued, recordIssueFence, type IssueResultRow } from '../store/ledger.ts';
+import { SETTLE_MARGIN_MS } from '../store/loss-guard.ts';
+import { canonicalCouponId } from '../domain/ids.ts';
 import type { OwedAnnouncement } from '../store/issued-outbox.ts';
 import type { CouponScripts } from '../store/scripts.ts';
 import { issuerClaim, issuerMarkIssued } from './issuer-scripts.ts';
@@ -233,4 +235,24 @@ const recordKey = (couponId: string, userId: string, seq: number, requestedAtMs:
 function countStale(deps: IssueBatchDeps, stale: number): void {
   if (deps.stats) deps.stats.stale += stale;
   if (stale > 0) deps.log.info({ stale }, 'dropped records whose reservation was released');
+}
+
+/**
+ * The issue consumer's onFence (events/batch-consumer.ts): records the bound behind a rebuild's
+ * fence (store/ledger.ts recordIssueFence). The fence's marker is the moment the rebuild was allowed
+ * to start (Redis time: the loss first noticed + PUBLISH_TIMEOUT_MS + SETTLE_MARGIN_MS). Every record
+ * acknowledged before the loss was reserved before the loss was noticed; every reservation the
+ * rebuilt gate makes comes after the marker. The bound sits between, SETTLE_MARGIN_MS before the
+ * marker, which leaves that much for clocks that disagree. A fence that cannot be read is ignored.
+ */
+export function issueFence(deps: { db: Db; log: Logger }): (fence: { key: string | null; marker: string }) => Promise<void> {
+  return async ({ key, marker }) => {
+    const couponId = key === null ? undefined : canonicalCouponId(key);
+    const at = Number(marker);
+    if (!couponId || !Number.isSafeInteger(at) || at <= SETTLE_MARGIN_MS) {
+      deps.log.warn({ key, marker }, 'ignored a fence record that names no coupon or no time');
+      return;
+    }
+    await recordIssueFence(deps.db, couponId, new Date(at - SETTLE_MARGIN_MS));
+  };
 }

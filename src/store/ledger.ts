@@ -26,7 +26,9 @@ export interface IssueResultRow {
 // A row the ledger already held owes nothing new: its announcement was owed when it was inserted.
 // A record Redis could not judge (the gate was lost, tombstones with it: 'UNARMED') that matches a
 // release in gate_releases exactly (coupon, user, seq and requested_at) is the record of a
-// reservation the gate gave back: it is dropped and returned with released = true.
+// reservation the gate gave back: it is dropped and returned with released = true. So is one
+// reserved before the coupon's last fence's stale_before (coupon_fences, recordIssueFence): it
+// reached the partition after a rebuild's fence, so no caller was told OK for it.
 // The coupons' rows are locked first (FOR KEY SHARE, which only an operator's change conflicts
 // with): a change holds its coupon's row until it commits, after the gate took it
 // (catalog/changes.ts), so a seq past the old total may already be handed out; waiting reads the
@@ -34,10 +36,12 @@ export interface IssueResultRow {
 const ISSUE_SQL = `
 WITH input AS (
   SELECT t.coupon_id, t.user_id, t.seq, t.requested_at,
-    t.unarmed AND EXISTS (
+    t.unarmed AND (EXISTS (
       SELECT 1 FROM gate_releases r
       WHERE r.coupon_id = t.coupon_id AND r.user_id = t.user_id AND r.seq = t.seq AND r.requested_at = t.requested_at
-    ) AS released
+    ) OR EXISTS (
+      SELECT 1 FROM coupon_fences f WHERE f.coupon_id = t.coupon_id AND t.requested_at < f.stale_before
+    )) AS released
   FROM unnest(?::uuid[], ?::text[], ?::bigint[], ?::timestamptz[], ?::boolean[]) AS t(coupon_id, user_id, seq, requested_at, unarmed)
 ), live AS (
   SELECT coupon_id, user_id, seq, requested_at FROM input WHERE NOT released
@@ -93,4 +97,14 @@ export async function heldRows(db: Db, users: readonly (readonly [couponId: stri
   return await db('user_coupons')
     .whereIn(['coupon_id', 'user_id'], users as [string, string][])
     .select<IssueResultRow[]>('coupon_id', 'user_id', 'seq', 'issued_at', db.raw('false AS inserted'));
+}
+
+/**
+ * The issuer passed a rebuild's fence on the issue topic (events/fence.ts): records of the coupon
+ * behind it reserved before `staleBefore` are dropped from now on while Redis cannot judge them
+ * (ISSUE_SQL). A later fence moves the bound on, an earlier one never back.
+ */
+export async function recordIssueFence(db: Db, couponId: string, staleBefore: Date): Promise<void> {
+  await db.raw(`INSERT INTO coupon_fences (coupon_id, stale_before) VALUES (?, ?)
+    ON CONFLICT (coupon_id) DO UPDATE SET stale_before = GREATEST(coupon_fences.stale_before, EXCLUDED.stale_before)`, [couponId, staleBefore.toISOString()]);
 }

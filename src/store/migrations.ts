@@ -190,6 +190,22 @@ const migrations: Migration[] = [
       await db.schema.dropTableIfExists('coupon_issued_outbox');
     },
   },
+  {
+    // The issue topic's fences (docs/decisions/0010-rebuild-only-from-settled-facts.md): once the
+    // issuer has passed a rebuild's fence, a record behind it that was reserved before
+    // `stale_before` was never acknowledged, and the ledger drops it while Redis cannot judge it
+    // (store/ledger.ts). One row per coupon, the latest fence's.
+    name: '008_coupon_fences',
+    async up(db) {
+      await db.schema.createTable('coupon_fences', (t) => {
+        t.uuid('coupon_id').primary();
+        t.timestamp('stale_before', { useTz: true }).notNullable();
+      });
+    },
+    async down(db) {
+      await db.schema.dropTableIfExists('coupon_fences');
+    },
+  },
 ];
 
 export const migrationSource: Knex.MigrationSource<Migration> = {
