@@ -7,6 +7,9 @@ import type { Logger } from '../log.ts';
 import { deadLetterId } from '../store/dead-letters.ts';
 import { canonicalCouponId } from '../domain/ids.ts';
 
+/** The header a replayed record carries: where in the dead-letter topic it came from. */
+export const REPLAYED_HEADER = 'x-replayed-from';
+
 const canonicalKey = (key: Buffer | null): Buffer | null => {
   const id = key && canonicalCouponId(key.toString());
   return id ? Buffer.from(id) : key;
@@ -80,7 +83,7 @@ export async function replayDeadLetters(kafka: Kafka, opts: {
             const offset = headers['x-source-offset']?.toString();
             if (partition !== undefined && offset !== undefined) sources.push({ topic: target, partition: Number(partition), offset });
             for (const h of Object.keys(headers)) if (h.startsWith('x-')) delete headers[h];
-            headers['x-replayed-from'] = `${opts.dltTopic}/${batch.partition}/${m.offset}`;
+            headers[REPLAYED_HEADER] = `${opts.dltTopic}/${batch.partition}/${m.offset}`;
             headers['x-replay-run'] = runId;
             const list = byTopic.get(target) ?? [];
             list.push({ key: opts.keyIsCouponId ? canonicalKey(m.key) : m.key, value: m.value, headers });

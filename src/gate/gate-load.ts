@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { LoadInterrupted } from '../domain/errors.ts';
 import type { LedgerRow } from '../store/coupons.ts';
 import { STAGING_TTL_MS } from '../store/keys.ts';
+import { fenceBoundMs } from '../store/loss-guard.ts';
 import { CHUNK, chunks, type ScriptArg } from '../store/scripts.ts';
 import type { GateMeta } from './gate-scripts.ts';
 
@@ -54,7 +55,7 @@ export class GateLoad {
   async arm(): Promise<boolean> {
     if (this.armedElsewhere || !(await this.flushGaps())) return false;
     const m = this.meta;
-    return this.step(['arm', m.total, m.opensMs, m.closesMs, m.validUntilMs, this.highest, m.expireAtMs, m.retentionMs, this.rebuild ? this.written : '', randomUUID(), m.paused ? '1' : '0']);
+    return this.step(['arm', m.total, m.opensMs, m.closesMs, m.validUntilMs, this.highest, m.expireAtMs, m.retentionMs, this.rebuild ? this.written : '', randomUUID(), m.paused ? '1' : '0', fenceBoundMs(this.rebuild?.epoch)]);
   }
 
   private async flushGaps(): Promise<boolean> {
@@ -78,3 +79,4 @@ export class GateLoad {
     return false;
   }
 }
+

@@ -32,7 +32,7 @@ export const gateMetaOf = (row: CouponRow, retentionMs: number): GateMeta => ({
 export type ReserveResult =
   | { status: 'RESERVED'; seq: number; total: number }
   | { status: 'EXISTING'; seq: number; state: 'PENDING' | 'ISSUED' | 'REDEEMED'; unacked: boolean }
-  | { status: 'NOT_FOUND' | 'NOT_OPEN' | 'CLOSED' | 'SOLD_OUT' | 'PAUSED' };
+  | { status: 'NOT_FOUND' | 'NOT_OPEN' | 'CLOSED' | 'SOLD_OUT' | 'PAUSED' | 'CLOCK_BEHIND' };
 
 /** gate-sold-out.lua's answer: the arming's epoch ('' before epochs), and whether the sell-out is final. */
 export interface SoldOutCheck { epoch: string; final: boolean; winners: number; closesMs: number; expireAtMs: number }
@@ -111,7 +111,7 @@ export async function gateReserve(scripts: CouponScripts, couponId: string, user
   const [status, seq, third, fourth] = reply;
   if (status === 'RESERVED') return { status, seq: Number(seq), total: Number(third) };
   if (status === 'EXISTING') return { status, seq: Number(seq), state: third as 'PENDING' | 'ISSUED' | 'REDEEMED', unacked: fourth === '1' };
-  return { status: status as 'NOT_FOUND' | 'NOT_OPEN' | 'CLOSED' | 'SOLD_OUT' | 'PAUSED' };
+  return { status: status as 'NOT_FOUND' | 'NOT_OPEN' | 'CLOSED' | 'SOLD_OUT' | 'PAUSED' | 'CLOCK_BEHIND' };
 }
 
 /**

@@ -120,7 +120,7 @@ export class Gate {
   }
 
   private async issueOnce(couponId: string, userId: string): Promise<{ seq: number; state: UserCouponStateName } | 'RELEASED_WHILE_WAITING'> {
-    const nowMs = this.now();
+    let nowMs = this.now();
     let local = this.d.soldOut?.answer(couponId, userId, nowMs);
     if (local instanceof Promise) local = await local;
     if (local === 'SOLD_OUT') throw soldOut(couponId);
@@ -136,6 +136,8 @@ export class Gate {
       // No gate in Redis: rebuilt from the ledger, or, for an unknown or finished coupon, answered without one.
       const rebuilt = await this.d.rebuilder.arm(couponId, userId);
       if (rebuilt === 'ARMED') node = this.d.acks?.nodeOf(metaKey);
+      // The reservation is made now, after the rebuild: its time (the record's requested_at) too.
+      nowMs = this.now();
       reservingAt = Date.now();
       result = rebuilt === 'ARMED' ? await gateReserve(this.d.scripts, couponId, userId, nowMs) : rebuilt;
     }
@@ -145,6 +147,8 @@ export class Gate {
       case 'NOT_OPEN': throw refusal('COUPON_NOT_OPEN', 'the coupon is not open yet', { coupon_id: couponId });
       case 'CLOSED': throw closed(couponId);
       case 'PAUSED': throw refusal('COUPON_PAUSED', 'the coupon is paused by an operator; retry once it is resumed', { coupon_id: couponId });
+      // This call's time is before the rebuilt gate's reservation floor (gate-load.lua): nothing reserved.
+      case 'CLOCK_BEHIND': throw new DomainError('BACKEND_UNAVAILABLE', 'the request began before the coupon\'s state was rebuilt; retry', { coupon_id: couponId });
       case 'SOLD_OUT':
         this.d.soldOut?.soldOut(couponId);
         throw soldOut(couponId);

@@ -6,13 +6,14 @@
 import { timestampDate } from '@bufbuild/protobuf/wkt';
 import type { CouponIssueRequested } from '../../gen/coupon/events/v1/issue_pb.js';
 import type { BatchHandler, ConsumedRecord, Rejection } from '../events/batch-consumer.ts';
+import { REPLAYED_HEADER } from '../events/replay.ts';
 import { idProblem, isUuid } from '../domain/ids.ts';
 import type { Logger } from '../log.ts';
 import { issuerLostRecords, issuerRows, timedIssueBatch } from '../metrics/issuer.ts';
 import { dbSpan } from '../telemetry/tracing.ts';
 import type { Db } from '../store/db.ts';
 import { heldRows, insertIssued, recordIssueFence, type IssueResultRow } from '../store/ledger.ts';
-import { SETTLE_MARGIN_MS } from '../store/loss-guard.ts';
+import { fenceBoundMs } from '../store/loss-guard.ts';
 import { canonicalCouponId } from '../domain/ids.ts';
 import type { OwedAnnouncement } from '../store/issued-outbox.ts';
 import type { CouponScripts } from '../store/scripts.ts';
@@ -143,6 +144,7 @@ async function claim(deps: IssueBatchDeps, valid: readonly IssueRecord[]): Promi
 async function write(deps: IssueBatchDeps, writes: readonly ClaimedWrite[]): Promise<IssueResultRow[]> {
   const rows = await dbSpan('INSERT', 'user_coupons', () => insertIssued(deps.db, writes.map((w) => ({
     couponId: w.record.value.couponId, userId: w.record.value.userId, seq: w.record.value.seq, requestedAt: w.requestedAt, unarmed: w.unarmed,
+    replayed: w.record.message.headers?.[REPLAYED_HEADER] !== undefined,
   }))));
   if (deps.stats) { deps.stats.batches++; deps.stats.inserts++; deps.stats.rowsInserted += rows.filter((r) => r.inserted).length; }
   return rows;
@@ -242,17 +244,17 @@ function countStale(deps: IssueBatchDeps, stale: number): void {
  * fence (store/ledger.ts recordIssueFence). The fence's marker is the moment the rebuild was allowed
  * to start (Redis time: the loss first noticed + PUBLISH_TIMEOUT_MS + SETTLE_MARGIN_MS). Every record
  * acknowledged before the loss was reserved before the loss was noticed; every reservation the
- * rebuilt gate makes comes after the marker. The bound sits between, SETTLE_MARGIN_MS before the
- * marker, which leaves that much for clocks that disagree. A fence that cannot be read is ignored.
+ * rebuilt gate makes carries a time at or after the bound (store/loss-guard.ts fenceBoundMs, the
+ * gate's reservation floor). A fence that cannot be read is ignored.
  */
 export function issueFence(deps: { db: Db; log: Logger }): (fence: { key: string | null; marker: string }) => Promise<void> {
   return async ({ key, marker }) => {
     const couponId = key === null ? undefined : canonicalCouponId(key);
-    const at = Number(marker);
-    if (!couponId || !Number.isSafeInteger(at) || at <= SETTLE_MARGIN_MS) {
+    const bound = fenceBoundMs(marker);
+    if (!couponId || bound === 0) {
       deps.log.warn({ key, marker }, 'ignored a fence record that names no coupon or no time');
       return;
     }
-    await recordIssueFence(deps.db, couponId, new Date(at - SETTLE_MARGIN_MS));
+    await recordIssueFence(deps.db, couponId, new Date(bound));
   };
 }

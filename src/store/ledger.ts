@@ -4,7 +4,15 @@
 import type { Db } from './db.ts';
 
 /** One record to write: a reservation the gate gave out. `unarmed`: Redis could not judge it (no gate). */
-export interface IssueWrite { couponId: string; userId: string; seq: bigint; requestedAt: Date; unarmed: boolean }
+export interface IssueWrite {
+  couponId: string; userId: string; seq: bigint; requestedAt: Date; unarmed: boolean;
+  /**
+   * A dead letter replayed by an operator (header x-replayed-from): it is judged as any record, never
+   * dropped by a fence's bound. Its original may stand before the fence, and its caller may have been
+   * told OK; the replay appends it after the fence with its old requested_at.
+   */
+  replayed: boolean;
+}
 
 /**
  * What the ledger did with one record, or holds for its user:
@@ -27,8 +35,9 @@ export interface IssueResultRow {
 // A record Redis could not judge (the gate was lost, tombstones with it: 'UNARMED') that matches a
 // release in gate_releases exactly (coupon, user, seq and requested_at) is the record of a
 // reservation the gate gave back: it is dropped and returned with released = true. So is one
-// reserved before the coupon's last fence's stale_before (coupon_fences, recordIssueFence): it
-// reached the partition after a rebuild's fence, so no caller was told OK for it.
+// reserved before the coupon's last fence's stale_before (coupon_fences, recordIssueFence), unless
+// an operator replayed it from the dead-letter topic: it reached the partition after a rebuild's
+// fence, so no caller was told OK for it.
 // The coupons' rows are locked first (FOR KEY SHARE, which only an operator's change conflicts
 // with): a change holds its coupon's row until it commits, after the gate took it
 // (catalog/changes.ts), so a seq past the old total may already be handed out; waiting reads the
@@ -39,10 +48,10 @@ WITH input AS (
     t.unarmed AND (EXISTS (
       SELECT 1 FROM gate_releases r
       WHERE r.coupon_id = t.coupon_id AND r.user_id = t.user_id AND r.seq = t.seq AND r.requested_at = t.requested_at
-    ) OR EXISTS (
+    ) OR (NOT t.replayed AND EXISTS (
       SELECT 1 FROM coupon_fences f WHERE f.coupon_id = t.coupon_id AND t.requested_at < f.stale_before
-    )) AS released
-  FROM unnest(?::uuid[], ?::text[], ?::bigint[], ?::timestamptz[], ?::boolean[]) AS t(coupon_id, user_id, seq, requested_at, unarmed)
+    ))) AS released
+  FROM unnest(?::uuid[], ?::text[], ?::bigint[], ?::timestamptz[], ?::boolean[], ?::boolean[]) AS t(coupon_id, user_id, seq, requested_at, unarmed, replayed)
 ), live AS (
   SELECT coupon_id, user_id, seq, requested_at FROM input WHERE NOT released
 ), locked AS (
@@ -84,6 +93,7 @@ export async function insertIssued(db: Db, writes: readonly IssueWrite[]): Promi
     writes.map((w) => String(w.seq)),
     writes.map((w) => w.requestedAt.toISOString()),
     writes.map((w) => w.unarmed),
+    writes.map((w) => w.replayed),
   ]);
   return rows;
 }

@@ -12,6 +12,9 @@ import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { CouponIssueRequestedSchema } from '../../gen/coupon/events/v1/issue_pb.js';
 import { EventRegistry } from '../../src/events/registry.ts';
 import { topicNames } from '../../src/events/topics.ts';
+import { gateReserve } from '../../src/gate/gate-scripts.ts';
+import { couponKeys } from '../../src/store/keys.ts';
+import { CouponScripts } from '../../src/store/scripts.ts';
 import { startService, type ServiceProcess } from '../support/processes.ts';
 import { afterRebuild, callError, couponClient, createCoupon, decided, type CouponClient } from '../support/coupons.ts';
 import { startOwnRedis, type OwnRedis } from '../support/redis-server.ts';
@@ -52,6 +55,11 @@ describe('a record appended after a rebuild\'s fence', () => {
 
     // The first loss: the gate is rebuilt behind a fence, and 'b' wins seq 2.
     expect((await afterRebuild(() => client.issueCoupon({ couponId: coupon.id, userId: 'b' }))).seq).toBe(2n);
+    // The rebuilt gate refuses a reservation whose time is before the fence's bound (a call that
+    // began before the rebuild): the bound can never drop the record of a caller told OK.
+    const r = own.client();
+    expect(await gateReserve(new CouponScripts(r), coupon.id, 'old-clock', lateRequestedAt)).toEqual({ status: 'CLOCK_BEHIND' });
+    expect(await r.hget(couponKeys(coupon.id).winners, 'old-clock')).toBeNull();
     await waitForCaughtUp(kafka(), env.KAFKA_ISSUER_GROUP!, topics.issue);
     expect(await readTopic(kafka(), topics.issue, (key) => key === coupon.id, true).then((rs) => rs.filter((m) => m.headers['coupon-fence'] !== undefined).length)).toBeGreaterThan(0);
 

@@ -7,6 +7,7 @@ import { GateLoad } from '../../src/gate/gate-load.ts';
 import type { GateMeta } from '../../src/gate/gate-scripts.ts';
 import type { LedgerRow } from '../../src/store/coupons.ts';
 import type { ScriptArg } from '../../src/store/scripts.ts';
+import { fenceBoundMs, SETTLE_MARGIN_MS } from '../../src/store/loss-guard.ts';
 
 const TTL = 600_000; // ten minutes, the staging TTL
 const meta: GateMeta = { total: 30, opensMs: 1_000, closesMs: 2_000, validUntilMs: 3_000, expireAtMs: 4_000, retentionMs: 500 };
@@ -28,14 +29,14 @@ describe('a new coupon\'s load', () => {
     const s = script();
     expect(await new GateLoad(meta, s.run).arm()).toBe(true);
     expect(s.calls).toHaveLength(1);
-    expect(withoutEpoch(s.calls)).toEqual([['arm', 30, 1_000, 2_000, 3_000, 0, 4_000, 500, '', '0']]);
+    expect(withoutEpoch(s.calls)).toEqual([['arm', 30, 1_000, 2_000, 3_000, 0, 4_000, 500, '', '0', 0]]);
     expect(s.calls[0]![9]).toMatch(UUID);
   });
 
   it('arms paused when an operator paused the coupon', async () => {
     const s = script();
     await new GateLoad({ ...meta, paused: true }, s.run).arm();
-    expect(withoutEpoch(s.calls)).toEqual([['arm', 30, 1_000, 2_000, 3_000, 0, 4_000, 500, '', '1']]);
+    expect(withoutEpoch(s.calls)).toEqual([['arm', 30, 1_000, 2_000, 3_000, 0, 4_000, 500, '', '1', 0]]);
   });
 });
 
@@ -52,9 +53,19 @@ describe('a rebuild', () => {
       ['rows', TTL, 4_000, 'u8', 8, 108, 'u10', 10, 110],
       // 1 and 2 before the first row, 5 and 6 between 4 and 7, 9 between 8 and 10.
       ['free', TTL, 1, 2, 5, 6, 9],
-      // Highest seq 10; 5 rows and 5 free seqs written.
-      ['arm', 30, 1_000, 2_000, 3_000, 10, 4_000, 500, 10, '0'],
+      // Highest seq 10; 5 rows and 5 free seqs written; a marker that names no time: no floor.
+      ['arm', 30, 1_000, 2_000, 3_000, 10, 4_000, 500, 10, '0', 0],
     ]);
+  });
+
+  it('arms with a reservation floor SETTLE_MARGIN_MS before the loss marker it waited for (the fence\'s bound)', async () => {
+    const s = script();
+    const load = new GateLoad(meta, s.run, { epoch: '1800000000000' });
+    await load.rows([row(1)]);
+    await load.arm();
+    expect(s.calls.at(-1)!.at(-1)).toBe(1_800_000_000_000 - SETTLE_MARGIN_MS);
+    expect(fenceBoundMs('1800000000000')).toBe(1_800_000_000_000 - SETTLE_MARGIN_MS);
+    expect([fenceBoundMs(''), fenceBoundMs(undefined), fenceBoundMs('E1'), fenceBoundMs('1000')]).toEqual([0, 0, 0, 0]);
   });
 
   it('sends no free seqs when the ledger has no gap, and begins with no epoch when the ledger is final', async () => {
@@ -65,7 +76,7 @@ describe('a rebuild', () => {
     expect(withoutEpoch(s.calls)).toEqual([
       ['begin', TTL, ''],
       ['rows', TTL, 4_000, 'u1', 1, 101, 'u2', 2, 102, 'u3', 3, 103],
-      ['arm', 30, 1_000, 2_000, 3_000, 3, 4_000, 500, 3, '0'],
+      ['arm', 30, 1_000, 2_000, 3_000, 3, 4_000, 500, 3, '0', 0],
     ]);
   });
 
@@ -83,7 +94,7 @@ describe('a rebuild', () => {
       ['free', 2 + 1_000], // 1501..2500, sent while the page is read
       ['free', 2 + 1_000], // 2501..3500
       ['free', 2 + 500], // 3501..4000, sent by arm
-      ['arm', 11],
+      ['arm', 12],
     ]);
     expect(s.calls[3]!.slice(2)).toEqual(range(1_501, 2_500));
     expect(s.calls[4]!.slice(2)).toEqual(range(2_501, 3_500));

@@ -32,6 +32,9 @@
 --         ARGV[10] epoch: a token new to every arming, so that a process holding a view of the
 --         coupon (gate/sold-out-view.ts) notices the gate was rebuilt
 --         ARGV[11] '1' when an operator paused the coupon (coupons.paused_at), else '0'
+--         ARGV[12] the reservation floor (ms, 0 = none): a rebuild after a loss refuses reservations
+--         whose time is before its fence's bound, so the issuer never takes one of them for a record
+--         appended late (issuer/issue-batch.ts issueFence; gate-reserve.lua)
 --         Puts the staged free list in place, writes meta last, and gives every key the deadline.
 -- Returns 1 when it wrote; 0 when the gate already existed: it is left untouched, and the caller
 -- stops (another process armed it); -1 when Redis lost state during this rebuild: nothing is
@@ -92,6 +95,7 @@ redis.call('SET', KEYS[3], ARGV[6])
 redis.call('HSET', KEYS[1], 'total', ARGV[2], 'opens_ms', ARGV[3], 'closes_ms', ARGV[4], 'valid_until_ms', ARGV[5],
   'expire_at_ms', ARGV[7], 'retention_ms', ARGV[8], 'epoch', ARGV[10])
 if ARGV[11] == '1' then redis.call('HSET', KEYS[1], 'paused', '1') end
+if (tonumber(ARGV[12]) or 0) > 0 then redis.call('HSET', KEYS[1], 'reserve_floor_ms', ARGV[12]) end
 -- Every key gets the same deadline, including keys written before the gate existed (redemption
 -- state restored from the ledger, the staged list's own short expiry), or none at all.
 local deadline = tonumber(ARGV[7])

@@ -11,6 +11,8 @@
 --   'EXISTING', seq, st, p  the user already holds seq; st is PENDING, ISSUED or REDEEMED; p is '1'
 --                         while that seq's publish is unacknowledged (still in the pending journal)
 --   'NOT_FOUND' | 'NOT_OPEN' | 'CLOSED' | 'SOLD_OUT' | 'PAUSED' | 'MARK_FIRST'
+--   'CLOCK_BEHIND'          the call's time is before the gate's reservation floor (a rebuild's
+--                           fence bound, gate-load.lua): it began before the rebuild; retry
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'NOT_FOUND'} end
 local user = ARGV[1]
 local now = tonumber(ARGV[2])
@@ -32,7 +34,7 @@ if held then
   return {'EXISTING', held, state, unacked}
 end
 
-local meta = redis.call('HMGET', KEYS[1], 'total', 'opens_ms', 'closes_ms', 'expire_at_ms', 'paused')
+local meta = redis.call('HMGET', KEYS[1], 'total', 'opens_ms', 'closes_ms', 'expire_at_ms', 'paused', 'reserve_floor_ms')
 local total, opens, closes = tonumber(meta[1]), tonumber(meta[2]), tonumber(meta[3])
 if now < opens then return {'NOT_OPEN'} end
 if closes > 0 and now >= closes then return {'CLOSED'} end
@@ -40,6 +42,10 @@ if redis.call('HLEN', KEYS[2]) >= total then return {'SOLD_OUT'} end
 -- An operator's pause (gate-change.lua) holds new winners back; a sold-out coupon stays SOLD_OUT.
 if meta[5] == '1' then return {'PAUSED'} end
 if ARGV[3] ~= '1' then return {'MARK_FIRST'} end
+-- A reservation's time is its record's requested_at. After a rebuild, the issuer drops records
+-- behind the rebuild's fence reserved before this floor (records a broker appended late): no
+-- reservation of this gate may carry such a time.
+if meta[6] and now < tonumber(meta[6]) then return {'CLOCK_BEHIND'} end
 
 local seq = redis.call('LPOP', KEYS[4])
 if not seq then seq = redis.call('INCR', KEYS[3]) end
