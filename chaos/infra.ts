@@ -3,14 +3,11 @@
 // a restart loses everything), and its own database on the shared PostgreSQL server, reached
 // through a TCP proxy that can be cut. Only the schema registry is shared; the run's subjects carry
 // its unique topic prefix and are deleted at the end.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdirSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import { join } from 'node:path';
 import pg from 'pg';
 import { kafkaDown, kafkaUp, type KafkaInstance } from '../scripts/stack.ts';
-import { bounded, pollUntil, sleep } from './journal.ts';
+import { bounded } from './journal.ts';
 
 export const root = join(import.meta.dirname, '..');
 
@@ -69,139 +66,11 @@ export class OwnKafka {
   }
 }
 
-function redisAnswers(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1');
-    const done = (ok: boolean) => { socket.destroy(); resolve(ok); };
-    socket.setTimeout(1_000);
-    socket.once('connect', () => socket.write('PING\r\n'));
-    socket.once('data', (d: Buffer) => done(d.toString().startsWith('+PONG')));
-    socket.once('error', () => done(false));
-    socket.once('timeout', () => done(false));
-  });
-}
-
-/** A redis-server that keeps nothing on disk: SIGKILL and start again loses every key. */
-export class OwnRedis {
-  readonly port: number;
-  private readonly dir: string;
-  private child: ChildProcess | undefined;
-
-  private constructor(port: number, dir: string) {
-    this.port = port;
-    this.dir = dir;
-  }
-
-  static async create(dir: string): Promise<OwnRedis> {
-    return new OwnRedis(await freePort(), dir);
-  }
-
-  get url(): string {
-    return `redis://127.0.0.1:${this.port}/0`;
-  }
-
-  get running(): boolean {
-    return this.child !== undefined;
-  }
-
-  async start(): Promise<void> {
-    const child = spawn('redis-server', [
-      '--port', String(this.port), '--bind', '127.0.0.1', '--daemonize', 'no',
-      '--save', '', '--appendonly', 'no', '--maxmemory-policy', 'noeviction',
-      '--dir', this.dir, '--logfile', join(this.dir, 'redis.log'),
-    ], { stdio: 'ignore' });
-    this.child = child;
-    child.once('exit', () => { if (this.child === child) this.child = undefined; });
-    if (!(await pollUntil(20_000, 100, () => redisAnswers(this.port)))) {
-      throw new Error(`redis-server on port ${this.port} did not answer PING within 20 s`);
-    }
-  }
-
-  /** SIGKILL: whatever the server held is gone. */
-  async kill(): Promise<void> {
-    const child = this.child;
-    if (!child) return;
-    this.child = undefined;
-    if (child.exitCode === null && child.signalCode === null) {
-      const exited = once(child, 'exit');
-      child.kill('SIGKILL');
-      await bounded('redis-server to exit', 10_000, exited);
-    }
-  }
-}
-
-/**
- * A TCP proxy in front of PostgreSQL. `cut` drops every connection and refuses new ones (what a
- * crashed or partitioned database looks like to a client); `restore` listens on the same port again.
- */
-export class CuttableProxy {
-  readonly port: number;
-  private readonly target: { host: string; port: number };
-  private server: net.Server | undefined;
-  private readonly sockets = new Set<net.Socket>();
-
-  private constructor(port: number, target: { host: string; port: number }) {
-    this.port = port;
-    this.target = target;
-  }
-
-  static async create(target: { host: string; port: number }): Promise<CuttableProxy> {
-    const proxy = new CuttableProxy(await freePort(), target);
-    await proxy.restore();
-    return proxy;
-  }
-
-  get open(): boolean {
-    return this.server !== undefined;
-  }
-
-  async restore(): Promise<void> {
-    if (this.server) return;
-    // The port was free a moment ago; another process may grab it between a cut and a restore.
-    for (let attempt = 1; ; attempt++) {
-      try {
-        this.server = await this.listen();
-        return;
-      } catch (err) {
-        if (attempt >= 50) throw new Error(`the PostgreSQL proxy could not listen on ${this.port} again: ${(err as Error).message}`, { cause: err });
-        await sleep(200);
-      }
-    }
-  }
-
-  private listen(): Promise<net.Server> {
-    return new Promise((resolve, reject) => {
-      const server = net.createServer((client) => {
-        const upstream = net.connect(this.target.port, this.target.host);
-        this.sockets.add(client);
-        this.sockets.add(upstream);
-        const drop = () => {
-          client.destroy();
-          upstream.destroy();
-          this.sockets.delete(client);
-          this.sockets.delete(upstream);
-        };
-        client.on('error', drop).on('close', drop);
-        upstream.on('error', drop).on('close', drop);
-        client.pipe(upstream).pipe(client);
-      });
-      server.once('error', reject);
-      server.listen(this.port, '127.0.0.1', () => {
-        server.off('error', reject);
-        server.on('error', () => undefined);
-        resolve(server);
-      });
-    });
-  }
-
-  async cut(): Promise<void> {
-    const server = this.server;
-    this.server = undefined;
-    for (const socket of this.sockets) socket.destroy();
-    this.sockets.clear();
-    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
-  }
-}
+// The run's redis-server and PostgreSQL proxy are the test kit's (test/support): a redis-server that
+// keeps nothing on disk (SIGKILL and start again loses every key), and a TCP proxy that can be cut
+// (every connection dropped, new ones refused) and restored on the same port.
+export { startOwnRedis, type OwnRedis } from '../test/support/redis-server.ts';
+export { cuttableProxy, type CuttableProxy } from '../test/support/proxy.ts';
 
 /** Deletes (soft, then permanently) the registry subjects the run's topics created. */
 export async function deleteSubjects(registryUrl: string, topicPrefix: string): Promise<number> {

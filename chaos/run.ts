@@ -32,7 +32,7 @@ import { createDb } from '../src/store/db.ts';
 import { check } from './check.ts';
 import { describeFault, faultSchedule, FaultInjector } from './faults.ts';
 import { Lifecycle } from './lifecycle.ts';
-import { CuttableProxy, deleteSubjects, freePort, OwnDatabase, OwnKafka, OwnRedis, RunDir } from './infra.ts';
+import { cuttableProxy, deleteSubjects, freePort, OwnDatabase, OwnKafka, RunDir, startOwnRedis } from './infra.ts';
 import { bounded, elapsed, say, sleep } from './journal.ts';
 import { parseOptions, type ChaosOptions } from './options.ts';
 import { PaymentResultPublisher, PaymentService } from './payments.ts';
@@ -184,7 +184,9 @@ async function main(): Promise<void> {
   await database.create();
   onCleanup(`database ${database.name}`, () => database.drop());
   const [kafka, redis, proxy] = await Promise.all([
-    OwnKafka.create(dir.kafka), OwnRedis.create(dir.redis), CuttableProxy.create({ host: database.url.hostname, port: Number(database.url.port || 5432) }),
+    OwnKafka.create(dir.kafka),
+    startOwnRedis({ dir: dir.redis, started: false, args: ['--maxmemory-policy', 'noeviction'] }),
+    cuttableProxy(Number(database.url.port || 5432), database.url.hostname),
   ]);
   onCleanup('PostgreSQL proxy', () => proxy.cut());
   onCleanup('redis-server', () => redis.kill());

@@ -8,14 +8,14 @@ import { createWriteStream, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { root } from './infra.ts';
+import { READY_MSG, spawnService, type ServiceName } from '../test/support/launch.ts';
 import { bounded, elapsed, pollUntil, say } from './journal.ts';
 
-const READY: Record<ServiceName, string> = { api: 'coupon-api listening', issuer: 'coupon-issuer consuming' };
 // A start that has not said it is ready by then is stuck; it is killed and started again.
 const START_WATCHDOG_MS = 90_000;
 const MAX_BACKOFF_MS = 5_000;
 
-export type ServiceName = 'api' | 'issuer';
+export type { ServiceName };
 
 export class Service {
   readonly name: ServiceName;
@@ -52,11 +52,7 @@ export class Service {
     this.restartTimer = undefined;
     if (this.child || !this.wanted) return;
     this.starts++;
-    const child = spawn(process.execPath, [join(root, 'src', 'bin', `${this.name}.ts`)], {
-      cwd: root,
-      env: { ...process.env, LOG_LEVEL: 'info', LOG_PRETTY: 'false', ...this.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawnService(this.name, this.env);
     this.child = child;
     this.log.write(`--- chaos: start #${this.starts}, pid ${child.pid}, at +${elapsed().toFixed(1)}s\n`);
     child.stderr.on('data', (d: Buffer) => this.log.write(d));
@@ -88,7 +84,7 @@ export class Service {
     let entry: { msg?: unknown; alert?: unknown; reason?: unknown; records?: unknown; level?: unknown; err?: { message?: string } };
     try { entry = JSON.parse(line) as typeof entry; } catch { return; }
     if (entry.level === 60) this.lastFatal = `${String(entry.msg)}: ${String(entry.err?.message ?? '')}`;
-    if (entry.msg === READY[this.name]) {
+    if (entry.msg === READY_MSG[this.name]) {
       this.ready = true;
       this.backoffMs = 1_000;
     }

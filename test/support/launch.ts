@@ -26,11 +26,22 @@ export interface LaunchOptions {
  * picks; the ready line says which), LOG_LEVEL info, JSON logs.
  */
 export async function launchService(name: ServiceName, env: Record<string, string>, o: LaunchOptions = {}): Promise<ChildProcessByStdio<null, Readable, Readable>> {
-  const root = o.root ?? repoRoot;
-  const base = { ...process.env, API_PORT: '0', API_METRICS_PORT: '0', ISSUER_METRICS_PORT: '0', LOG_LEVEL: 'info', LOG_PRETTY: 'false', ...env };
+  const merged = serviceEnv(env);
+  return spawnService(name, o.localAuth === false ? merged : await withLocalAuth(merged), o.root);
+}
+
+/** The environment a service starts with: this process's, the defaults above, then `env`. */
+const serviceEnv = (env: Record<string, string | undefined>): Record<string, string | undefined> =>
+  ({ ...process.env, API_PORT: '0', API_METRICS_PORT: '0', ISSUER_METRICS_PORT: '0', LOG_LEVEL: 'info', LOG_PRETTY: 'false', ...env });
+
+/**
+ * The same, at once and with `env` as given (no local signing key added): for a supervisor that
+ * restarts a service from an exit handler (the chaos run), with the auth settings already in `env`.
+ */
+export function spawnService(name: ServiceName, env: Record<string, string | undefined>, root = repoRoot): ChildProcessByStdio<null, Readable, Readable> {
   return spawn(process.execPath, [join(root, 'src', 'bin', `${name}.ts`)], {
     cwd: root,
-    env: o.localAuth === false ? base : await withLocalAuth(base),
+    env: serviceEnv(env),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
 }
