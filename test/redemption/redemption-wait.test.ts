@@ -1,5 +1,5 @@
 // RedeemCoupon and CancelRedemption answer OK only after WAIT (REDIS_WAIT_REPLICAS), like IssueCoupon
-// (test/faults/repeat-wait.test.ts). Two gaps closed here:
+// (test/gate/repeat-wait.test.ts). Two gaps closed here:
 // - a repeat (UNCHANGED) answered by another process than the one that made the change: WAIT covers
 //   the answering connection's own writes, so the repeat's script writes too, and its WAIT then
 //   covers the change it reports. On this machine's Redis 7.0 a connection's WAIT offset advances
