@@ -1,7 +1,8 @@
-// GetUserCoupon after Redis lost a coupon's state answers from the ledger alone. A user told
-// OK whose record the issuer has not written yet (docs/design.md#i3-no-lost-acceptance: OK comes
-// after Kafka's ack, not after the ledger) is then answered NOT_REQUESTED, "never won", while
-// IssueCoupon for the same coupon says UNAVAILABLE until the rebuild, and the user ends ISSUED.
+// GetUserCoupon after Redis lost a coupon's state. A user told OK whose record the issuer has not
+// written yet (docs/design.md#i3-no-lost-acceptance: OK comes after Kafka's ack, not after the
+// ledger) must never hear NOT_REQUESTED, "never won": like IssueCoupon, the read answers UNAVAILABLE
+// until the gate is rebuilt, and then the user's seq (docs/api.md#getusercoupon). A coupon past its
+// retention, whose gate is never armed again, is answered from the ledger at once.
 //
 // Real coupon-api and coupon-issuer on a redis-server of this file's own (it is restarted here);
 // the issuer starts only after the loss, so the record is still in Kafka when the question is asked.
@@ -12,7 +13,7 @@ import { afterRebuild, callError, couponClient, createCoupon, type CouponClient 
 import { startOwnRedis, type OwnRedis } from '../support/redis-server.ts';
 import { uniqueEnv, until } from '../support/stack.ts';
 
-const env = { ...uniqueEnv('review-get-user-after-loss'), API_WORKERS: '1', PUBLISH_TIMEOUT_MS: '2000' };
+const env = { ...uniqueEnv('get-user-after-loss'), API_WORKERS: '1', PUBLISH_TIMEOUT_MS: '2000' };
 let redisServer: OwnRedis;
 let api: ServiceProcess;
 let issuer: ServiceProcess | undefined;

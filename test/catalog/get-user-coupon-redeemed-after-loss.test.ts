@@ -1,8 +1,8 @@
-// Review: after Redis lost a coupon, GetUserCoupon answers from the ledger alone, even while the
-// ledger has not applied a redemption RedeemCoupon already answered OK for (OK comes after Kafka's
-// ack, docs/redemption.md). The payment service is then told ISSUED, no order, for a coupon it was
-// told is REDEEMED by its order, while RedeemCoupon itself knows to answer UNAVAILABLE until the
-// redemption state is reloaded (docs/redemption.md#after-a-redis-loss).
+// GetUserCoupon after Redis lost a redeemed coupon, while the ledger has not applied the redemption
+// RedeemCoupon already answered OK for (OK comes after Kafka's ack, docs/redemption.md): it must
+// never tell the payment service ISSUED, no order, for a coupon it was told is REDEEMED by its order.
+// Like RedeemCoupon, it answers UNAVAILABLE until the redemption state is reloaded
+// (docs/redemption.md#after-a-redis-loss).
 //
 // Real coupon-api and coupon-issuer (which runs the redemption ledger consumer) on a redis-server
 // of this file's own; the issuer is stopped after the coupon is issued, so the redemption event
@@ -14,7 +14,7 @@ import { couponClient, createCoupon, type CouponClient } from '../support/coupon
 import { startOwnRedis, type OwnRedis } from '../support/redis-server.ts';
 import { uniqueEnv, until } from '../support/stack.ts';
 
-const env = { ...uniqueEnv('review-redeemed-after-loss'), API_WORKERS: '1', PUBLISH_TIMEOUT_MS: '2000' };
+const env = { ...uniqueEnv('redeemed-after-loss'), API_WORKERS: '1', PUBLISH_TIMEOUT_MS: '2000' };
 let redisServer: OwnRedis;
 let api: ServiceProcess;
 let issuer: ServiceProcess | undefined;

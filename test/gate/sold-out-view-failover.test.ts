@@ -19,7 +19,7 @@ import { startOwnRedis, type OwnRedis } from '../support/redis-server.ts';
 import { uniqueEnv, until } from '../support/stack.ts';
 
 // Default GATE_LOCAL_RECHECK_MS (100) and GATE_LOCAL_LIFETIME_MS (1000): nothing stretched.
-const env = { ...uniqueEnv('review-sold-out-revival'), API_WORKERS: '1', PUBLISH_TIMEOUT_MS: '2000' };
+const env = { ...uniqueEnv('sold-out-revival'), API_WORKERS: '1', PUBLISH_TIMEOUT_MS: '2000' };
 let redisServer: OwnRedis;
 let r: Redis;
 let apiA: ServiceProcess;
