@@ -7,48 +7,28 @@
 // Real coupon-api and coupon-issuer (which runs the redemption ledger consumer) on a redis-server
 // of this file's own; the issuer is stopped after the coupon is issued, so the redemption event
 // waits in Kafka while Redis restarts.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { UserCouponState } from '../../gen/coupon/v1/coupon_pb.js';
-import { startService, type ServiceProcess } from '../support/processes.ts';
-import { couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
-import { startOwnRedis, type OwnRedis } from '../support/redis-server.ts';
-import { uniqueEnv, until } from '../support/stack.ts';
+import { createCoupon } from '../support/coupons.ts';
+import { fileServices } from '../support/services.ts';
+import { until } from '../support/stack.ts';
 
-const env = { ...uniqueEnv('redeemed-after-loss'), API_WORKERS: '1', PUBLISH_TIMEOUT_MS: '2000' };
-let redisServer: OwnRedis;
-let api: ServiceProcess;
-let issuer: ServiceProcess | undefined;
-let client: CouponClient;
-
-beforeAll(async () => {
-  redisServer = await startOwnRedis();
-  [api, issuer] = await Promise.all([
-    startService('api', { ...env, REDIS_URL: redisServer.url }),
-    startService('issuer', { ...env, REDIS_URL: redisServer.url }),
-  ]);
-  client = couponClient(api.address);
-});
-afterAll(async () => {
-  client?.close();
-  await Promise.all([api?.stop(), issuer?.stop()]);
-  await redisServer?.stop();
-});
+const svc = fileServices('redeemed-after-loss', { API_WORKERS: '1', PUBLISH_TIMEOUT_MS: '2000' }, { ownRedis: true });
 
 describe('GetUserCoupon after Redis lost a redeemed coupon', () => {
   it('never answers ISSUED for a coupon RedeemCoupon told REDEEMED', async () => {
-    const coupon = await createCoupon(client, 2, { validForMs: 3_600_000 });
-    await client.issueCoupon({ couponId: coupon.id, userId: 'payer' });
-    await until('ISSUED', async () => (await client.getUserCoupon({ couponId: coupon.id, userId: 'payer' })).userCoupon!.state === UserCouponState.ISSUED);
-    await issuer!.stop();
-    issuer = undefined;
+    const coupon = await createCoupon(svc.client, 2, { validForMs: 3_600_000 });
+    await svc.client.issueCoupon({ couponId: coupon.id, userId: 'payer' });
+    await until('ISSUED', async () => (await svc.client.getUserCoupon({ couponId: coupon.id, userId: 'payer' })).userCoupon!.state === UserCouponState.ISSUED);
+    await svc.issuer.stop();
 
-    const redeemed = await client.redeemCoupon({ couponId: coupon.id, userId: 'payer', orderId: 'order-1' });
+    const redeemed = await svc.client.redeemCoupon({ couponId: coupon.id, userId: 'payer', orderId: 'order-1' });
     expect(redeemed.userCoupon!.state).toBe(UserCouponState.REDEEMED);
-    await redisServer.restart();
+    await svc.redis.restart();
 
     const answers: unknown[] = [];
     for (let i = 0; i < 5; i++) {
-      answers.push(await client.getUserCoupon({ couponId: coupon.id, userId: 'payer' }).then(
+      answers.push(await svc.client.getUserCoupon({ couponId: coupon.id, userId: 'payer' }).then(
         (res) => ({ state: UserCouponState[res.userCoupon!.state], orderId: res.userCoupon!.orderId }),
         (e: unknown) => ({ reason: (e as { reason?: string }).reason }),
       ));
