@@ -17,7 +17,8 @@ import { createRedis, redisReady } from '../store/redis.ts';
 import { CouponScripts } from '../store/scripts.ts';
 import { ReplicaAcks } from '../store/replica-acks.ts';
 import { recordDeadLetters } from '../store/dead-letters.ts';
-import { issueBatch, issueFence, type IssueStats } from './issue-batch.ts';
+import { issueBatch, type IssueStats } from './issue-batch.ts';
+import { fenceRecorder } from '../store/fences.ts';
 import { startAnnouncer } from './announce.ts';
 import { redemptionGroups, startRedemptionConsumers } from '../redemption/wiring.ts';
 import { startReconcileJob } from '../ops/reconcile-job.ts';
@@ -72,7 +73,7 @@ export async function startIssuer(config: Config, log: Logger): Promise<IssuerAp
     recordDeadLetters: (entries) => recordDeadLetters(db, entries),
     keyIsCouponId: true,
     claimOf: (e) => ({ userId: e.userId, seq: e.seq }),
-    onFence: issueFence({ db, log }),
+    onFence: fenceRecorder({ db, log }, 'coupon_fences'),
     log,
   });
   const redemption = await startRedemptionConsumers({ config, log, kafka, db, redis, registry, dltProducer, alerter, policy });

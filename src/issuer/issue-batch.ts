@@ -12,9 +12,7 @@ import type { Logger } from '../log.ts';
 import { issuerLostRecords, issuerRows, timedIssueBatch } from '../metrics/issuer.ts';
 import { dbSpan } from '../telemetry/tracing.ts';
 import type { Db } from '../store/db.ts';
-import { heldRows, insertIssued, recordIssueFence, type IssueResultRow } from '../store/ledger.ts';
-import { fenceBoundMs } from '../store/loss-guard.ts';
-import { canonicalCouponId } from '../domain/ids.ts';
+import { heldRows, insertIssued, type IssueResultRow } from '../store/ledger.ts';
 import type { OwedAnnouncement } from '../store/issued-outbox.ts';
 import type { CouponScripts } from '../store/scripts.ts';
 import { issuerClaim, issuerMarkIssued } from './issuer-scripts.ts';
@@ -237,24 +235,4 @@ const recordKey = (couponId: string, userId: string, seq: number, requestedAtMs:
 function countStale(deps: IssueBatchDeps, stale: number): void {
   if (deps.stats) deps.stats.stale += stale;
   if (stale > 0) deps.log.info({ stale }, 'dropped records whose reservation was released');
-}
-
-/**
- * The issue consumer's onFence (events/batch-consumer.ts): records the bound behind a rebuild's
- * fence (store/ledger.ts recordIssueFence). The fence's marker is the moment the rebuild was allowed
- * to start (Redis time: the loss first noticed + PUBLISH_TIMEOUT_MS + SETTLE_MARGIN_MS). Every record
- * acknowledged before the loss was reserved before the loss was noticed; every reservation the
- * rebuilt gate makes carries a time at or after the bound (store/loss-guard.ts fenceBoundMs, the
- * gate's reservation floor). A fence that cannot be read is ignored.
- */
-export function issueFence(deps: { db: Db; log: Logger }): (fence: { key: string | null; marker: string }) => Promise<void> {
-  return async ({ key, marker }) => {
-    const couponId = key === null ? undefined : canonicalCouponId(key);
-    const bound = fenceBoundMs(marker);
-    if (!couponId || bound === 0) {
-      deps.log.warn({ key, marker }, 'ignored a fence record that names no coupon or no time');
-      return;
-    }
-    await recordIssueFence(deps.db, couponId, new Date(bound));
-  };
 }

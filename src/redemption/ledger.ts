@@ -7,24 +7,33 @@ import { timestampDate } from '@bufbuild/protobuf/wkt';
 import { RedemptionTransition, type CouponRedemptionChanged } from '../../gen/coupon/events/v1/redemption_pb.js';
 import type { BatchHandler, ConsumedRecord, Rejection } from '../events/batch-consumer.ts';
 import { isUuid } from '../domain/ids.ts';
+import { REPLAYED_HEADER } from '../events/replay.ts';
 import type { Logger } from '../log.ts';
 import { seqWindows, type UserCouponRow } from '../store/coupons.ts';
 import type { Db } from '../store/db.ts';
 import type { LedgerRedemptionRecord } from './redemption-scripts.ts';
 
-export interface LedgerStats { batches: number; applied: number; cancellations: number }
+export interface LedgerStats { batches: number; applied: number; cancellations: number; stale: number }
 
 // - latest: the newest change per (coupon, user) in the batch; it alone decides the row's state.
 // - applied: the row takes it only if it is newer than what the row has (redemption_version).
 // - cancelled: every cancelled order is remembered, whatever its version, so a late redeem of it
 //   is refused even after Redis lost its cancelled set. A version 0 cancellation (an order
 //   cancelled while another order held the coupon) only does this: it never changes the row.
+// - stale: a change read after a load's fence (redemption_fences, store/fences.ts) and made
+//   before its bound was made on the Redis that was lost, and reached the partition after the
+//   fence, so its caller was never told OK; the reloaded state may have made a change with the same
+//   version since, which it must not shadow. Dropped, unless an operator replayed it from the
+//   dead-letter topic (its original may stand before the fence, told OK).
 // - orphans: a redemption for a coupon the ledger never issued. Redis marks a coupon issued only
 //   after its row committed, so this means something is badly wrong: a person must look.
 const APPLY_SQL = `
-WITH input AS (
-  SELECT * FROM unnest(?::uuid[], ?::text[], ?::text[], ?::int[], ?::timestamptz[], ?::bigint[])
-    AS t(coupon_id, user_id, order_id, transition, occurred_at, version)
+WITH given AS (
+  SELECT * FROM unnest(?::uuid[], ?::text[], ?::text[], ?::int[], ?::timestamptz[], ?::bigint[], ?::boolean[])
+    AS t(coupon_id, user_id, order_id, transition, occurred_at, version, replayed)
+), input AS (
+  SELECT g.* FROM given g WHERE g.replayed OR NOT EXISTS (
+    SELECT 1 FROM redemption_fences f WHERE f.coupon_id = g.coupon_id AND g.occurred_at < f.stale_before)
 ), latest AS (
   SELECT DISTINCT ON (coupon_id, user_id) * FROM input WHERE version > 0 ORDER BY coupon_id, user_id, version DESC
 ), applied AS (
@@ -45,12 +54,13 @@ WITH input AS (
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM applied)::int AS applied, (SELECT count(*) FROM cancelled)::int AS cancellations,
+  ((SELECT count(*) FROM given) - (SELECT count(*) FROM input))::int AS stale,
   COALESCE((SELECT json_agg(json_build_array(i.coupon_id, i.user_id, i.version)) FROM input i
     WHERE i.transition = ${RedemptionTransition.REDEEMED}
       AND NOT EXISTS (SELECT 1 FROM user_coupons uc WHERE uc.coupon_id = i.coupon_id AND uc.user_id = i.user_id)), '[]') AS orphans
 `;
 
-interface ApplyRow { applied: number; cancellations: number; orphans: [string, string, number | string][] }
+interface ApplyRow { applied: number; cancellations: number; stale: number; orphans: [string, string, number | string][] }
 
 export function redemptionLedgerBatch(deps: { db: Db; log: Logger; stats?: LedgerStats }): BatchHandler<CouponRedemptionChanged> {
   return async (records) => {
@@ -79,13 +89,16 @@ export function redemptionLedgerBatch(deps: { db: Db; log: Logger; stats?: Ledge
       valid.map((r) => r.value.transition),
       valid.map((r) => (r.value.occurredAt ? timestampDate(r.value.occurredAt) : new Date()).toISOString()),
       valid.map((r) => String(r.value.version)),
+      valid.map((r) => r.message.headers?.[REPLAYED_HEADER] !== undefined),
     ]);
     const result = rows[0]!;
     if (deps.stats) {
       deps.stats.batches++;
       deps.stats.applied += result.applied;
       deps.stats.cancellations += result.cancellations;
+      deps.stats.stale += result.stale;
     }
+    if (result.stale > 0) deps.log.warn({ stale: result.stale }, "dropped redemption changes that reached Kafka after a load's fence (never acknowledged)");
     for (const [couponId, userId, version] of result.orphans) {
       const record = valid.find((r) => r.value.couponId === couponId && r.value.userId === userId && r.value.version === BigInt(version));
       if (record) rejected.push({ record, reason: 'NOT_IN_LEDGER', error: `coupon ${couponId} of user ${userId} is not issued in the ledger` });

@@ -4,6 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import { LoadInterrupted } from '../domain/errors.ts';
 import { STAGING_TTL_MS } from '../store/keys.ts';
+import { fenceBoundMs } from '../store/loss-guard.ts';
 import { chunks, type CouponScripts, type ScriptArg } from '../store/scripts.ts';
 
 /**
@@ -13,8 +14,8 @@ import { chunks, type CouponScripts, type ScriptArg } from '../store/scripts.ts'
  */
 export interface RedemptionOutcome<S extends string> { status: S; seq: string; issuedMs: string; value: string; outbox: string[] }
 
-export type RedeemStatus = 'REDEEMED' | 'UNCHANGED' | 'ALREADY_REDEEMED' | 'CANCELLED' | 'EXPIRED' | 'MISSING' | 'NO_META' | 'UNLOADED';
-export type CancelStatus = 'CANCELLED' | 'RECORDED' | 'UNCHANGED' | 'ORDER_MISMATCH' | 'MISSING' | 'NO_META' | 'UNLOADED';
+export type RedeemStatus = 'REDEEMED' | 'UNCHANGED' | 'ALREADY_REDEEMED' | 'CANCELLED' | 'EXPIRED' | 'MISSING' | 'NO_META' | 'UNLOADED' | 'CLOCK_BEHIND';
+export type CancelStatus = 'CANCELLED' | 'RECORDED' | 'UNCHANGED' | 'ORDER_MISMATCH' | 'MISSING' | 'NO_META' | 'UNLOADED' | 'CLOCK_BEHIND';
 
 /** Redemption state as the ledger holds it, for restoreRedemption: a user's row, or a cancelled order. */
 export type LedgerRedemptionRecord =
@@ -61,7 +62,9 @@ export async function restoreRedemption(scripts: CouponScripts, couponId: string
  * Starts a whole-coupon load of redemption state from the ledger (restore-redemption.lua): feed
  * it pages with `records`, then `markLoaded`. `deadlineMs` (deadlineWithoutGate) is passed to
  * every call, so the keys of one load expire together. `epoch` is the loss marker's value the
- * load waited for. Throws LoadInterrupted, marking nothing, when Redis lost state meanwhile.
+ * load waited for; the loaded state refuses changes whose time is before its fence's bound
+ * (fenceBoundMs: the change floor, restore-redemption.lua 'M'). Throws LoadInterrupted, marking
+ * nothing, when Redis lost state meanwhile.
  */
 export function redemptionLoad(scripts: CouponScripts, couponId: string, deadlineMs: number | undefined, epoch: string | undefined): RedemptionLoad {
   return new RedemptionLoad(restorer(scripts, couponId), deadlineMs ?? '', epoch ?? '');
@@ -103,7 +106,7 @@ export class RedemptionLoad {
 
   async markLoaded(): Promise<void> {
     await this.begin();
-    this.check(await this.run(['M', this.deadline, this.written]));
+    this.check(await this.run(['M', this.deadline, this.written, fenceBoundMs(this.epoch) || '']));
   }
 
   private async begin(): Promise<void> {

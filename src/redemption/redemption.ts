@@ -92,6 +92,14 @@ function viewOf(couponId: string, userId: string, o: RedemptionOutcome<string>):
   };
 }
 
+/**
+ * The call's time (taken before its script, and again after a load it waited for) is before the
+ * change floor of the load that put the coupon's state back: this process's clock is behind
+ * Redis's by more than SETTLE_MARGIN_MS (store/loss-guard.ts fenceBoundMs).
+ */
+const clockBehind = (meta: Record<string, string>) =>
+  new DomainError('BACKEND_UNAVAILABLE', "the request's time is before the coupon's redemption state was loaded from the ledger; retry", meta);
+
 export type CancelOutcome = 'CANCELLED' | 'RECORDED' | 'UNCHANGED';
 
 export class Redemption {
@@ -136,6 +144,8 @@ export class Redemption {
           throw new DomainError('REDEMPTION_CANCELLED', "this order's redemption was cancelled; it cannot redeem again", meta);
         case 'EXPIRED':
           throw new DomainError('COUPON_EXPIRED', 'the coupon is past its valid_until', meta);
+        case 'CLOCK_BEHIND':
+          throw clockBehind(meta);
         case 'REDEEMED':
         case 'UNCHANGED':
           await this.publishReplicated(couponId, o.outbox, meta, node);
@@ -165,6 +175,8 @@ export class Redemption {
           // A lost REDEEMED state must be loaded first, or this cancel would be a silent no-op.
           await this.load(couponId);
           continue;
+        case 'CLOCK_BEHIND':
+          throw clockBehind(meta);
         case 'MISSING':
           await this.restoreUser(couponId, userId, deadlineMs);
           ledgerChecked = true;

@@ -25,6 +25,7 @@ import { CouponScripts } from '../store/scripts.ts';
 import { recordDeadLetters, type DeadLetterEntry } from '../store/dead-letters.ts';
 import { activeCouponsKey } from '../store/keys.ts';
 import { redemptionLedgerBatch, type LedgerStats } from './ledger.ts';
+import { fenceRecorder } from '../store/fences.ts';
 import { paymentResultBatch, type PaymentResultStats } from './payment-batch.ts';
 import { Redemption } from './redemption.ts';
 
@@ -99,7 +100,7 @@ export async function startRedemptionConsumers(o: { config: Config; log: Logger;
   const publisher = new BatchingPublisher(publishing.producer, { lingerMs: config.PUBLISH_LINGER_MS, maxBatch: config.PUBLISH_MAX_BATCH, timeoutMs: config.PUBLISH_TIMEOUT_MS, fence: publishing.fence }, log);
   await publisher.connect();
   const redemption = await createRedemption({ config, log, db: o.db, redis: o.redis, registry: o.registry, publisher, admin, alerter: o.alerter });
-  const stats = { ledger: { batches: 0, applied: 0, cancellations: 0 }, paymentResults: { failedPayments: 0, cancelled: 0, unchanged: 0, mismatched: 0 } };
+  const stats = { ledger: { batches: 0, applied: 0, cancellations: 0, stale: 0 }, paymentResults: { failedPayments: 0, cancelled: 0, unchanged: 0, mismatched: 0 } };
   const common = { kafka: o.kafka, policy: o.policy, alerter: o.alerter, dltProducer: o.dltProducer, log, recordDeadLetters: (entries: DeadLetterEntry[]) => recordDeadLetters(o.db, entries) };
 
   const [ledger, payments] = await Promise.all([startBatchConsumer({
@@ -109,6 +110,7 @@ export async function startRedemptionConsumers(o: { config: Config; log: Logger;
     dltTopic: topics.redemptionDlt,
     decoder: o.registry.decoderFor(CouponRedemptionChangedSchema),
     handle: redemptionLedgerBatch({ db: o.db, log, stats: stats.ledger }),
+    onFence: fenceRecorder({ db: o.db, log }, 'redemption_fences'),
     alertEvent: 'coupon.redemption.dead_lettered',
     keyIsCouponId: true,
   }), startBatchConsumer({

@@ -35,7 +35,7 @@ export interface IssueResultRow {
 // A record Redis could not judge (the gate was lost, tombstones with it: 'UNARMED') that matches a
 // release in gate_releases exactly (coupon, user, seq and requested_at) is the record of a
 // reservation the gate gave back: it is dropped and returned with released = true. So is one
-// reserved before the coupon's last fence's stale_before (coupon_fences, recordIssueFence), unless
+// reserved before the coupon's last fence's stale_before (coupon_fences, store/fences.ts), unless
 // an operator replayed it from the dead-letter topic: it reached the partition after a rebuild's
 // fence, so no caller was told OK for it.
 // The coupons' rows are locked first (FOR KEY SHARE, which only an operator's change conflicts
@@ -107,14 +107,4 @@ export async function heldRows(db: Db, users: readonly (readonly [couponId: stri
   return await db('user_coupons')
     .whereIn(['coupon_id', 'user_id'], users as [string, string][])
     .select<IssueResultRow[]>('coupon_id', 'user_id', 'seq', 'issued_at', db.raw('false AS inserted'));
-}
-
-/**
- * The issuer passed a rebuild's fence on the issue topic (events/fence.ts): records of the coupon
- * behind it reserved before `staleBefore` are dropped from now on while Redis cannot judge them
- * (ISSUE_SQL). A later fence moves the bound on, an earlier one never back.
- */
-export async function recordIssueFence(db: Db, couponId: string, staleBefore: Date): Promise<void> {
-  await db.raw(`INSERT INTO coupon_fences (coupon_id, stale_before) VALUES (?, ?)
-    ON CONFLICT (coupon_id) DO UPDATE SET stale_before = GREATEST(coupon_fences.stale_before, EXCLUDED.stale_before)`, [couponId, staleBefore.toISOString()]);
 }

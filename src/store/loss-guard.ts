@@ -35,7 +35,7 @@ export const SETTLE_MARGIN_MS = 2_000;
 /**
  * The bound a loss's fence stands for (docs/decisions/0010-rebuild-only-from-settled-facts.md), from
  * the loss marker (the moment the rebuild may start, Redis time): SETTLE_MARGIN_MS before it. The
- * issuer drops records behind the fence reserved before it (issuer/issue-batch.ts issueFence), and
+ * issuer drops records behind the fence reserved before it (store/fences.ts), and
  * the rebuilt gate reserves nothing with an earlier time (gate-load.lua's reservation floor), so no
  * record of a caller told OK is ever dropped by it. 0 when the marker names no time.
  */

@@ -206,6 +206,21 @@ const migrations: Migration[] = [
       await db.schema.dropTableIfExists('coupon_fences');
     },
   },
+  {
+    // The redemption topic's fences, as coupon_fences is the issue topic's: once the ledger
+    // consumer has passed a load's fence, a change behind it made before `stale_before` was never
+    // acknowledged, and the ledger drops it (redemption/ledger.ts). One row per coupon.
+    name: '009_redemption_fences',
+    async up(db) {
+      await db.schema.createTable('redemption_fences', (t) => {
+        t.uuid('coupon_id').primary();
+        t.timestamp('stale_before', { useTz: true }).notNullable();
+      });
+    },
+    async down(db) {
+      await db.schema.dropTableIfExists('redemption_fences');
+    },
+  },
 ];
 
 export const migrationSource: Knex.MigrationSource<Migration> = {

@@ -222,7 +222,7 @@ describe('changes during a sale', () => {
     // 256 connections (a channel each), one call in flight on each, spread over both workers.
     const clients = Array.from({ length: 256 }, () => couponClient(svc.api.address, true, ['storefront']));
     let pausedAt = 0;
-    const outcomes: { startedAt: number; ok: boolean; reason?: string }[] = [];
+    const outcomes: { userId: string; startedAt: number; ok: boolean; code?: number; reason?: string }[] = [];
     let next = 0;
     // Calls go on until 2 s after the pause's OK, however long the machine takes to get there.
     const givingUpAt = Date.now() + 60_000;
@@ -232,8 +232,8 @@ describe('changes during a sale', () => {
         const startedAt = Date.now();
         const c = clients[w % clients.length]!;
         await c.issueCoupon({ couponId: coupon.id, userId }).then(
-          () => outcomes.push({ startedAt, ok: true }),
-          (err: { reason?: string }) => outcomes.push({ startedAt, ok: false, reason: err.reason }),
+          () => outcomes.push({ userId, startedAt, ok: true }),
+          (err: { code?: number; reason?: string }) => outcomes.push({ userId, startedAt, ok: false, code: err.code, reason: err.reason }),
         );
       }
     };
@@ -246,16 +246,23 @@ describe('changes during a sale', () => {
     } finally {
       for (const c of clients) c.close();
     }
-    const before = outcomes.filter((o) => o.ok);
+    // A call whose client deadline passed on a loaded machine (or that heard "not confirmed yet")
+    // may still have won: its answer says nothing either way. Every other answer is definite.
+    const ambiguous = (o: (typeof outcomes)[number]) => o.code === grpc.status.DEADLINE_EXCEEDED || o.reason === 'BACKEND_UNAVAILABLE';
+    const winners = new Set(Object.keys(await redis.hgetall(couponKeys(coupon.id).winners)));
+    const told = outcomes.filter((o) => o.ok);
     const afterPause = outcomes.filter((o) => o.startedAt > pausedAt);
-    expect(before.length, 'no call won before the pause').toBeGreaterThan(0);
-    expect(afterPause.length, 'no call started after the pause').toBeGreaterThan(100);
-    expect(afterPause.filter((o) => o.ok || o.reason !== 'COUPON_PAUSED')).toEqual([]);
-    // The gate and the ledger agree on the winners: exactly those told OK.
-    const accepted = await redis.hlen(couponKeys(coupon.id).winners);
-    expect(accepted).toBe(before.length);
+    expect(told.length, 'no call won before the pause').toBeGreaterThan(0);
+    expect(afterPause.filter((o) => !ambiguous(o)).length, 'no call answered after the pause').toBeGreaterThan(100);
+    expect(afterPause.filter((o) => o.ok || (o.reason !== 'COUPON_PAUSED' && !ambiguous(o)))).toEqual([]);
+    // The gate holds exactly the users told OK, and those whose answer was lost; none whose call
+    // began after the pause answered OK.
+    expect(told.filter((o) => !winners.has(o.userId))).toEqual([]);
+    expect(outcomes.filter((o) => !o.ok && winners.has(o.userId) && !ambiguous(o))).toEqual([]);
+    expect(afterPause.filter((o) => winners.has(o.userId))).toEqual([]);
+    // The ledger takes every winner.
     await waitForCaughtUp(kafka(), env.KAFKA_ISSUER_GROUP, topics.issue, 90_000);
-    expect(Number((await ledger(coupon.id))!.issued_count)).toBe(before.length);
+    expect(Number((await ledger(coupon.id))!.issued_count)).toBe(winners.size);
   });
 
   it('a restock in the middle of a rush: exactly the new total wins, every seq once', { timeout: 120_000 }, async () => {

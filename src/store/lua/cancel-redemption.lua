@@ -18,11 +18,15 @@
 --   'MISSING'         no issued state here (ARGV[4] not '1'): the caller asks the ledger first
 --   'NO_META'         no gate state for the coupon (ARGV[4] not '1')
 --   'UNLOADED'        the coupon's redemption state is not in Redis: the caller loads it first
+--   'CLOCK_BEHIND'    ARGV[3] is before the change floor of the load that put the state back
+--                     (lib/redemption.lua change_floor): nothing changed; the caller retries
 -- Value and outbox formats, and the helpers used here, are in lib/redemption.lua.
 local user, order = ARGV[1], ARGV[2]
 local checked = ARGV[4] == '1'
 if not checked and redis.call('EXISTS', KEYS[1]) == 0 then return {'NO_META'} end
-if redis.call('EXISTS', KEYS[7]) == 0 then return {'UNLOADED'} end
+local floor = change_floor()
+if not floor then return {'UNLOADED'} end
+if tonumber(ARGV[3]) < floor then return {'CLOCK_BEHIND'} end
 
 local seq, issued, current, state, held, version = redemption_state(user)
 local function reply(status, value) return reply_with_outbox(status, user, seq, issued, value) end

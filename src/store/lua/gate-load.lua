@@ -34,7 +34,7 @@
 --         ARGV[11] '1' when an operator paused the coupon (coupons.paused_at), else '0'
 --         ARGV[12] the reservation floor (ms, 0 = none): a rebuild after a loss refuses reservations
 --         whose time is before its fence's bound, so the issuer never takes one of them for a record
---         appended late (issuer/issue-batch.ts issueFence; gate-reserve.lua)
+--         appended late (store/fences.ts; gate-reserve.lua)
 --         Puts the staged free list in place, writes meta last, and gives every key the deadline.
 -- Returns 1 when it wrote; 0 when the gate already existed: it is left untouched, and the caller
 -- stops (another process armed it); -1 when Redis lost state during this rebuild: nothing is

@@ -17,6 +17,8 @@
 --   'NO_META'           no gate state for the coupon: unknown, or lost by Redis
 --   'UNLOADED'          the coupon's redemption state is not (or no longer) in Redis: the caller
 --                       loads it from the ledger first
+--   'CLOCK_BEHIND'      ARGV[3] is before the change floor of the load that put the state back
+--                       (lib/redemption.lua change_floor): nothing changed; the caller retries
 -- Value and outbox formats, and the helpers used here, are in lib/redemption.lua.
 local user, order, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local validUntil
@@ -28,7 +30,9 @@ else
 end
 -- Without it, a coupon the ledger says is redeemed could look merely issued (the gate rebuild
 -- restores issued state only).
-if redis.call('EXISTS', KEYS[7]) == 0 then return {'UNLOADED'} end
+local floor = change_floor()
+if not floor then return {'UNLOADED'} end
+if now < floor then return {'CLOCK_BEHIND'} end
 
 local seq, issued, current, state, held, version = redemption_state(user)
 local function reply(status, value) return reply_with_outbox(status, user, seq, issued, value) end

@@ -17,7 +17,10 @@
 --       ARGV[4] the loss marker's value the load waited for ('' = none). A marker gone or changed
 --       means Redis lost its state again since the wait: the load starts over and waits again.
 --   'C' a chunk of that load: ARGV[3] as for 'B'
---   'M' the load's last call: marks the coupon loaded if the token counts ARGV[3] records
+--   'M' the load's last call: marks the coupon loaded if the token counts ARGV[3] records.
+--       ARGV[4] the change floor (ms; '' = none): redeem.lua and cancel-redemption.lua refuse a
+--       change whose time is before it (CLOCK_BEHIND), so the ledger may drop every change behind
+--       the load's fence with an earlier time (store/loss-guard.ts fenceBoundMs).
 -- ARGV[2] the coupon's deadline computed from the ledger, used while there is no gate ('' = none).
 --         Every call of one load passes the same one, so the loaded flag never outlives the state
 --         it vouches for (lib/expiry.lua).
@@ -42,7 +45,8 @@ if mode ~= 'U' and redis.call('EXISTS', KEYS[7]) == 0 then return interrupted() 
 if mode == 'M' then
   if tonumber(redis.call('GET', KEYS[7])) ~= tonumber(ARGV[3]) then return interrupted() end
   redis.call('DEL', KEYS[7])
-  redis.call('SET', KEYS[5], '1')
+  local floor = tonumber(ARGV[4] or '') or 0
+  redis.call('SET', KEYS[5], floor > 0 and tostring(floor) or '1')
   expire_new(coupon_deadline(KEYS[6], ARGV[2]), KEYS[5])
   return 1
 end

@@ -33,8 +33,18 @@ end
 -- A repeat (UNCHANGED) still writes, so that the caller's WAIT (REDIS_WAIT_REPLICAS) covers the
 -- change it reports: WAIT waits for this connection's last write, and the change may be another
 -- process's, written earlier on the master's replication stream and not yet on any replica. The
--- same as the gate's repeat (gate-reserve.lua). KEYS[7] (redeem-loaded, "1") exists whenever a
+-- same as the gate's repeat (gate-reserve.lua). KEYS[7] (redeem-loaded) exists whenever a
 -- repeat is answered; its value and expiry stay as they are.
 local function repeat_write()
-  redis.call('SET', KEYS[7], '1', 'KEEPTTL')
+  redis.call('SET', KEYS[7], redis.call('GET', KEYS[7]), 'KEEPTTL')
+end
+
+-- KEYS[7] (redeem-loaded) holds the change floor of the load that wrote it ("1" for a coupon
+-- created on this Redis, restore-redemption.lua 'M'): a change whose time is before it is refused
+-- (CLOCK_BEHIND), so the ledger can drop a change of the lost Redis that reached Kafka after the
+-- load's fence (src/redemption/ledger.ts). nil when the state is not loaded.
+local function change_floor()
+  local loaded = redis.call('GET', KEYS[7])
+  if not loaded then return nil end
+  return tonumber(loaded) or 0
 end
