@@ -17,8 +17,25 @@ const GRPC_TYPE: Record<DescMethod['methodKind'], string> = {
 const codeName = (code: Code | 'OK') => (code === 'OK' ? 'OK' : Code[code]);
 const ALL_CODES: (Code | 'OK')[] = ['OK', ...Object.values(Code).filter((c): c is Code => typeof c === 'number')];
 
+/** One method's labelled series, bound once: looking a series up by a labels object costs a hash per call. */
+interface MethodSeries {
+  started: { inc(): void };
+  seconds: { startTimer(): () => void };
+  handled: Map<Code | 'OK', { inc(): void }>;
+}
+
+function seriesOf(method: DescMethod): MethodSeries {
+  const labels = { grpc_type: GRPC_TYPE[method.methodKind], grpc_service: method.parent.typeName, grpc_method: method.name };
+  return {
+    started: grpcStarted.labels(labels),
+    seconds: grpcHandlingSeconds.labels(labels),
+    handled: new Map(ALL_CODES.map((code) => [code, grpcHandled.labels({ ...labels, grpc_code: codeName(code) })])),
+  };
+}
+
 /** `services`' methods start at zero for every code, as go-grpc-prometheus's Register does. */
 export function grpcMetrics(services: DescService[] = []): Interceptor {
+  const bound = new Map<DescMethod, MethodSeries>();
   for (const service of services) {
     for (const method of service.methods) {
       const labels = { grpc_type: GRPC_TYPE[method.methodKind], grpc_service: service.typeName, grpc_method: method.name };
@@ -28,15 +45,19 @@ export function grpcMetrics(services: DescService[] = []): Interceptor {
     }
   }
   return (next) => async (req) => {
-    const labels = { grpc_type: GRPC_TYPE[req.method.methodKind], grpc_service: req.service.typeName, grpc_method: req.method.name };
-    grpcStarted.inc(labels);
-    const stopTimer = grpcHandlingSeconds.startTimer(labels);
+    let series = bound.get(req.method);
+    if (!series) {
+      series = seriesOf(req.method);
+      bound.set(req.method, series);
+    }
+    series.started.inc();
+    const stopTimer = series.seconds.startTimer();
     let done = false;
     const handled = (code: Code | 'OK') => {
       if (done) return;
       done = true;
       stopTimer();
-      grpcHandled.inc({ ...labels, grpc_code: codeName(code) });
+      series.handled.get(code)?.inc();
     };
     let res: Awaited<ReturnType<typeof next>>;
     try {

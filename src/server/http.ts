@@ -17,6 +17,7 @@ import type { ConnectRouter, Interceptor } from '@connectrpc/connect';
 import type { Logger } from '../log.ts';
 import { completeTransportErrors, strictJson, unknownMethod } from './interceptors.ts';
 import { nodeAdapter } from './node-adapter.ts';
+import { fastJson, type FastJsonMethod } from './fast-json.ts';
 
 export interface ConnectionLimits {
   /** A new connection must show its protocol (a first byte, or the whole HTTP/2 preface) within this. */
@@ -58,6 +59,8 @@ export interface HttpServerOptions {
   sharedPort?: boolean;
   routes: (router: ConnectRouter) => void;
   interceptors?: Interceptor[];
+  /** Methods whose unary Connect JSON calls take the short path (fast-json.ts). */
+  fastJson?: FastJsonMethod[];
   log: Logger;
 }
 
@@ -111,6 +114,9 @@ export async function listen(opts: HttpServerOptions): Promise<RunningServer> {
     requestGate: completeTransportErrors(opts.log),
     jsonOptions: strictJson,
     fallback: unknownMethod,
+    fastJson: opts.fastJson?.length
+      ? fastJson({ methods: opts.fastJson, interceptors: opts.interceptors ?? [], readMaxBytes: opts.maxMessageBytes, jsonOptions: strictJson })
+      : undefined,
     log: opts.log,
   });
   let inFlight = 0;
