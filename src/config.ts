@@ -130,8 +130,8 @@ export const fields = z.object({
   RECONCILE_INTERVAL_MS: int(1_000, 86_400_000).default(60_000)
     .describe('How often coupon-issuer reconciles the coupons it wrote to in the last 10 minutes (and any still drifting).'),
   /** Testing only: makes a process fail at a chosen point, to prove recovery. */
-  FAILPOINT: z.enum(['crash-after-reserve', 'stall-after-reserve', 'fail-change-after-gate', 'crash-after-ledger-write']).optional()
-    .describe('Testing only: crash-after-reserve kills coupon-api between the reservation and its publish; stall-after-reserve pauses there for PUBLISH_TIMEOUT_MS + 0.5 s; fail-change-after-gate makes an operator change fail after the gate took it and before the ledger recorded it; crash-after-ledger-write kills coupon-issuer after a batch\'s INSERT committed new rows, before their CouponIssued is published.'),
+  FAILPOINT: z.enum(['crash-after-reserve', 'stall-after-reserve', 'lose-release-reply', 'fail-change-after-gate', 'crash-after-ledger-write']).optional()
+    .describe('Testing only: crash-after-reserve kills coupon-api between the reservation and its publish; stall-after-reserve pauses there for PUBLISH_TIMEOUT_MS + 0.5 s; lose-release-reply does that and loses the reply of the release that follows (it ran); fail-change-after-gate makes an operator change fail after the gate took it and before the ledger recorded it; crash-after-ledger-write kills coupon-issuer after a batch\'s INSERT committed new rows, before their CouponIssued is published.'),
   /** PEM files: with both, coupon-api serves TLS on API_PORT (HTTP/2 or HTTP/1.1 by ALPN). */
   API_TLS_CERT: z.string().min(1).optional()
     .describe('PEM certificate chain. With API_TLS_KEY, coupon-api serves TLS on API_PORT (HTTP/2 or HTTP/1.1 by ALPN); unset: cleartext.'),

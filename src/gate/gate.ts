@@ -13,7 +13,9 @@ import type { Logger } from '../log.ts';
 import type { BatchingPublisher } from '../events/publisher.ts';
 import { countGateDecision, countGateRefusal } from '../metrics/gate.ts';
 import { couponKeys } from '../store/keys.ts';
-import type { CouponScripts } from '../store/scripts.ts';
+import { SETTLE_MARGIN_MS } from '../store/loss-guard.ts';
+import { RedisCallUnsettled, type CouponScripts } from '../store/scripts.ts';
+import { isOutage } from '../domain/outage.ts';
 import { gateConfirm, gateRelease, gateReserve } from './gate-scripts.ts';
 import type { GateRelease } from '../store/gate-releases.ts';
 import type { ReplicaAcks } from '../store/replica-acks.ts';
@@ -48,8 +50,15 @@ export interface GateDeps {
   /** The in-process sold-out view (gate/sold-out-view.ts); absent: every call goes to Redis. */
   soldOut?: SoldOutViews | undefined;
   /**
+   * RECOVERY_STALE_MS: from this age on, the recovery loop may republish and confirm a reservation
+   * (gate/recovery.ts), so a release of a failed publish is repeated only while it is younger
+   * (less SETTLE_MARGIN_MS). Default 30 s.
+   */
+  recoveryStaleMs?: number;
+  /**
    * Testing only: "crash-after-reserve" kills the process between reserve and publish;
-   * "stall-after-reserve" pauses there for PUBLISH_TIMEOUT_MS + 0.5 s.
+   * "stall-after-reserve" pauses there for PUBLISH_TIMEOUT_MS + 0.5 s; "lose-release-reply" does
+   * that, and loses the reply of the release that follows (it ran in Redis).
    */
   failpoint?: string | undefined;
 }
@@ -75,6 +84,9 @@ export async function publishReservation(d: Pick<GateDeps, 'encoder' | 'publishe
  * holds it, or a fresh decision if the failover lost it.
  */
 const unreplicated = (couponId: string, cause: unknown) => new DomainError('BACKEND_UNAVAILABLE', 'the request was recorded, but no Redis replica confirmed it yet; retry to learn its outcome', { coupon_id: couponId }, cause);
+
+/** How long a caller waits for the release of a failed publish before hearing UNAVAILABLE (the release goes on). */
+const RELEASE_ANSWER_MS = 1_000;
 
 const released = (couponId: string, cause?: unknown) => new DomainError('PUBLISH_FAILED', 'could not record the request; the slot was released, retry', { coupon_id: couponId }, cause);
 
@@ -166,7 +178,7 @@ export class Gate {
     const seq = result.seq;
     if (this.d.failpoint === 'crash-after-reserve') process.kill(process.pid, 'SIGKILL');
     // A pause between the reservation and its publish (a GC pause, a blocked event loop).
-    if (this.d.failpoint === 'stall-after-reserve') await new Promise((r) => setTimeout(r, this.d.publishTimeoutMs + 500));
+    if (this.d.failpoint === 'stall-after-reserve' || this.d.failpoint === 'lose-release-reply') await new Promise((r) => setTimeout(r, this.d.publishTimeoutMs + 500));
     const key = `${couponId}\u0000${userId}`;
     const settled = this.publishOrRelease(couponId, userId, seq, nowMs, result.total, reservingAt);
     this.inFlight.set(key, settled.then((r) => r.ok, () => false));
@@ -205,31 +217,76 @@ export class Gate {
     try {
       await publishReservation(this.d, couponId, userId, seq, nowMs, total, reservingAt);
     } catch (err) {
-      const outcome = await gateRelease(this.d.scripts, couponId, userId, seq, nowMs);
-      // The issuer already took the record: the coupon is coming, so the honest answer is OK.
-      if (outcome === 'CLAIMED') return { ok: true };
-      if (outcome === 'RELEASED') {
-        this.d.log.warn({ couponId, userId, seq, err: (err as Error).message }, 'publish failed; slot released');
-        // The same reservation time the record carries (requested_at): it tells this reservation's
-        // record from a later one of the same user with the same seq.
-        await this.d.recordRelease?.({ couponId, userId, seq, requestedAtMs: nowMs }).catch((e: unknown) => {
-          this.d.log.error({ couponId, userId, seq, err: (e as Error).message }, 'could not record the release in the ledger; only the Redis tombstone protects it, while Redis keeps it');
-        });
-        return { ok: false, err: released(couponId, err) };
-      }
-      // STALE: the user no longer holds this seq here (Redis lost the gate meanwhile). Nothing
-      // was released in Redis, and the record may still land. Its release is recorded in the ledger
-      // all the same: the caller is told nothing was confirmed, so if the record lands while the
-      // gate is gone the issuer drops it (an exact match on requested_at, so never a later
-      // reservation's record) instead of writing a row that a rebuild already under way may miss.
-      this.d.log.warn({ couponId, userId, seq, err: (err as Error).message }, 'publish failed and the reservation is gone from Redis; nothing released');
-      await this.d.recordRelease?.({ couponId, userId, seq, requestedAtMs: nowMs }).catch((e: unknown) => {
-        this.d.log.error({ couponId, userId, seq, err: (e as Error).message }, 'could not record the failed publish in the ledger');
-      });
-      return { ok: false, err: new DomainError('BACKEND_UNAVAILABLE', 'the request could not be confirmed while the gate state is being recovered; retry shortly', { coupon_id: couponId }, err) };
+      return await this.release(couponId, userId, seq, nowMs, err as Error);
     }
     await gateConfirm(this.d.scripts, couponId, userId, seq, nowMs);
     return { ok: true };
+  }
+
+  /**
+   * Gives the slot of a failed publish back (gate-release.lua) and says what the caller hears.
+   * A release whose reply is lost (an outage: a command timeout, a dropped connection) may still
+   * have run in Redis, freeing the seq for another user while this reservation's record may still
+   * land: its outcome must reach the ledger (gate_releases) all the same, or a second loss of the
+   * gate could let that record take the seq from the user who won it next. So the release is
+   * repeated until Redis answers (a repeat of one that ran answers STALE: the user no longer holds
+   * the seq), in the background once the caller has heard UNAVAILABLE, and its outcome recorded.
+   */
+  private async release(couponId: string, userId: string, seq: number, nowMs: number, publishErr: Error): Promise<Settled> {
+    const settled = this.releaseUntilAnswered(couponId, userId, seq, nowMs).then((outcome) => this.releaseSettled(couponId, userId, seq, nowMs, outcome, publishErr));
+    let timer: NodeJS.Timeout | undefined;
+    const answerBy = new Promise<'PENDING'>((resolve) => { timer = setTimeout(() => resolve('PENDING'), RELEASE_ANSWER_MS); });
+    const first = await Promise.race([settled, answerBy]).finally(() => clearTimeout(timer));
+    if (first !== 'PENDING') return first;
+    settled.catch((err: unknown) => this.d.log.error({ couponId, userId, seq, err: (err as Error).message }, 'could not settle the release of a failed publish'));
+    return { ok: false, err: new DomainError('BACKEND_UNAVAILABLE', 'the request could not be confirmed, and Redis did not answer whether its slot was given back; retry', { coupon_id: couponId }, publishErr) };
+  }
+
+  private async releaseUntilAnswered(couponId: string, userId: string, seq: number, nowMs: number): Promise<'RELEASED' | 'CLAIMED' | 'STALE' | 'UNANSWERED'> {
+    // Past this age the recovery loop may have republished and confirmed the reservation, and a
+    // repeat told its user OK: a STALE answer then no longer means "nobody was told OK".
+    const repeatUntil = nowMs + (this.d.recoveryStaleMs ?? 30_000) - SETTLE_MARGIN_MS;
+    for (let attempt = 1, delayMs = 100; ; attempt++, delayMs = Math.min(delayMs * 2, 2_000)) {
+      try {
+        const outcome = await gateRelease(this.d.scripts, couponId, userId, seq, nowMs);
+        if (this.d.failpoint === 'lose-release-reply' && attempt === 1) throw new RedisCallUnsettled('failpoint lose-release-reply: the release ran, its reply is lost');
+        return outcome;
+      } catch (err) {
+        if (!isOutage(err)) throw err;
+        if (this.now() + delayMs >= repeatUntil) {
+          this.d.log.error({ couponId, userId, seq, attempt, err: (err as Error).message }, 'the release of a failed publish never got an answer from Redis; if it ran, nothing records it outside Redis');
+          return 'UNANSWERED';
+        }
+        if (attempt === 1 || attempt % 10 === 0) this.d.log.warn({ couponId, userId, seq, attempt, err: (err as Error).message }, 'the release of a failed publish got no answer from Redis; repeating it until it does');
+        await new Promise((r) => setTimeout(r, delayMs));
+      }
+    }
+  }
+
+  private async releaseSettled(couponId: string, userId: string, seq: number, nowMs: number, outcome: 'RELEASED' | 'CLAIMED' | 'STALE' | 'UNANSWERED', err: Error): Promise<Settled> {
+    if (outcome === 'UNANSWERED') return { ok: false, err: new DomainError('BACKEND_UNAVAILABLE', 'the request could not be confirmed, and Redis did not answer whether its slot was given back; retry', { coupon_id: couponId }, err) };
+    // The issuer already took the record: the coupon is coming, so the honest answer is OK.
+    if (outcome === 'CLAIMED') return { ok: true };
+    if (outcome === 'RELEASED') {
+      this.d.log.warn({ couponId, userId, seq, err: err.message }, 'publish failed; slot released');
+      // The same reservation time the record carries (requested_at): it tells this reservation's
+      // record from a later one of the same user with the same seq.
+      await this.d.recordRelease?.({ couponId, userId, seq, requestedAtMs: nowMs }).catch((e: unknown) => {
+        this.d.log.error({ couponId, userId, seq, err: (e as Error).message }, 'could not record the release in the ledger; only the Redis tombstone protects it, while Redis keeps it');
+      });
+      return { ok: false, err: released(couponId, err) };
+    }
+    // STALE: the user no longer holds this seq here (Redis lost the gate meanwhile, or an earlier
+    // attempt of this release ran and its reply was lost). Nothing was released now, and the record
+    // may still land. Its release is recorded in the ledger all the same: the caller is told nothing
+    // was confirmed, so if the record lands while the gate is gone the issuer drops it (an exact
+    // match on requested_at, so never a later reservation's record) instead of writing a row that a
+    // rebuild already under way may miss, or that takes a seq handed to someone else.
+    this.d.log.warn({ couponId, userId, seq, err: err.message }, 'publish failed and the reservation is gone from Redis; nothing released');
+    await this.d.recordRelease?.({ couponId, userId, seq, requestedAtMs: nowMs }).catch((e: unknown) => {
+      this.d.log.error({ couponId, userId, seq, err: (e as Error).message }, 'could not record the failed publish in the ledger');
+    });
+    return { ok: false, err: new DomainError('BACKEND_UNAVAILABLE', 'the request could not be confirmed while the gate state is being recovered; retry shortly', { coupon_id: couponId }, err) };
   }
 
   /**

@@ -83,7 +83,7 @@ export async function startApi(config: Config, log: Logger): Promise<ApiApp> {
   const gate = new Gate({
     redis, scripts, publisher, encoder: issueCodec, topic: topics.issue, rebuilder, log,
     recordRelease: (release) => recordGateRelease(db, release),
-    publishTimeoutMs: config.PUBLISH_TIMEOUT_MS, failpoint: config.FAILPOINT,
+    publishTimeoutMs: config.PUBLISH_TIMEOUT_MS, recoveryStaleMs: config.RECOVERY_STALE_MS, failpoint: config.FAILPOINT,
     soldOut: config.GATE_LOCAL_SOLD_OUT
       ? new SoldOutViews({ redis, scripts, log, recheckMs: config.GATE_LOCAL_RECHECK_MS, lifetimeMs: config.GATE_LOCAL_LIFETIME_MS })
       : undefined,
