@@ -412,7 +412,10 @@ export class CreateCoupon implements Cmd {
   toString() { return `CreateCoupon(total=${this.total}, opensIn=${this.opensInMs}, closesAfter=${this.closesAfterMs}, validAfter=${this.validAfterMs})`; }
 }
 
-/** IssueCoupon for one or more users at once (a user may appear twice: concurrent repeats). */
+/**
+ * IssueCoupon for one or more users at once (a user may appear twice: concurrent repeats). Every
+ * second call goes over Connect JSON and plain HTTP (coupon-api's short path), the others over gRPC.
+ */
 export class Issue implements Cmd {
   readonly coupon: number;
   readonly spelling: Spelling;
@@ -422,8 +425,9 @@ export class Issue implements Cmd {
   async run(m: Model, r: Real) {
     const c = couponOf(m, this.coupon);
     const spelled = spell(c.id, this.spelling);
-    const calls = await Promise.all(this.users.map(async (name) => {
-      const got = await settled(m, () => call(() => r.sys.storefront.issueCoupon({ couponId: spelled, userId: user(m, name) }, { timeoutMs: 20_000 }),
+    const calls = await Promise.all(this.users.map(async (name, i) => {
+      const client = i % 2 === 1 ? r.sys.storefrontJson : r.sys.storefront;
+      const got = await settled(m, () => call(() => client.issueCoupon({ couponId: spelled, userId: user(m, name) }, { timeoutMs: 20_000 }),
         (res) => ({ ok: true, seq: Number(res.seq), state: STATE[res.state] })));
       return { user: user(m, name), span: got.span, heard: got.heard, retried: got.retried, released: got.released };
     }));

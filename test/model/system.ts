@@ -18,6 +18,7 @@ import type { CouponClient } from '../support/coupons.ts';
 import { kafkaProxy, type KafkaProxy } from '../support/kafka-proxy.ts';
 import { startPrivateRedis, type PrivateRedis } from '../support/private-redis.ts';
 import { startService, type ServiceProcess } from '../support/processes.ts';
+import { connectJsonCoupons, type ConnectJsonCoupons } from '../support/connect-json.ts';
 import { config, kafka, uniqueEnv, until, waitForCaughtUp } from '../support/stack.ts';
 import { GATE_LOCAL_RECHECK_MS } from './model.ts';
 
@@ -30,6 +31,8 @@ export interface System {
   operator: CouponClient;
   /** Storefront: IssueCoupon, GetUserCoupon, ListUserCoupons. */
   storefront: CouponClient;
+  /** Storefront's IssueCoupon over Connect JSON and plain HTTP (coupon-api's short path, server/fast-json.ts). */
+  storefrontJson: ConnectJsonCoupons;
   /** The payment service's client (src/client/payment.ts); its raw client shows codes and reasons. */
   payments: PaymentCoupons;
   redis: PrivateRedis;
@@ -89,6 +92,7 @@ export async function startSystem(): Promise<System> {
   const clients = () => ({
     operator: createGrpcClient(CouponService, api.address, { channelOptions: separate, token: tokenOf('operator') }),
     storefront: createGrpcClient(CouponService, api.address, { channelOptions: separate, token: tokenOf('storefront') }),
+    storefrontJson: connectJsonCoupons(api.url, tokenOf('storefront')),
     payments: createPaymentCoupons(api.address, { token: tokenOf('payment'), channelOptions: separate }),
   });
   const closeClients = (s: System) => { s.operator.close(); s.storefront.close(); s.payments.close(); };
