@@ -1,7 +1,9 @@
 // A Bloom filter over strings: "certainly not in the set" or "maybe in it". The gate's sold-out view
 // (gate/sold-out-view.ts) keeps one per sold-out coupon in each process, so that a user who is
-// certainly no winner is refused without Redis. Memory: `bitsPerItem` bits per winner (14.4 for a
-// false-positive rate of 1 in 1,000: 18 KB for 10,000 winners, 1.8 MB for 1,000,000).
+// certainly no winner is refused without Redis. Memory: `bitsPerItem` bits per winner (19.2 for a
+// false-positive rate of 1 in 10,000: 24 KB for 10,000 winners, 2.4 MB for 1,000,000). Each "maybe"
+// costs a Redis call, about five commands: at 1 in 1,000 that was half the view's Redis load per
+// refusal (docs/performance.md).
 
 const FNV_OFFSET = 0x811c9dc5;
 const FNV_PRIME = 0x01000193;
@@ -24,7 +26,7 @@ export class BloomFilter {
   private readonly words: Uint32Array;
 
   /** Sized for `expected` items at false-positive rate `rate` (Kirsch–Mitzenmacher double hashing). */
-  constructor(expected: number, rate = 0.001) {
+  constructor(expected: number, rate = 0.0001) {
     const n = Math.max(1, expected);
     // At least 1,024 bits: double hashing spreads poorly over a tiny table.
     this.bits = Math.max(1_024, Math.ceil((-n * Math.log(rate)) / (Math.LN2 * Math.LN2)));
