@@ -33,8 +33,8 @@ export const fields = z.object({
     .meta({ description: 'coupon-api worker processes sharing API_PORT (node:cluster). 1 runs one process, no cluster.', defaultText: 'os.availableParallelism(), at most 64' }),
   API_MAX_MESSAGE_BYTES: int(1024, 64 * 1024 * 1024).default(64 * 1024)
     .describe('Largest request message, also after decompression; a larger one answers RESOURCE_EXHAUSTED (REQUEST_TOO_LARGE).'),
-  API_FAST_JSON: bool.default(true)
-    .describe('IssueCoupon over Connect with a JSON body takes a short path past connect-es\'s generic handling (same interceptors, implementation and answers; src/server/fast-json.ts); anything unusual still goes through connect-es. Off while tracing is on. false: every call goes through connect-es.'),
+  API_SHORT_PATH: bool.default(true)
+    .describe('IssueCoupon over Connect with a JSON body, and over gRPC with a protobuf body, takes a short path past connect-es\'s generic handling (same interceptors, implementation and answers; src/server/short-path.ts); anything unusual still goes through connect-es. Off while tracing is on. false: every call goes through connect-es.'),
   API_SHUTDOWN_GRACE_MS: int(0, 600_000).default(10_000)
     .describe('How long SIGTERM waits for in-flight calls before closing connections.'),
   // Hostile connections (docs/api.md#connections-timeouts-and-limits).

@@ -16,8 +16,8 @@ import tls from 'node:tls';
 import type { ConnectRouter, Interceptor } from '@connectrpc/connect';
 import type { Logger } from '../log.ts';
 import { completeTransportErrors, strictJson, unknownMethod } from './interceptors.ts';
-import { nodeAdapter } from './node-adapter.ts';
-import { fastJson, type FastJsonMethod } from './fast-json.ts';
+import { ACCEPT_COMPRESSION, nodeAdapter } from './node-adapter.ts';
+import { shortPath, type ShortPathMethod } from './short-path.ts';
 
 export interface ConnectionLimits {
   /** A new connection must show its protocol (a first byte, or the whole HTTP/2 preface) within this. */
@@ -59,8 +59,8 @@ export interface HttpServerOptions {
   sharedPort?: boolean;
   routes: (router: ConnectRouter) => void;
   interceptors?: Interceptor[];
-  /** Methods whose unary Connect JSON calls take the short path (fast-json.ts). */
-  fastJson?: FastJsonMethod[];
+  /** Methods whose Connect JSON and gRPC calls take the short path (short-path.ts). */
+  shortPath?: ShortPathMethod[];
   log: Logger;
 }
 
@@ -114,8 +114,8 @@ export async function listen(opts: HttpServerOptions): Promise<RunningServer> {
     requestGate: completeTransportErrors(opts.log),
     jsonOptions: strictJson,
     fallback: unknownMethod,
-    fastJson: opts.fastJson?.length
-      ? fastJson({ methods: opts.fastJson, interceptors: opts.interceptors ?? [], readMaxBytes: opts.maxMessageBytes, jsonOptions: strictJson })
+    shortPath: opts.shortPath?.length
+      ? shortPath({ methods: opts.shortPath, interceptors: opts.interceptors ?? [], readMaxBytes: opts.maxMessageBytes, acceptCompression: ACCEPT_COMPRESSION, jsonOptions: strictJson })
       : undefined,
     log: opts.log,
   });

@@ -17,10 +17,13 @@ import { Code, ConnectError, createConnectRouter, type ConnectRouter, type Conne
 import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from '@connectrpc/connect-node';
 import { createAsyncIterable } from '@connectrpc/connect/protocol';
 import type { Logger } from '../log.ts';
-import type { FastJsonHandler } from './fast-json.ts';
+import type { ReadBody, ShortPathHandler } from './short-path.ts';
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
+
+/** The compressions the router accepts and may answer with, in its order of preference. */
+export const ACCEPT_COMPRESSION = [compressionGzip, compressionBrotli];
 
 /** The reason a call's context is aborted with once the call is over (nothing failed). */
 export const CALL_ENDED: Error = Object.freeze(new Error('the call ended'));
@@ -29,8 +32,8 @@ export interface NodeAdapterOptions extends ConnectRouterOptions {
   routes: (router: ConnectRouter) => void;
   /** Answers a path no route serves. */
   fallback: (req: NodeRequest, res: NodeResponse) => void;
-  /** The short path for unary Connect JSON calls of the hot methods (fast-json.ts); unset: none. */
-  fastJson?: FastJsonHandler | undefined;
+  /** The short path for the hot methods (short-path.ts); unset: none. */
+  shortPath?: ShortPathHandler | undefined;
   log: Logger;
 }
 
@@ -47,7 +50,7 @@ function closedEarly(res: NodeResponse): EventEmitter {
 export function nodeAdapter(options: NodeAdapterOptions): (req: NodeRequest, res: NodeResponse) => void {
   const gate = options.requestGate;
   const router = createConnectRouter({
-    acceptCompression: [compressionGzip, compressionBrotli],
+    acceptCompression: ACCEPT_COMPRESSION,
     ...options,
     // Runs for every call before its handler, with the call's context: the end-of-call abort gets
     // a shared reason (connect-es calls `context.abort()` with none once the call is over).
@@ -62,17 +65,17 @@ export function nodeAdapter(options: NodeAdapterOptions): (req: NodeRequest, res
   });
   options.routes(router);
   const paths = new Map(router.handlers.map((h) => [h.requestPath, h]));
-  const viaConnect = (req: NodeRequest, res: NodeResponse, body?: Uint8Array) => {
+  const viaConnect = (req: NodeRequest, res: NodeResponse, body?: ReadBody) => {
     const handler = paths.get(req.url?.split('?', 2)[0] ?? '');
     if (!handler) {
       options.fallback(req, res);
       return;
     }
     // connect-node's signature for (request, response, parsed JSON body, context values): the
-    // stand-in response is only listened to for 'close'. A body the short path already read is
+    // stand-in response is only listened to for 'close'. A body the short path already read (or began to) is
     // handed over as it came.
     const read = universalRequestFromNodeRequest(req, closedEarly(res) as unknown as NodeResponse, undefined, undefined);
-    const uReq = body ? { ...read, body: createAsyncIterable([body]) } : read;
+    const uReq = body ? { ...read, body: body instanceof Uint8Array ? createAsyncIterable([body]) : body } : read;
     handler(uReq)
       .then((uRes) => universalResponseToNodeResponse(uRes, res))
       .catch((reason: unknown) => {
@@ -80,9 +83,9 @@ export function nodeAdapter(options: NodeAdapterOptions): (req: NodeRequest, res
         options.log.error({ err: reason, procedure: handler.requestPath }, 'writing an answer failed');
       });
   };
-  const fast = options.fastJson;
+  const short = options.shortPath;
   return (req, res) => {
-    if (fast?.(req, res, (body) => viaConnect(req, res, body))) return;
+    if (short?.(req, res, (body) => viaConnect(req, res, body))) return;
     viaConnect(req, res);
   };
 }

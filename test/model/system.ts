@@ -31,7 +31,7 @@ export interface System {
   operator: CouponClient;
   /** Storefront: IssueCoupon, GetUserCoupon, ListUserCoupons. */
   storefront: CouponClient;
-  /** Storefront's IssueCoupon over Connect JSON and plain HTTP (coupon-api's short path, server/fast-json.ts). */
+  /** Storefront's IssueCoupon over Connect JSON and plain HTTP (coupon-api's short path, server/short-path.ts). */
   storefrontJson: ConnectJsonCoupons;
   /** The payment service's client (src/client/payment.ts); its raw client shows codes and reasons. */
   payments: PaymentCoupons;
