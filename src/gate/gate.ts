@@ -100,6 +100,8 @@ export class Gate {
   private readonly now: () => number;
   /** Publishes in flight in this process, by coupon and user: true once acknowledged. */
   private readonly inFlight = new Map<string, Promise<boolean>>();
+  /** Releases of failed publishes still repeated in the background (release). */
+  private readonly releasing = new Set<Promise<void>>();
 
   constructor(deps: GateDeps) {
     this.d = deps;
@@ -117,6 +119,17 @@ export class Gate {
     const rebuilt = await this.d.rebuilder.arm(couponId, '');
     if (rebuilt === 'ARMED') return 'ARMED';
     return rebuilt.status === 'NOT_FOUND' ? 'UNKNOWN' : 'RETIRED';
+  }
+
+  /**
+   * Waits, up to `timeoutMs`, for the releases still being repeated in the background (release):
+   * a routine shutdown while Redis does not answer should not leave a release that ran unrecorded.
+   */
+  async drainReleases(timeoutMs: number): Promise<void> {
+    if (this.releasing.size === 0) return;
+    this.d.log.warn({ releases: this.releasing.size }, 'waiting for releases of failed publishes that Redis has not answered yet');
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(this.releasing), new Promise((r) => { timer = setTimeout(r, timeoutMs); })]).finally(() => clearTimeout(timer));
   }
 
   /** IssueCoupon: wins one slot for the user or says why not. */
@@ -238,7 +251,9 @@ export class Gate {
     const answerBy = new Promise<'PENDING'>((resolve) => { timer = setTimeout(() => resolve('PENDING'), RELEASE_ANSWER_MS); });
     const first = await Promise.race([settled, answerBy]).finally(() => clearTimeout(timer));
     if (first !== 'PENDING') return first;
-    settled.catch((err: unknown) => this.d.log.error({ couponId, userId, seq, err: (err as Error).message }, 'could not settle the release of a failed publish'));
+    const background = settled.then(() => undefined, (err: unknown) => this.d.log.error({ couponId, userId, seq, err: (err as Error).message }, 'could not settle the release of a failed publish'));
+    this.releasing.add(background);
+    void background.finally(() => this.releasing.delete(background));
     return { ok: false, err: new DomainError('BACKEND_UNAVAILABLE', 'the request could not be confirmed, and Redis did not answer whether its slot was given back; retry', { coupon_id: couponId }, publishErr) };
   }
 
