@@ -139,8 +139,14 @@ function readBody(req: NodeRequest, limit: number, done: (body: Buffer) => void,
     req.off('end', onEnd);
     req.pause();
     fallback((async function* () {
-      yield* chunks;
-      for await (const chunk of req as AsyncIterable<Buffer>) yield chunk;
+      try {
+        yield* chunks;
+        for await (const chunk of req as AsyncIterable<Buffer>) yield chunk;
+      } finally {
+        // connect-es refuses an over-limit message from its first bytes and reads no further: the
+        // rest of the request is drained, or the paused stream (and its connection) would never end.
+        if (!req.readableEnded && !req.destroyed) req.resume();
+      }
     })());
   };
   const onEnd = () => done(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
