@@ -44,6 +44,13 @@ try {
     failed = true;
     console.log(fc.defaultReportMessage(result));
     console.log(`divergence: ${(result.errorInstance as Error | undefined)?.message ?? String(result.errorInstance)}`);
+    // What the processes were doing: a divergence that every shrunk sequence repeats is often a
+    // process that stopped working, not the sequence.
+    for (const [name, p] of [['coupon-api', sys.api], ['coupon-issuer', sys.issuer]] as const) {
+      const state = p.child.exitCode !== null || p.child.signalCode !== null ? `exited (${p.child.signalCode ?? p.child.exitCode})` : 'running';
+      console.log(`${name}: ${state}; its last warnings and errors:`);
+      for (const line of p.logs.filter((l) => Number(l.level) >= 40).slice(-30)) console.log(`  ${JSON.stringify(line)}`);
+    }
   } else {
     console.log(`model: ${result.numRuns} sequences, seed ${seed}: no divergence (${((Date.now() - started) / 1_000).toFixed(0)} s)`);
   }
