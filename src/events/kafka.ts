@@ -1,7 +1,7 @@
 // kafkajs client construction, with its logs routed into the service's JSON logger, and the
 // publishing client whose sends never outlive PUBLISH_TIMEOUT_MS.
 import net from 'node:net';
-import { Kafka, logLevel, type ISocketFactory, type KafkaConfig, type LogEntry, type Producer } from 'kafkajs';
+import { Kafka, logLevel, Partitioners, type ISocketFactory, type KafkaConfig, type LogEntry, type Producer } from 'kafkajs';
 import type { Logger } from '../log.ts';
 
 // kafkajs 2.2.4 schedules a timer with a negative delay on newer Node versions, which prints a
@@ -128,6 +128,28 @@ export function createPublishingKafka(brokers: string[], clientId: string, log: 
   return {
     kafka,
     fence,
-    producer: () => kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false, retry }),
+    producer: () => kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false, retry, createPartitioner: rememberedPartitions }),
   };
 }
+
+/**
+ * kafkajs 2's default partitioner, remembering the partition of each (topic, partition count, key):
+ * a keyed record's partition depends on nothing else, and the gate's records are keyed by a
+ * handful of coupon ids, so the murmur2 hash (and a pass over the partitions) is not paid per record.
+ */
+const rememberedPartitions = (): ReturnType<typeof Partitioners.DefaultPartitioner> => {
+  const partitioner = Partitioners.DefaultPartitioner();
+  const remembered = new Map<string, number>();
+  return (args) => {
+    const { key, partition } = args.message;
+    if (typeof key !== 'string' || (partition !== null && partition !== undefined)) return partitioner(args);
+    const id = `${args.topic}\u0000${args.partitionMetadata.length}\u0000${key}`;
+    let chosen = remembered.get(id);
+    if (chosen === undefined) {
+      chosen = partitioner(args);
+      if (remembered.size >= 10_000) remembered.clear();
+      remembered.set(id, chosen);
+    }
+    return chosen;
+  };
+};

@@ -119,7 +119,14 @@ export async function gateReserve(scripts: CouponScripts, couponId: string, user
  * one of the user (gate-confirm.lua). True when it was still there.
  */
 export async function gateConfirm(scripts: CouponScripts, couponId: string, userId: string, seq: number, reservedAtMs: number): Promise<boolean> {
-  return (await scripts.run('gateConfirm', couponId, [userId, reservedAtMs, seq])) === 1;
+  return (await gateConfirmMany(scripts, couponId, [{ userId, reservedAtMs, seq }]))[0]!;
+}
+
+/** gateConfirm for several reservations of one coupon in one script call (at most CHUNK). */
+export async function gateConfirmMany(scripts: CouponScripts, couponId: string, reservations: readonly StaleReservation[]): Promise<boolean[]> {
+  const args: (string | number)[] = [];
+  for (const r of reservations) args.push(r.userId, r.reservedAtMs, r.seq);
+  return ((await scripts.run('gateConfirm', couponId, args)) as number[]).map((removed) => removed === 1);
 }
 
 /** Up to `limit` pending reservations made at or before `cutoffMs`, each with its own seq (gate-stale.lua). */

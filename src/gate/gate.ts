@@ -14,9 +14,9 @@ import type { BatchingPublisher } from '../events/publisher.ts';
 import { countGateDecision, countGateRefusal } from '../metrics/gate.ts';
 import { couponKeys } from '../store/keys.ts';
 import { SETTLE_MARGIN_MS } from '../store/loss-guard.ts';
-import { RedisCallUnsettled, type CouponScripts } from '../store/scripts.ts';
+import { CHUNK, RedisCallUnsettled, type CouponScripts } from '../store/scripts.ts';
 import { isOutage } from '../domain/outage.ts';
-import { gateConfirm, gateRelease, gateReserve } from './gate-scripts.ts';
+import { gateConfirmMany, gateRelease, gateReserve, type StaleReservation } from './gate-scripts.ts';
 import type { GateRelease } from '../store/gate-releases.ts';
 import type { ReplicaAcks } from '../store/replica-acks.ts';
 import type { GateRebuilder } from './rebuild.ts';
@@ -90,10 +90,71 @@ const RELEASE_ANSWER_MS = 1_000;
 
 const released = (couponId: string, cause?: unknown) => new DomainError('PUBLISH_FAILED', 'could not record the request; the slot was released, retry', { coupon_id: couponId }, cause);
 
-const soldOut = (couponId: string) => refusal('COUPON_SOLD_OUT', 'the coupon is sold out', { coupon_id: couponId });
-const closed = (couponId: string) => refusal('COUPON_CLOSED', 'the coupon is closed', { coupon_id: couponId });
+/**
+ * The refusals a sale gives by the thousand, one object per coupon and reason: the layers above map
+ * an error to its answer once per object (server/interceptors.ts, server/short-path.ts), so a
+ * sold-out coupon's refusals reuse one answer's bytes. At most REFUSALS_KEPT coupons' are kept.
+ */
+const REFUSALS_KEPT = 1_000;
+const refusals = new Map<string, DomainError>();
+function sharedRefusal(reason: 'COUPON_SOLD_OUT' | 'COUPON_CLOSED', message: string, couponId: string): DomainError {
+  const key = `${reason}\u0000${couponId}`;
+  let err = refusals.get(key);
+  if (!err) {
+    if (refusals.size >= REFUSALS_KEPT) refusals.delete(refusals.keys().next().value!);
+    err = refusal(reason, message, { coupon_id: couponId });
+    refusals.set(key, err);
+  }
+  return err;
+}
+const soldOut = (couponId: string) => sharedRefusal('COUPON_SOLD_OUT', 'the coupon is sold out', couponId);
+const closed = (couponId: string) => sharedRefusal('COUPON_CLOSED', 'the coupon is closed', couponId);
 
 type Settled = { ok: true } | { ok: false; err: DomainError };
+
+/**
+ * Confirms reservations (gate-confirm.lua) a coupon's at a time: the confirms asked for in one turn
+ * of the event loop (a publisher batch's acknowledgement settles all its records at once) go to
+ * Redis as one script call, not one per winner. Each reservation is still confirmed on its own
+ * terms inside the script; a call that fails fails every confirm it carried, as their own calls would.
+ */
+class Confirms {
+  private readonly scripts: CouponScripts;
+  private queued = new Map<string, { reservation: StaleReservation; settle: { resolve: () => void; reject: (err: unknown) => void } }[]>();
+  private scheduled = false;
+
+  constructor(scripts: CouponScripts) {
+    this.scripts = scripts;
+  }
+
+  confirm(couponId: string, reservation: StaleReservation): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let list = this.queued.get(couponId);
+      if (!list) { list = []; this.queued.set(couponId, list); }
+      list.push({ reservation, settle: { resolve, reject } });
+      if (!this.scheduled) {
+        this.scheduled = true;
+        // After the promise callbacks of this turn: every confirm they ask for joins this call.
+        process.nextTick(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    const queued = this.queued;
+    this.queued = new Map();
+    for (const [couponId, list] of queued) {
+      for (let i = 0; i < list.length; i += CHUNK) {
+        const part = list.slice(i, i + CHUNK);
+        gateConfirmMany(this.scripts, couponId, part.map((q) => q.reservation)).then(
+          () => { for (const q of part) q.settle.resolve(); },
+          (err: unknown) => { for (const q of part) q.settle.reject(err); },
+        );
+      }
+    }
+  }
+}
 
 export class Gate {
   private readonly d: GateDeps;
@@ -102,10 +163,12 @@ export class Gate {
   private readonly inFlight = new Map<string, Promise<boolean>>();
   /** Releases of failed publishes still repeated in the background (release). */
   private readonly releasing = new Set<Promise<void>>();
+  private readonly confirms: Confirms;
 
   constructor(deps: GateDeps) {
     this.d = deps;
     this.now = deps.now ?? Date.now;
+    this.confirms = new Confirms(deps.scripts);
   }
 
   /**
@@ -232,7 +295,7 @@ export class Gate {
     } catch (err) {
       return await this.release(couponId, userId, seq, nowMs, err as Error);
     }
-    await gateConfirm(this.d.scripts, couponId, userId, seq, nowMs);
+    await this.confirms.confirm(couponId, { userId, reservedAtMs: nowMs, seq });
     return { ok: true };
   }
 

@@ -1,4 +1,5 @@
 // coupon-api's first-come gate: what it decided (gate/gate.ts) and how often it rebuilt a coupon from the ledger (gate/rebuild.ts).
+import { boundCounter, type BoundCounter } from './bound.ts';
 import { counter } from './registry.ts';
 
 /** What the first-come gate decided for an IssueCoupon (docs/architecture.md#issuing). */
@@ -7,17 +8,17 @@ export const GATE_OUTCOMES: readonly GateOutcome[] = ['won', 'repeat', 'sold_out
 
 export const gateDecisions = counter({ name: 'coupon_gate_decisions_total', help: 'IssueCoupon decisions of the first-come gate, by outcome.', labelNames: ['outcome'] });
 // Every outcome exists from the start, so rate() and increase() see the first one.
-for (const outcome of GATE_OUTCOMES) gateDecisions.inc({ outcome }, 0);
+const decided = Object.fromEntries(GATE_OUTCOMES.map((outcome) => [outcome, boundCounter(gateDecisions, { outcome })])) as Record<GateOutcome, BoundCounter>;
 
 const REFUSALS: Record<string, GateOutcome> = { NOT_FOUND: 'not_found', NOT_OPEN: 'not_open', CLOSED: 'closed', SOLD_OUT: 'sold_out', PAUSED: 'paused' };
 
 /** Counts a refusal by the reserve script's status; the other statuses are counted where they are decided. */
 export function countGateRefusal(status: string): void {
   const outcome = REFUSALS[status];
-  if (outcome) gateDecisions.inc({ outcome });
+  if (outcome) decided[outcome].inc();
 }
 
-export function countGateDecision(outcome: GateOutcome): void { gateDecisions.inc({ outcome }); }
+export function countGateDecision(outcome: GateOutcome): void { decided[outcome].inc(); }
 
 export const gateRebuilds = counter({ name: 'coupon_gate_rebuilds_total', help: "Coupons whose gate state was rebuilt from the ledger after Redis lost it." });
 
@@ -26,11 +27,10 @@ export const gateLocalAnswers = counter({
   help: 'IssueCoupon refusals answered from the in-process sold-out view, without Redis (also counted in coupon_gate_decisions_total), by outcome.',
   labelNames: ['outcome'],
 });
-for (const outcome of ['sold_out', 'closed']) gateLocalAnswers.inc({ outcome }, 0);
+const answeredLocally = { SOLD_OUT: boundCounter(gateLocalAnswers, { outcome: 'sold_out' }), CLOSED: boundCounter(gateLocalAnswers, { outcome: 'closed' }) };
 
 /** One refusal answered in process (gate/sold-out-view.ts). */
 export function countLocalAnswer(status: 'SOLD_OUT' | 'CLOSED'): void {
-  const outcome = REFUSALS[status]!;
-  gateLocalAnswers.inc({ outcome });
-  gateDecisions.inc({ outcome });
+  answeredLocally[status].inc();
+  decided[REFUSALS[status]!].inc();
 }

@@ -1,4 +1,5 @@
 // coupon-api's per-call metrics, named and labelled as go-grpc-prometheus does (server/grpc-metrics.ts fills them).
+import { boundByValue } from './bound.ts';
 import { counter, histogram } from './registry.ts';
 
 const grpcLabels = ['grpc_type', 'grpc_service', 'grpc_method'] as const;
@@ -13,4 +14,4 @@ export const issueCalls = counter({
   labelNames: ['caller'],
 });
 
-export function countIssueCall(caller: string): void { issueCalls.inc({ caller }); }
+export const countIssueCall: (caller: string) => void = boundByValue(issueCalls, 'caller');

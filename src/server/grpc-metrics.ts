@@ -7,6 +7,7 @@
 // counted too. A streamed response is handled when its stream ends.
 import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
 import type { DescMethod, DescService } from '@bufbuild/protobuf';
+import { boundCounter } from '../metrics/bound.ts';
 import { grpcHandled, grpcHandlingSeconds, grpcStarted } from '../metrics/grpc.ts';
 
 const GRPC_TYPE: Record<DescMethod['methodKind'], string> = {
@@ -17,7 +18,7 @@ const GRPC_TYPE: Record<DescMethod['methodKind'], string> = {
 const codeName = (code: Code | 'OK') => (code === 'OK' ? 'OK' : Code[code]);
 const ALL_CODES: (Code | 'OK')[] = ['OK', ...Object.values(Code).filter((c): c is Code => typeof c === 'number')];
 
-/** One method's labelled series, bound once: looking a series up by a labels object costs a hash per call. */
+/** One method's labelled series, bound once (metrics/bound.ts): looking a series up by a labels object costs a hash per call. */
 interface MethodSeries {
   started: { inc(): void };
   seconds: { startTimer(): () => void };
@@ -27,9 +28,9 @@ interface MethodSeries {
 function seriesOf(method: DescMethod): MethodSeries {
   const labels = { grpc_type: GRPC_TYPE[method.methodKind], grpc_service: method.parent.typeName, grpc_method: method.name };
   return {
-    started: grpcStarted.labels(labels),
+    started: boundCounter(grpcStarted, labels),
     seconds: grpcHandlingSeconds.labels(labels),
-    handled: new Map(ALL_CODES.map((code) => [code, grpcHandled.labels({ ...labels, grpc_code: codeName(code) })])),
+    handled: new Map(ALL_CODES.map((code) => [code, boundCounter(grpcHandled, { ...labels, grpc_code: codeName(code) })])),
   };
 }
 

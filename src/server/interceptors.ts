@@ -24,12 +24,21 @@ import type { Logger } from '../log.ts';
 import { apiError, codeOf, hasErrorDetail } from './errors.ts';
 
 export function errorMapping(log: Logger): Interceptor {
+  // A DomainError thrown again and again (the gate's refusals of a sold-out coupon) is mapped once.
+  const mapped = new WeakMap<DomainError, ConnectError>();
   return (next) => async (req) => {
     try {
       return await next(req);
     } catch (err) {
       if (err instanceof ConnectError) throw err;
-      if (err instanceof DomainError) throw apiError(codeOf[err.reason], err.reason, err.message, { field: err.field, metadata: err.metadata });
+      if (err instanceof DomainError) {
+        let answer = mapped.get(err);
+        if (!answer) {
+          answer = apiError(codeOf[err.reason], err.reason, err.message, { field: err.field, metadata: err.metadata });
+          mapped.set(err, answer);
+        }
+        throw answer;
+      }
       if (isOutage(err)) {
         log.warn({ procedure: req.method.name, err: (err as Error).message }, 'dependency unavailable');
         throw apiError(Code.Unavailable, 'BACKEND_UNAVAILABLE', 'a backing store is unreachable or overloaded; retry later');

@@ -9,7 +9,7 @@
 // With tracing off no propagator is registered: records go out with the headers they had.
 import { context, propagation, ROOT_CONTEXT, SpanKind, trace, type Link, type TextMapGetter, type TextMapSetter } from '@opentelemetry/api';
 import type { IHeaders, KafkaMessage, Message } from 'kafkajs';
-import { endWith, failed, tracer } from './tracing.ts';
+import { endWith, failed, tracer, tracingRequested } from './tracing.ts';
 
 const setter: TextMapSetter<IHeaders> = { set: (headers, key, value) => { headers[key] = value; } };
 const getter: TextMapGetter<IHeaders | undefined> = {
@@ -26,6 +26,9 @@ const getter: TextMapGetter<IHeaders | undefined> = {
  * span's context in its headers; `settled` ends the span with the publish's outcome.
  */
 export function tracePublish(topic: string, message: Message): { message: Message; settled(sent: Promise<void>): void } {
+  // Without a trace exporter there is no span to record, and nothing to put in the record's headers.
+  tracing ??= tracingRequested();
+  if (!tracing) return untraced(message);
   const span = tracer().startSpan(`send ${topic}`, {
     kind: SpanKind.PRODUCER,
     attributes: {
@@ -43,6 +46,10 @@ export function tracePublish(topic: string, message: Message): { message: Messag
     settled: (sent) => { sent.then(() => span.end(), (err: unknown) => { failed(span, err); span.end(); }); },
   };
 }
+
+let tracing: boolean | undefined;
+const settledUntraced = () => undefined;
+const untraced = (message: Message) => ({ message, settled: settledUntraced });
 
 /** The span context a record's headers carry, if any. */
 export function recordContext(message: Pick<KafkaMessage, 'headers'>) {
