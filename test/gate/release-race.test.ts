@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { couponKeys } from '../../src/store/keys.ts';
 import { CouponScripts } from '../../src/store/scripts.ts';
-import { gateConfirm, gateRelease, gateReserve } from '../../src/gate/gate-scripts.ts';
+import { gateConfirm, gateConfirmMany, gateRelease, gateReserve } from '../../src/gate/gate-scripts.ts';
 import { startService, type ServiceProcess } from '../support/processes.ts';
 import { couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
 import { startOwnRedis, type OwnRedis } from '../support/redis-server.ts';
@@ -53,5 +53,27 @@ describe('a publish that gives up after its reservation was made durable by some
     // Its own release does release.
     expect(await gateRelease(scripts, coupon.id, 'A', 1, reservedAt)).toBe('RELEASED');
     expect(await r.hget(couponKeys(coupon.id).winners, 'A')).toBeNull();
+  });
+});
+
+describe('confirms of several reservations in one script call (a publisher batch acknowledged at once)', () => {
+  it('drop exactly the entries of the reservations they name, each judged on its own', async () => {
+    const coupon = await createCoupon(client, 5);
+    const r = redis.client();
+    const scripts = new CouponScripts(r);
+    const k = couponKeys(coupon.id);
+    const at = Date.now();
+    for (const [user, seq] of [['A', 1], ['B', 2], ['C', 3], ['D', 4]] as const) {
+      expect(await gateReserve(scripts, coupon.id, user, at)).toMatchObject({ status: 'RESERVED', seq });
+    }
+    // A: its own reservation; B: another reservation time; C: another seq; E: never reserved; D: not named.
+    expect(await gateConfirmMany(scripts, coupon.id, [
+      { userId: 'A', reservedAtMs: at, seq: 1 }, { userId: 'B', reservedAtMs: at - 1, seq: 2 },
+      { userId: 'C', reservedAtMs: at, seq: 2 }, { userId: 'E', reservedAtMs: at, seq: 5 },
+    ])).toEqual([true, false, false, false]);
+    expect((await r.zrange(k.pending, 0, -1)).sort()).toEqual(['B', 'C', 'D']);
+    // The same reservation named twice in one call: removed once.
+    expect(await gateConfirmMany(scripts, coupon.id, [{ userId: 'D', reservedAtMs: at, seq: 4 }, { userId: 'D', reservedAtMs: at, seq: 4 }])).toEqual([true, false]);
+    expect(await r.hgetall(k.winners)).toEqual({ A: '1', B: '2', C: '3', D: '4' });
   });
 });
