@@ -25,6 +25,7 @@ import { codeToHttpStatus, errorToJsonBytes } from '@connectrpc/connect/protocol
 import { parseTimeout, setTrailerStatus } from '@connectrpc/connect/protocol-grpc';
 import { create, fromBinary, ScalarType, toBinary, toJsonString, type DescMessage, type DescMethodUnary, type MessageInitShape, type MessageShape } from '@bufbuild/protobuf';
 import { boundCounter } from '../metrics/bound.ts';
+import { readFlatJson } from './flat-json.ts';
 import { counter } from '../metrics/registry.ts';
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
@@ -90,9 +91,9 @@ function routeOf(m: ShortPathMethod, interceptors: Interceptor[]): Route {
     fields.set(f.name, f.localName);
   }
   const last = async (req: UnaryRequest): Promise<UnaryResponse> => {
-    const context = handlerContext(req);
+    const context = new ShortContext(req as ShortRequest);
     const output = await m.impl(req.message, context);
-    return { stream: false, service: method.parent, method, header: context.responseHeader, trailer: context.responseTrailer, message: create(method.output, output as never) };
+    return { stream: false, service: method.parent, method, header: context.madeHeader ?? NO_HEADERS, trailer: context.madeTrailer ?? NO_HEADERS, message: create(method.output, output as never) };
   };
   // connect-es: the first interceptor is the outermost.
   const call = interceptors.reduceRight<(req: UnaryRequest) => Promise<UnaryResponse>>((next, interceptor) => interceptor(next as never) as never, last);
@@ -102,12 +103,42 @@ function routeOf(m: ShortPathMethod, interceptors: Interceptor[]): Route {
   };
 }
 
-function handlerContext(req: UnaryRequest & { protocolName?: string }): HandlerContext {
-  return {
-    method: req.method, service: req.service, requestMethod: req.requestMethod, protocolName: req.protocolName ?? 'connect', url: req.url,
-    get signal() { return req.signal; }, timeoutMs: () => undefined, requestHeader: req.header,
-    responseHeader: new Headers(), responseTrailer: new Headers(), values: req.contextValues,
-  };
+/**
+ * An answer's headers or trailers when the handler set none: shared by every such answer, so it
+ * refuses to be changed (an interceptor that wants to add one finds out at once).
+ */
+const NO_HEADERS = new Headers();
+for (const change of ['set', 'append', 'delete']) {
+  Object.defineProperty(NO_HEADERS, change, { value: () => { throw new Error('the short path\'s empty response headers cannot be changed'); } });
+}
+const hasEntries = (h: Headers) => h !== NO_HEADERS && !h.keys().next().done;
+
+const noTimeout = () => undefined;
+
+/**
+ * The handler's context, as connect-es makes it for a unary call without a timeout. Its response
+ * headers and trailers are made only if the handler asks for them (the gate never does).
+ */
+class ShortContext implements HandlerContext {
+  readonly #req: ShortRequest;
+  madeHeader: Headers | undefined;
+  madeTrailer: Headers | undefined;
+  readonly timeoutMs = noTimeout;
+
+  constructor(req: ShortRequest) {
+    this.#req = req;
+  }
+
+  get method() { return this.#req.method; }
+  get service() { return this.#req.service; }
+  get requestMethod() { return this.#req.requestMethod; }
+  get protocolName() { return this.#req.protocolName; }
+  get url() { return this.#req.url; }
+  get signal() { return this.#req.signal; }
+  get requestHeader() { return this.#req.header; }
+  get values() { return this.#req.contextValues; }
+  get responseHeader(): Headers { return (this.madeHeader ??= new Headers()); }
+  get responseTrailer(): Headers { return (this.madeTrailer ??= new Headers()); }
 }
 
 export function shortPath(o: ShortPathOptions): ShortPathHandler {
@@ -192,7 +223,8 @@ function grpcProto(o: ShortPathOptions, route: Route, req: NodeRequest, res: Nod
     if (!message) { fallback(body); return; }
     route.counted.grpc.inc();
     route.call(unaryRequest(route, req, res, message, 'grpc')).then(
-      (response) => writeGrpc(res, toBinary(route.method.output, response.message), response.header, Object.fromEntries(setTrailerStatus(new Headers(response.trailer), undefined)), compression),
+      (response) => writeGrpc(res, toBinary(route.method.output, response.message), response.header,
+        hasEntries(response.trailer) ? Object.fromEntries(setTrailerStatus(new Headers(response.trailer), undefined)) : GRPC_OK, compression),
       (err: unknown) => {
         const error = asConnectError(err);
         let trailer = errorTrailers.get(error);
@@ -219,6 +251,9 @@ const asConnectError = (err: unknown): ConnectError => (err instanceof ConnectEr
 
 /** The request message, or undefined for anything but a JSON object of the request's string fields. */
 function decodeJson(route: Route, body: Buffer, textDecoder: { decode(input: Uint8Array): string }): MessageShape<DescMessage> | undefined {
+  // What storefronts send, read without JSON.parse (server/flat-json.ts); anything else below.
+  const flat = readFlatJson(body, route.fields);
+  if (flat) return create(route.method.input, flat as never);
   let value: unknown;
   try {
     value = JSON.parse(textDecoder.decode(body));
@@ -274,30 +309,58 @@ function decodeEnvelope(route: Route, body: Buffer): MessageShape<DescMessage> |
   }
 }
 
-function unaryRequest(route: Route, req: NodeRequest, res: NodeResponse, message: MessageShape<DescMessage>, protocolName: string): UnaryRequest {
-  let signal: AbortSignal | undefined;
-  return {
-    stream: false, service: route.method.parent, method: route.method, requestMethod: 'POST',
-    url: `http://${header(req.headers.host) ?? header(req.headers[':authority']) ?? 'localhost'}${req.url ?? ''}`,
-    // Aborted when the client goes away first. Made when first asked for: the gate never asks, and
-    // an AbortController with its 'close' listener per call showed in a CPU profile of a sale.
-    get signal() {
-      if (!signal) {
-        const abort = new AbortController();
-        const gone = () => { if (!res.writableFinished) abort.abort(new ConnectError('the client went away', Code.Canceled)); };
-        if (res.closed || res.destroyed) gone(); else res.once('close', gone);
-        signal = abort.signal;
-      }
-      return signal;
-    },
-    header: requestHeaders(req), contextValues: createContextValues(), message,
-    protocolName,
-  } as UnaryRequest;
+/**
+ * The request the interceptors see, as connect-es makes it for a unary call. Its URL and abort
+ * signal are made only if something asks for them: the gate never does, and an AbortController with
+ * its 'close' listener per call showed in a CPU profile of a sale.
+ */
+class ShortRequest {
+  readonly stream = false;
+  readonly requestMethod = 'POST';
+  readonly service: UnaryRequest['service'];
+  readonly method: UnaryRequest['method'];
+  readonly header: Headers;
+  readonly contextValues = createContextValues();
+  readonly message: MessageShape<DescMessage>;
+  readonly protocolName: string;
+  readonly #req: NodeRequest;
+  readonly #res: NodeResponse;
+  #signal: AbortSignal | undefined;
+
+  constructor(route: Route, req: NodeRequest, res: NodeResponse, message: MessageShape<DescMessage>, protocolName: string) {
+    this.service = route.method.parent;
+    this.method = route.method;
+    this.header = requestHeaders(req);
+    this.message = message;
+    this.protocolName = protocolName;
+    this.#req = req;
+    this.#res = res;
+  }
+
+  get url(): string {
+    const h = this.#req.headers;
+    return `http://${header(h.host) ?? header(h[':authority']) ?? 'localhost'}${this.#req.url ?? ''}`;
+  }
+
+  /** Aborted when the client goes away before the answer is written. */
+  get signal(): AbortSignal {
+    if (!this.#signal) {
+      const res = this.#res;
+      const abort = new AbortController();
+      const gone = () => { if (!res.writableFinished) abort.abort(new ConnectError('the client went away', Code.Canceled)); };
+      if (res.closed || res.destroyed) gone(); else res.once('close', gone);
+      this.#signal = abort.signal;
+    }
+    return this.#signal;
+  }
 }
+
+const unaryRequest = (route: Route, req: NodeRequest, res: NodeResponse, message: MessageShape<DescMessage>, protocolName: string): UnaryRequest =>
+  new ShortRequest(route, req, res, message, protocolName) as unknown as UnaryRequest;
 
 async function writeConnect(res: NodeResponse, status: number, body: Uint8Array, extra: Headers, compression: Compression | null): Promise<void> {
   if (res.writableEnded || res.destroyed) return;
-  if (extra.keys().next().done && !(compression && body.byteLength >= COMPRESS_MIN_BYTES)) {
+  if (!hasEntries(extra) && !(compression && body.byteLength >= COMPRESS_MIN_BYTES)) {
     // Nothing but the two headers every answer has: written as a Headers object would order them,
     // without making one (WHATWG Headers were a visible share of a refusal's CPU).
     (res as http.ServerResponse).writeHead(status, { 'content-length': String(body.byteLength), 'content-type': 'application/json' });
@@ -317,11 +380,21 @@ async function writeConnect(res: NodeResponse, status: number, body: Uint8Array,
   res.end(bytes);
 }
 
+/** The trailers of an OK answer whose handler set none (Node copies them, never keeps the object). */
+const GRPC_OK: Record<string, string> = Object.fromEntries(setTrailerStatus(new Headers(), undefined));
+
 async function writeGrpc(res: NodeResponse, message: Uint8Array | undefined, extra: Headers | undefined, trailer: Record<string, string>, compression: Compression | null): Promise<void> {
   if (res.writableEnded || res.destroyed) return;
-  const headers = new Headers(extra);
-  headers.set('content-type', 'application/grpc+proto');
-  if (compression) headers.set('grpc-encoding', compression.name);
+  let headers: Record<string, string>;
+  if (extra === undefined || !hasEntries(extra)) {
+    // In the order a Headers object would give them (sorted by name).
+    headers = compression ? { 'content-type': 'application/grpc+proto', 'grpc-encoding': compression.name } : { 'content-type': 'application/grpc+proto' };
+  } else {
+    const all = new Headers(extra);
+    all.set('content-type', 'application/grpc+proto');
+    if (compression) all.set('grpc-encoding', compression.name);
+    headers = Object.fromEntries(all);
+  }
   let envelope: Buffer | undefined;
   if (message) {
     const compress = compression !== null && message.byteLength >= COMPRESS_MIN_BYTES;
@@ -332,7 +405,7 @@ async function writeGrpc(res: NodeResponse, message: Uint8Array | undefined, ext
     envelope.set(payload, 5);
   }
   const answer = res as http2.Http2ServerResponse;
-  answer.writeHead(200, Object.fromEntries(headers));
+  answer.writeHead(200, headers);
   if (envelope) answer.write(envelope);
   answer.addTrailers(trailer);
   answer.end();

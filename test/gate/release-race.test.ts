@@ -71,7 +71,7 @@ describe('confirms of several reservations in one script call (a publisher batch
       { userId: 'A', reservedAtMs: at, seq: 1 }, { userId: 'B', reservedAtMs: at - 1, seq: 2 },
       { userId: 'C', reservedAtMs: at, seq: 2 }, { userId: 'E', reservedAtMs: at, seq: 5 },
     ])).toEqual([true, false, false, false]);
-    expect((await r.zrange(k.pending, 0, -1)).sort()).toEqual(['B', 'C', 'D']);
+    expect((await r.zrange(k.pending, '0', '-1')).sort()).toEqual(['B', 'C', 'D']);
     // The same reservation named twice in one call: removed once.
     expect(await gateConfirmMany(scripts, coupon.id, [{ userId: 'D', reservedAtMs: at, seq: 4 }, { userId: 'D', reservedAtMs: at, seq: 4 }])).toEqual([true, false]);
     expect(await r.hgetall(k.winners)).toEqual({ A: '1', B: '2', C: '3', D: '4' });
