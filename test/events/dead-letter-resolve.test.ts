@@ -6,43 +6,27 @@
 //   who, why and when in dead_letters, lifts the block, and keeps the replay tool off it.
 // The services run against a redis-server of this file's own, restarted (everything lost).
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { create } from '@bufbuild/protobuf';
 import { timestampNow } from '@bufbuild/protobuf/wkt';
 import { CouponIssueRequestedSchema } from '../../gen/coupon/events/v1/issue_pb.js';
 import { CouponCallError } from '../../src/client/grpc.ts';
 import { EventRegistry } from '../../src/events/registry.ts';
-import { topicNames } from '../../src/events/topics.ts';
 import { blockingDeadLetters } from '../../src/store/dead-letters.ts';
 import { couponKeys } from '../../src/store/keys.ts';
-import { run, startService, type ServiceProcess } from '../support/processes.ts';
-import { couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
-import { startOwnRedis, type OwnRedis } from '../support/redis-server.ts';
-import { config, db as newDb, kafka, readTopic, uniqueEnv, until, waitForCaughtUp } from '../support/stack.ts';
+import { run } from '../support/processes.ts';
+import { createCoupon } from '../support/coupons.ts';
+import { fileServices } from '../support/services.ts';
+import { config, db as newDb, kafka, readTopic, until, waitForCaughtUp } from '../support/stack.ts';
 
-const env = { ...uniqueEnv('dlt-resolve'), PUBLISH_TIMEOUT_MS: '2000', RECOVERY_STALE_MS: '10000', ISSUE_MAX_ATTEMPTS: '2', ISSUE_BACKOFF_MS: '100' };
-const topics = topicNames(env.KAFKA_TOPIC_PREFIX);
+const s = fileServices('dlt-resolve', { PUBLISH_TIMEOUT_MS: '2000', RECOVERY_STALE_MS: '10000', ISSUE_MAX_ATTEMPTS: '2', ISSUE_BACKOFF_MS: '100' }, { ownRedis: true });
+const { env, topics } = s;
 const db = newDb();
 const k = kafka();
-let redisServer: OwnRedis;
-let api: ServiceProcess;
-let issuer: ServiceProcess;
-let client: CouponClient;
-
-beforeAll(async () => {
-  redisServer = await startOwnRedis();
-  [api, issuer] = await Promise.all([startService('api', { ...env, REDIS_URL: redisServer.url }), startService('issuer', { ...env, REDIS_URL: redisServer.url })]);
-  client = couponClient(api.address);
-}, 120_000);
-afterAll(async () => {
-  client?.close();
-  await Promise.all([api?.stop(), issuer?.stop()]);
-  await redisServer?.stop();
-  await db.destroy();
-});
+afterAll(async () => { await db.destroy(); });
 
 type Answer = { ok: true; seq: number } | { ok: false; reason: string; message: string };
-const issue = (couponId: string, userId: string) => client.issueCoupon({ couponId, userId }).then(
+const issue = (couponId: string, userId: string) => s.client.issueCoupon({ couponId, userId }).then(
   (res): Answer => ({ ok: true, seq: Number(res.seq) }),
   (err: unknown): Answer => { if (!(err instanceof CouponCallError)) throw err; return { ok: false, reason: err.reason, message: err.message }; });
 
@@ -73,9 +57,9 @@ async function issuedTo(couponId: string, users: string[]) {
 
 describe('a dead letter that can never own its seq', () => {
   it('does not block the rebuild, even dead-lettered again by a replay: the seq it names is out of range or another user\'s', { timeout: 120_000 }, async () => {
-    const coupon = await createCoupon(client, 4);
+    const coupon = await createCoupon(s.client, 4);
     await issuedTo(coupon.id, ['first', 'second']);
-    await redisServer.restart();
+    await s.redis.restart();
     // Records no gate could have accepted (a producer's bug, or a forged record) reach the issuer
     // while the gate is lost: one names seq 1, which the ledger holds for another user; one a seq
     // beyond the coupon's 4 units.
@@ -97,7 +81,7 @@ describe('a dead letter that can never own its seq', () => {
 
     // The gate is rebuilt once nothing from before the loss can still land; neither blocks it.
     expect(await issueUntilDecided(coupon.id, 'newcomer', 40_000)).toEqual({ ok: true, seq: 3 });
-    expect(await redisServer.client().exists(couponKeys(coupon.id).meta)).toBe(1);
+    expect(await s.redis.client().exists(couponKeys(coupon.id).meta)).toBe(1);
     await waitForCaughtUp(k, env.KAFKA_ISSUER_GROUP, topics.issue);
     await until('newcomer issued', async () => (await ledger(coupon.id)).length === 3, 30_000);
     expect(await ledger(coupon.id)).toEqual([{ user_id: 'first', seq: 1 }, { user_id: 'second', seq: 2 }, { user_id: 'newcomer', seq: 3 }]);
@@ -106,7 +90,7 @@ describe('a dead letter that can never own its seq', () => {
 
 describe('npm run dlt:discard', () => {
   it('gives up a dead letter that still owns a seq: recorded with who, why and when, the rebuild proceeds, and the replay leaves it alone', { timeout: 150_000 }, async () => {
-    const coupon = await createCoupon(client, 3);
+    const coupon = await createCoupon(s.client, 3);
     await issuedTo(coupon.id, ['first']);
 
     // The ledger refuses one user's row: the issuer dead-letters the record of a user told OK with seq 2.
@@ -128,7 +112,7 @@ describe('npm run dlt:discard', () => {
     const [onTopic] = await readTopic(k, topics.issueDlt, (key) => key === coupon.id);
     expect(`${onTopic!.headers['x-source-topic']}/${onTopic!.headers['x-source-partition']}/${onTopic!.headers['x-source-offset']}`).toBe(id);
 
-    await redisServer.restart();
+    await s.redis.restart();
     const blocked = await until('the rebuild refused for the dead letter', async () => {
       const answer = await issue(coupon.id, 'newcomer');
       expect(answer).toMatchObject({ ok: false, reason: 'BACKEND_UNAVAILABLE' });

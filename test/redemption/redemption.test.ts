@@ -19,43 +19,35 @@ import { couponKeys } from '../../src/store/keys.ts';
 import { CouponScripts } from '../../src/store/scripts.ts';
 import { redeem as redeemScript } from '../../src/redemption/redemption-scripts.ts';
 import { tokenFor } from '../support/auth.ts';
-import { startService, type ServiceProcess } from '../support/processes.ts';
-import { callError, couponClient, createCoupon, type CouponClient } from '../support/coupons.ts';
+import { startService } from '../support/processes.ts';
+import { fileServices } from '../support/services.ts';
+import { callError, couponClient, createCoupon } from '../support/coupons.ts';
 import { config, db as newDb, kafka, readTopic, redis as newRedis, uniqueEnv, until, waitForCaughtUp } from '../support/stack.ts';
 
 // The recovery loops run often; the stale age stays long enough that this file's coupon-api never
 // republishes what another test file's processes are still working on (Redis is shared).
 // A rebuild after a Redis loss waits PUBLISH_TIMEOUT_MS + 2 s: shorter than the default here.
-const env = { ...uniqueEnv('redemption'), RECOVERY_INTERVAL_MS: '200', RECOVERY_STALE_MS: '10000', PUBLISH_TIMEOUT_MS: '3000' };
-const topics = topicNames(env.KAFKA_TOPIC_PREFIX);
+const svc = fileServices('redemption', { RECOVERY_INTERVAL_MS: '200', RECOVERY_STALE_MS: '10000', PUBLISH_TIMEOUT_MS: '3000' });
+const { env, topics } = svc;
 const groups = redemptionGroups(env.KAFKA_REDEMPTION_GROUP);
 const db = newDb();
 const r = newRedis();
 const k = kafka();
-let api: ServiceProcess;
-let issuer: ServiceProcess;
-let client: CouponClient;
 let payments: PaymentCoupons;
 
-beforeAll(async () => {
-  [api, issuer] = await Promise.all([startService('api', env), startService('issuer', env)]);
-  client = couponClient(api.address);
-  payments = createPaymentCoupons(api.address, { token: () => tokenFor('payment') });
-});
+beforeAll(() => { payments = createPaymentCoupons(svc.api.address, { token: () => tokenFor('payment') }); });
 afterAll(async () => {
-  client?.close();
   payments?.close();
-  await Promise.all([api?.stop(), issuer?.stop()]);
   await db.destroy();
   r.disconnect();
 });
 
 /** A coupon with one unit per user, each issued (the issuer wrote the ledger and marked Redis). */
 async function issuedCoupon(users: string[], opts: { validForMs?: number } = {}): Promise<string> {
-  const coupon = await createCoupon(client, users.length, opts);
-  await Promise.all(users.map((userId) => client.issueCoupon({ couponId: coupon.id, userId })));
+  const coupon = await createCoupon(svc.client, users.length, opts);
+  await Promise.all(users.map((userId) => svc.client.issueCoupon({ couponId: coupon.id, userId })));
   await until('every user ISSUED', async () => {
-    const states = await Promise.all(users.map((userId) => client.getUserCoupon({ couponId: coupon.id, userId })));
+    const states = await Promise.all(users.map((userId) => svc.client.getUserCoupon({ couponId: coupon.id, userId })));
     return states.every((s) => s.userCoupon!.state === UserCouponState.ISSUED);
   });
   return coupon.id;
@@ -75,8 +67,8 @@ async function onceRebuilt<T>(call: () => Promise<T>): Promise<T> {
   }
 }
 
-const redeem = (couponId: string, userId: string, orderId: string) => client.redeemCoupon({ couponId, userId, orderId });
-const cancel = (couponId: string, userId: string, orderId: string) => client.cancelRedemption({ couponId, userId, orderId });
+const redeem = (couponId: string, userId: string, orderId: string) => svc.client.redeemCoupon({ couponId, userId, orderId });
+const cancel = (couponId: string, userId: string, orderId: string) => svc.client.cancelRedemption({ couponId, userId, orderId });
 const refusal = async (p: Promise<unknown>) => {
   const err = await callError(p);
   return { code: err.code, reason: err.reason };
@@ -135,7 +127,7 @@ describe('RedeemCoupon', () => {
 
     const repeats = await Promise.all([1, 2, 3].map(() => redeem(couponId, 'alice', winner.orderId)));
     for (const again of repeats) expect(again.userCoupon).toEqual(winner.res.userCoupon);
-    const seen = (await client.getUserCoupon({ couponId, userId: 'alice' })).userCoupon!;
+    const seen = (await svc.client.getUserCoupon({ couponId, userId: 'alice' })).userCoupon!;
     expect({ state: seen.state, orderId: seen.orderId, redeemedAt: seen.redeemedAt }).toEqual({ state: UserCouponState.REDEEMED, orderId: winner.orderId, redeemedAt: winner.res.userCoupon!.redeemedAt });
 
     expect(await eventsOf(couponId)).toEqual([['alice', 'REDEEMED', winner.orderId, 1]]);
@@ -143,7 +135,7 @@ describe('RedeemCoupon', () => {
   });
 
   it('refuses with a reason: unknown coupon, bad ids, never won, still pending, expired', async () => {
-    const expiring = createCoupon(client, 1, { validForMs: 2_500 });
+    const expiring = createCoupon(svc.client, 1, { validForMs: 2_500 });
     const couponId = await issuedCoupon(['bob']);
 
     expect(await refusal(redeem('7d0f3c52-4a1e-4d7e-9c55-000000000000', 'bob', 'o1'))).toEqual({ code: grpc.status.NOT_FOUND, reason: 'COUPON_NOT_FOUND' });
@@ -160,8 +152,8 @@ describe('RedeemCoupon', () => {
     expect(await refusal(redeem(couponId, 'pending-user', 'o1'))).toEqual(failedPrecondition('COUPON_NOT_ISSUED'));
 
     const expired = await expiring;
-    await client.issueCoupon({ couponId: expired.id, userId: 'late' });
-    await until('ISSUED', async () => (await client.getUserCoupon({ couponId: expired.id, userId: 'late' })).userCoupon!.state === UserCouponState.ISSUED);
+    await svc.client.issueCoupon({ couponId: expired.id, userId: 'late' });
+    await until('ISSUED', async () => (await svc.client.getUserCoupon({ couponId: expired.id, userId: 'late' })).userCoupon!.state === UserCouponState.ISSUED);
     await until('past valid_until', () => Promise.resolve(Date.now() > timestampDate(expired.validUntil!).getTime() + 10), 10_000, 50);
     expect(await refusal(redeem(expired.id, 'late', 'o1'))).toEqual(failedPrecondition('COUPON_EXPIRED'));
     expect(await eventsOf(couponId)).toEqual([]);
@@ -197,7 +189,7 @@ describe('CancelRedemption', () => {
     const couponId = await issuedCoupon(['erin']);
     await redeem(couponId, 'erin', 'order-b');
     expect(await refusal(cancel(couponId, 'erin', 'order-a'))).toEqual(failedPrecondition('ORDER_MISMATCH'));
-    expect((await client.getUserCoupon({ couponId, userId: 'erin' })).userCoupon!.orderId).toBe('order-b');
+    expect((await svc.client.getUserCoupon({ couponId, userId: 'erin' })).userCoupon!.orderId).toBe('order-b');
     await cancel(couponId, 'erin', 'order-b');
     expect(await refusal(redeem(couponId, 'erin', 'order-a'))).toEqual(failedPrecondition('REDEMPTION_CANCELLED'));
 
@@ -228,14 +220,14 @@ describe('CancelRedemption', () => {
   });
 
   it('a blind cancel while the coupon is still pending, recorded by the ledger before the issuer writes the row, leaves Redis and the ledger equal', async () => {
-    const coupon = await createCoupon(client, 1);
+    const coupon = await createCoupon(svc.client, 1);
     // The issuer's bulk insert also bumps the coupon's issued_count: holding that row keeps the
     // insert from committing, while the redemption ledger (which never writes the coupon, and whose
     // foreign-key checks take only a key-share lock) goes on.
     const hold = await db.transaction();
     try {
       await hold.raw('SELECT 1 FROM coupons WHERE id = ? FOR NO KEY UPDATE', [coupon.id]);
-      expect((await client.issueCoupon({ couponId: coupon.id, userId: 'pat' })).seq).toBe(1n);
+      expect((await svc.client.issueCoupon({ couponId: coupon.id, userId: 'pat' })).seq).toBe(1n);
       // The payment service gave up on a redeem that was refused (not issued yet) and compensates.
       const noop = await payments.cancel({ couponId: coupon.id, userId: 'pat' }, 'o-early');
       expect(noop.ok && noop.userCoupon.state).toBe(UserCouponState.PENDING);
@@ -245,7 +237,7 @@ describe('CancelRedemption', () => {
     } finally {
       await hold.commit();
     }
-    await until('ISSUED', async () => (await client.getUserCoupon({ couponId: coupon.id, userId: 'pat' })).userCoupon!.state === UserCouponState.ISSUED);
+    await until('ISSUED', async () => (await svc.client.getUserCoupon({ couponId: coupon.id, userId: 'pat' })).userCoupon!.state === UserCouponState.ISSUED);
 
     await expectLedgerMatchesRedis(coupon.id);
     expect(await payments.redeem({ couponId: coupon.id, userId: 'pat' }, 'o-early')).toMatchObject({ ok: false, reason: 'REDEMPTION_CANCELLED' });
@@ -275,7 +267,7 @@ describe('a failed payment through Kafka', () => {
     try {
       await producer.send({ topic: topics.paymentResult, acks: -1, messages: [result('o-pay', PaymentStatus.FAILED), result('o-pay', PaymentStatus.FAILED)] });
       await waitForCaughtUp(k, groups.paymentResult, topics.paymentResult);
-      expect((await client.getUserCoupon({ couponId, userId: 'erin' })).userCoupon!.state).toBe(UserCouponState.ISSUED);
+      expect((await svc.client.getUserCoupon({ couponId, userId: 'erin' })).userCoupon!.state).toBe(UserCouponState.ISSUED);
       expect(await payments.redeem({ couponId, userId: 'erin' }, 'o-pay')).toMatchObject({ ok: false, reason: 'REDEMPTION_CANCELLED' });
 
       const next = await payments.redeem({ couponId, userId: 'erin' }, 'o-next');
@@ -286,7 +278,7 @@ describe('a failed payment through Kafka', () => {
     } finally {
       await producer.disconnect();
     }
-    const now = (await client.getUserCoupon({ couponId, userId: 'erin' })).userCoupon!;
+    const now = (await svc.client.getUserCoupon({ couponId, userId: 'erin' })).userCoupon!;
     expect({ state: now.state, orderId: now.orderId }).toEqual({ state: UserCouponState.REDEEMED, orderId: 'o-next' });
 
     expect(await eventsOf(couponId)).toEqual([['erin', 'REDEEMED', 'o-pay', 1], ['erin', 'CANCELLED', 'o-pay', 2], ['erin', 'REDEEMED', 'o-next', 3]]);
@@ -308,7 +300,7 @@ describe('Redis loses redemption state', () => {
     await forget();
     const fresh = (await onceRebuilt(() => redeem(couponId, 'fresh', 'f1'))).userCoupon!;
     expect({ state: fresh.state, orderId: fresh.orderId, seq: fresh.seq > 0n }).toEqual({ state: UserCouponState.REDEEMED, orderId: 'f1', seq: true });
-    expect((await client.getUserCoupon({ couponId, userId: 'fresh' })).userCoupon).toEqual(fresh);
+    expect((await svc.client.getUserCoupon({ couponId, userId: 'fresh' })).userCoupon).toEqual(fresh);
 
     await forget();
     expect((await onceRebuilt(() => redeem(couponId, 'keeper', 'k2'))).userCoupon).toEqual(kept);
@@ -317,7 +309,7 @@ describe('Redis loses redemption state', () => {
     // The gate may be rebuilt first (by an IssueCoupon), and it restores issued state only: the
     // redeemed coupon must still be taken, the cancelled order still refused.
     await forget();
-    expect((await onceRebuilt(() => client.issueCoupon({ couponId, userId: 'keeper' }))).seq).toBe(held.seq);
+    expect((await onceRebuilt(() => svc.client.issueCoupon({ couponId, userId: 'keeper' }))).seq).toBe(held.seq);
     expect(await refusal(onceRebuilt(() => redeem(couponId, 'keeper', 'k3')))).toEqual(failedPrecondition('COUPON_ALREADY_REDEEMED'));
     expect(await refusal(redeem(couponId, 'keeper', 'k1'))).toEqual(failedPrecondition('REDEMPTION_CANCELLED'));
 
