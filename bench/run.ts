@@ -130,6 +130,7 @@ if (section === 'sold-out') {
     refusals: count('requests', o.requests === '30000' ? '20000' : o.requests),
     workers: count('workers', o.workers),
     concurrency: count('connections', o.connections),
+    loadConnections: count('connections', o.connections),
   });
   process.exit(0);
 }
