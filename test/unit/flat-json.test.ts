@@ -3,6 +3,8 @@
 // and it must read what storefronts send.
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
+import { create, equals, fromJsonString } from '@bufbuild/protobuf';
+import { CouponService, IssueCouponRequestSchema } from '../../gen/coupon/v1/coupon_service_pb.js';
 import { readFlatJson } from '../../src/server/flat-json.ts';
 
 const fields = new Map([['couponId', 'couponId'], ['coupon_id', 'couponId'], ['userId', 'userId'], ['user_id', 'userId']]);
@@ -61,5 +63,34 @@ describe('readFlatJson', () => {
     fc.assert(fc.property(fc.stringMatching(/^[ -!#-[\]-~]*$/), fc.stringMatching(/^[ -!#-[\]-~]*$/), (c, u) => {
       expect(readFlatJson(bytes(JSON.stringify({ couponId: c, userId: u })), fields)).toEqual({ couponId: c, userId: u });
     }), { numRuns: 2_000 });
+  });
+
+  it('reads only bodies connect-es itself reads to the same message (TextDecoder fatal, fromJsonString, unknown fields refused)', () => {
+    // Written by an independent review: the oracle is connect-es's own parse, not JSON.parse.
+    const methodFields = new Map<string, string>();
+    for (const f of CouponService.method.issueCoupon.input.fields) { methodFields.set(f.jsonName, f.localName); methodFields.set(f.name, f.localName); }
+    const dec = new TextDecoder('utf-8', { fatal: true });
+    const viaConnect = (b: Uint8Array) => { try { return fromJsonString(IssueCouponRequestSchema, dec.decode(b), { ignoreUnknownFields: false }); } catch { return 'ERR'; } };
+    const latin1 = (s: string) => new Uint8Array(Buffer.from(s, 'latin1'));
+    const piece = fc.constantFrom('{', '}', '"', ':', ',', ' ', '\t', '\n', '\r', '\f', '\v', '\\', 'couponId', 'coupon_id', 'userId', 'user_id', 'CouponId', 'x', '\u007f', '\u0000', '\u00a0', '\u00ef\u00bb\u00bf', 'null', '1', '[', ']', '""');
+    const key = fc.constantFrom('couponId', 'coupon_id', 'userId', 'user_id', 'couponid', 'COUPONID', 'couponID', 'coupon-id', 'couponId ', ' userId', '__proto__', 'constructor', 'toString', 'hasOwnProperty');
+    const ascii = fc.string({ unit: fc.integer({ min: 0x20, max: 0x7f }).map((c) => String.fromCharCode(c)).filter((c) => c !== '"' && c !== '\\'), maxLength: 6 });
+    const ws = fc.constantFrom('', ' ', '\t', '\n', '\r', '\r\n ');
+    const member = fc.tuple(ws, key, ws, ws, ascii, ws).map(([a, k, b, c, v, d]) => `${a}"${k}"${b}:${c}"${v}"${d}`);
+    const body = fc.oneof(
+      fc.array(piece, { maxLength: 30 }).map((p) => p.join('')),
+      fc.tuple(ws, fc.array(member, { maxLength: 4 }), ws).map(([a, m, b]) => `${a}{${m.join(',')}}${b}`),
+    );
+    let accepted = 0;
+    fc.assert(fc.property(body, (s) => {
+      const b = latin1(s);
+      const flat = readFlatJson(b, methodFields);
+      if (flat === undefined) return;
+      accepted++;
+      const parsed = viaConnect(b);
+      expect(parsed, JSON.stringify(s)).not.toBe('ERR');
+      expect(equals(IssueCouponRequestSchema, create(IssueCouponRequestSchema, flat as never), parsed as never), JSON.stringify(s)).toBe(true);
+    }), { numRuns: 30_000 });
+    expect(accepted).toBeGreaterThan(500);
   });
 });
