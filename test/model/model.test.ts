@@ -61,6 +61,17 @@ describe('regressions found by the model', () => {
     ]);
   });
 
+  it('right after a restock of a sold-out coupon, one call of a user may still hear the old sell-out while another of theirs wins', { timeout: 90_000 }, async () => {
+    // Found with seed 77001 (`npm run model -- --runs 2000`, run 798): one worker's sold-out view had
+    // not rechecked yet (decision 0006: within GATE_LOCAL_RECHECK_MS of the change) while the user's
+    // other call reached the restocked gate; the model took the stale refusal for a wrong answer.
+    await replay(sys, [
+      new PauseIssuer(), new CreateCoupon(1, -1_000, 1_589, null), new Issue(0, 'lower', ['carol', 'BOB', 'BOB']),
+      new UpdateCoupon(0, 'upper', { rename: 0, total: { from: 'winners', by: 1 } }),
+      new Issue(0, { mixed: 182_640_451 }, ['alice', 'carol', 'carol', 'carol', 'Alice', 'Alice', 'bob', 'bob']), new ResumeIssuer(),
+    ]);
+  });
+
   it('after a restock of a sold-out coupon, the next user wins a seq past the old total, however long after the last call', { timeout: 60_000 }, async () => {
     // Found with the UpdateCoupon command: the sold-out view answered COUPON_SOLD_OUT from its old
     // sell-out while the check it had started ran, 300 ms after the restock's OK.

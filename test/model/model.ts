@@ -218,8 +218,12 @@ export function applyIssues(c: ModelCoupon, calls: { user: string; span: Span; h
       if (heard.state !== 'PENDING' && (alone || heard.state !== 'ISSUED')) return `${what}; a new win is PENDING`;
       continue;
     }
-    // The same user's concurrent call that won: this one is a repeat, unless it ran before the opening.
-    if (won !== undefined && !(heard.reason === 'COUPON_NOT_OPEN' && allowed.refusals.some((r) => matches(r, heard)))) {
+    // The same user's concurrent call that won: this one is a repeat, unless it ran before the
+    // opening, or it heard a sold-out view's old sell-out within its recheck after a change (the one
+    // difference decision 0006 allows: another process, or the same one after its recheck, let the
+    // other call through to the restocked gate).
+    const staleSoldOut = heard.code === grpc.status.RESOURCE_EXHAUSTED && heard.reason === 'COUPON_SOLD_OUT' && span.t0 < c.staleSoldOutUntilMs;
+    if (won !== undefined && !staleSoldOut && !(heard.reason === 'COUPON_NOT_OPEN' && allowed.refusals.some((r) => matches(r, heard)))) {
       return `${what}, while a concurrent call of the same user won seq ${won}`;
     }
     if (heard.code === grpc.status.RESOURCE_EXHAUSTED && heard.reason === 'COUPON_SOLD_OUT') {
