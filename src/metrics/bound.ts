@@ -13,11 +13,11 @@ const pendingOf = new WeakMap<Counter, Pending[]>();
 
 /** A counter of `metric` for `labels`; the series exists (at 0) from now on. */
 export function boundCounter<L extends string>(metric: Counter<L>, labels: Record<L, string>): BoundCounter {
-  let pending = pendingOf.get(metric as Counter);
+  let pending = pendingOf.get(metric);
   if (!pending) {
     const list: Pending[] = [];
     pending = list;
-    pendingOf.set(metric as Counter, list);
+    pendingOf.set(metric, list);
     // prom-client runs a metric's collect (a constructor option) before each read of it.
     const hooked = metric as unknown as { collect?: (this: Counter<L>) => unknown };
     const previous = hooked.collect;

@@ -356,7 +356,7 @@ class ShortRequest {
 }
 
 const unaryRequest = (route: Route, req: NodeRequest, res: NodeResponse, message: MessageShape<DescMessage>, protocolName: string): UnaryRequest =>
-  new ShortRequest(route, req, res, message, protocolName) as unknown as UnaryRequest;
+  new ShortRequest(route, req, res, message, protocolName);
 
 async function writeConnect(res: NodeResponse, status: number, body: Uint8Array, extra: Headers, compression: Compression | null): Promise<void> {
   if (res.writableEnded || res.destroyed) return;
