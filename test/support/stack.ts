@@ -66,16 +66,27 @@ export async function until<T>(what: string, fn: () => Promise<T | undefined | f
 
 /** Resolves when `groupId` has committed every record now on `topic` (its lag is zero). */
 export async function waitForCaughtUp(k: Kafka, groupId: string, topic: string, timeoutMs = 60_000): Promise<void> {
-  const admin = k.admin();
+  let admin = k.admin();
   await admin.connect();
   try {
-    const ends = await admin.fetchTopicOffsets(topic);
+    let ends: Awaited<ReturnType<typeof admin.fetchTopicOffsets>> | undefined;
     await until(`${groupId} to catch up on ${topic}`, async () => {
-      const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
-      return ends.every((e) => {
-        const c = committed?.partitions.find((p) => p.partition === e.partition);
-        return Number(e.high) === Number(e.low) || Number(c?.offset ?? -1) >= Number(e.high);
-      });
+      try {
+        ends ??= await admin.fetchTopicOffsets(topic);
+        const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
+        return ends.every((e) => {
+          const c = committed?.partitions.find((p) => p.partition === e.partition);
+          return Number(e.high) === Number(e.low) || Number(c?.offset ?? -1) >= Number(e.high);
+        });
+      } catch (err) {
+        // A partition's leader moved (a broker of the cluster proof restarted): kafkajs's admin gives
+        // up on NOT_LEADER without reading the metadata again, so the next try uses a new client.
+        if ((err as { retriable?: boolean }).retriable !== true) throw err;
+        await admin.disconnect().catch(() => undefined);
+        admin = k.admin();
+        await admin.connect();
+        return false;
+      }
     }, timeoutMs);
   } finally {
     await admin.disconnect();
