@@ -10,7 +10,7 @@ import { CouponStatus as PbCouponStatus, UserCouponState, type Coupon as PbCoupo
 import { CouponCallError } from '../../src/client/grpc.ts';
 import {
   applyIssues, applyRedemptions, applyRelease, couponStatuses, describeHeard, GATE_LOCAL_RECHECK_MS, highestWinnerSeq, INVALID, issueAllowed, matches, newModel, NOT_FOUND,
-  redemptionOutcomes, redemptionStateOf, sameMoments, settledUserCoupon, SLACK_MS, winnerStates,
+  redemptionOutcomes, redemptionStateOf, sameMoments, settledUserCoupon, SLACK_MS, staleRefusalOfLateWinner, winnerStates,
   type CouponStatus, type Heard, type Model, type ModelCoupon, type RedemptionOp, type Span, type UserState,
 } from './model.ts';
 import type { System } from './system.ts';
@@ -403,7 +403,7 @@ export class CreateCoupon implements Cmd {
     const p = got.res!.coupon!;
     if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(p.id)) throw diverged(this.toString(), `id ${p.id} is not a lower-case UUID`);
     const c: ModelCoupon = {
-      id: p.id, name, createdAtUs: usOf(p.createdAt), total: this.total, opensAtMs, closesAtMs, validUntilMs, pausedAtMs: null, next: { lo: 0, hi: 0 }, staleSoldOutUntilMs: 0,
+      id: p.id, name, createdAtUs: usOf(p.createdAt), total: this.total, opensAtMs, closesAtMs, validUntilMs, pausedAtMs: null, next: { lo: 0, hi: 0 }, staleSoldOutUntilMs: 0, lateWinners: new Set(),
       winners: new Map(), issued: new Set(), redeemed: new Map(), cancelled: new Map(), issuedAt: new Map(), redeemedAt: new Map(),
     };
     const status = COUPON_STATUS[p.status] ?? '?';
@@ -467,6 +467,7 @@ export class IssueWhileKafkaCut implements Cmd {
     const what = `answered ${describeHeard(got.heard)}`;
     if (unarmed && matches({ ok: false, code: grpc.status.UNAVAILABLE, reason: 'BACKEND_UNAVAILABLE' }, got.heard)) return;
     if ('repeat' in allowed) {
+      if (staleRefusalOfLateWinner(c, userId, got.span, got.heard)) return;
       if (!got.heard.ok || got.heard.seq !== allowed.repeat) throw diverged(this.toString(m), `${what}; a repeat must be OK with seq ${allowed.repeat} (it publishes nothing)`);
       return;
     }

@@ -31,6 +31,13 @@ export interface ModelCoupon {
    * to GATE_LOCAL_RECHECK_MS after the change's OK (docs/api.md#updatecoupon-pausecoupon-resumecoupon-closecoupon).
    */
   staleSoldOutUntilMs: number;
+  /**
+   * Users who won within that window: a view that read the coupon before they won does not know
+   * them, so until the window ends their repeats may hear its COUPON_SOLD_OUT too (docs/design.md:
+   * it never refuses a winner of the coupon it read; one who won afterwards through another process
+   * may hear it within the recheck).
+   */
+  lateWinners: Set<string>;
   /** user -> seq, for every user told OK. */
   winners: Map<string, number>;
   /** Winners the ledger has written (observed ISSUED or later); others may still be PENDING. */
@@ -162,6 +169,12 @@ export function winnerStates(c: ModelCoupon, user: string): UserState[] {
   return ['PENDING', 'ISSUED'];
 }
 
+/** A repeat of a user who won within a changed sold-out coupon's stale window, refused by a view that read the coupon before. */
+export function staleRefusalOfLateWinner(c: ModelCoupon, user: string, span: Span, heard: Heard): boolean {
+  return !heard.ok && heard.code === grpc.status.RESOURCE_EXHAUSTED && heard.reason === 'COUPON_SOLD_OUT'
+    && span.t0 < c.staleSoldOutUntilMs && c.lateWinners.has(user);
+}
+
 /**
  * Concurrent IssueCoupon calls for one coupon (Promise.all). Checks that the answers are those of
  * some order of the calls, and applies the winners. Returns a description of what is wrong, or
@@ -205,6 +218,7 @@ export function applyIssues(c: ModelCoupon, calls: { user: string; span: Span; h
     const won = wins.get(user);
     const what = `IssueCoupon(${user}) answered ${describeHeard(heard)}`;
     if (known !== undefined) {
+      if (staleRefusalOfLateWinner(c, user, span, heard)) continue;
       if (!heard.ok || heard.seq !== known) return `${what}; a repeat must be OK with seq ${known}`;
       if (!repeatStates(user).includes(heard.state!)) return `${what}; a repeat's state must be one of ${repeatStates(user).join('|')}`;
       continue;
@@ -234,7 +248,10 @@ export function applyIssues(c: ModelCoupon, calls: { user: string; span: Span; h
     const windowRefusal = allowed.refusals.some((r) => r.ok === false && r.reason !== 'COUPON_SOLD_OUT' && matches(r, heard));
     if (!windowRefusal) return `${what}; allowed: ${[...(allowed.mayWin ? ['OK new seq'] : []), ...allowed.refusals.map(describeHeard)].join(' | ')}`;
   }
-  for (const [user, seq] of wins) c.winners.set(user, seq);
+  for (const [user, seq] of wins) {
+    c.winners.set(user, seq);
+    if (calls.some((x) => x.user === user && x.span.t0 < c.staleSoldOutUntilMs)) c.lateWinners.add(user);
+  }
   const after = c.winners.size;
   // next never passes the total: the gate hands out a seq only while a unit is left.
   const ceiling = Math.min(c.total, Math.max(c.next.hi, after + released));
